@@ -1,0 +1,129 @@
+"""Value types of the log: entries, headers, index keys, drafts."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+
+__all__ = [
+    "AppendEntry",
+    "Entry",
+    "EntryDraft",
+    "Headers",
+    "IndexKey",
+    "IndexKind",
+    "ScanDirection",
+]
+
+_EMPTY_KEYS: tuple[IndexKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Correlation metadata: the workflow an entry belongs to and the message that caused it."""
+
+    correlation_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+
+    @classmethod
+    def empty(cls) -> Headers:
+        return _EMPTY_HEADERS
+
+    def is_empty(self) -> bool:
+        return self.correlation_id is None and self.causation_id is None
+
+
+_EMPTY_HEADERS = Headers()
+
+
+class IndexKind(enum.IntEnum):
+    """Secondary-index kinds. The values are stored on disk and never change."""
+
+    CLIENT_ORDER_ID = 1
+    VENUE_ORDER_ID = 2
+    POSITION_ID = 3
+    TRADE_ID = 4
+    CORRELATION_ID = 5
+
+    @classmethod
+    def parse(cls, text: str) -> IndexKind:
+        """``client_order_id`` / ``CLIENT_ORDER_ID`` → the kind; ValueError names the choices."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            choices = ", ".join(k.name.lower() for k in cls)
+            raise ValueError(f"unknown index kind {text!r}; expected one of {choices}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexKey:
+    """A secondary key, already stringified by the encoder."""
+
+    kind: IndexKind
+    key: str
+
+
+class ScanDirection(enum.Enum):
+    FORWARD = "forward"
+    REVERSE = "reverse"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDraft:
+    """Everything the capture side knows; the writer stamps seq, ts_publish and the hash."""
+
+    headers: Headers
+    topic: str
+    payload_type: str
+    payload: bytes
+    ts_init: int
+    index_keys: tuple[IndexKey, ...] = field(default=_EMPTY_KEYS)
+
+    @classmethod
+    def without_indices(
+        cls, headers: Headers, topic: str, payload_type: str, payload: bytes, ts_init: int
+    ) -> EntryDraft:
+        return cls(headers, topic, payload_type, payload, ts_init, _EMPTY_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One committed log entry. ``payload`` may be a zero-copy view into a mapped segment."""
+
+    seq: int
+    ts_init: int
+    ts_publish: int
+    topic: str
+    payload_type: str
+    payload: bytes | memoryview
+    headers: Headers
+    entry_hash: bytes
+
+    def recompute_hash(self) -> bytes:
+        from mmaplog._hash import compute_entry_hash
+
+        return compute_entry_hash(
+            self.seq,
+            self.ts_init,
+            self.ts_publish,
+            self.topic,
+            self.payload_type,
+            self.payload,
+            self.headers,
+        )
+
+    def verify(self) -> bool:
+        return self.recompute_hash() == self.entry_hash
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntry:
+    """An entry plus the secondary keys committed with it, in the same batch."""
+
+    entry: Entry
+    index_keys: tuple[IndexKey, ...] = _EMPTY_KEYS
+
+    @classmethod
+    def without_indices(cls, entry: Entry) -> AppendEntry:
+        return cls(entry, _EMPTY_KEYS)

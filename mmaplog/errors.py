@@ -1,0 +1,169 @@
+"""Typed errors of the storage engine.
+
+Every error raised by ``mmaplog`` derives from one root::
+
+    MmapLogError
+    ├── CorruptionError (also ValueError)      a file does not hold what it should
+    │   ├── ChecksumMismatchError               a frame or record checksum does not match
+    │   ├── HashMismatchError                   an entry's canonical hash does not match
+    │   ├── TornFrameError                      a frame is cut short or its length is insane
+    │   ├── IndexCorruptError                   seq index, hash index or symbols damaged
+    │   ├── GapError                            a seq inside the high-watermark is missing
+    │   └── FormatError                         foreign file, bad magic or wrong version
+    ├── BackendError                            unclassified backend failure ("no run open", ...)
+    │   ├── DiskError                           ENOSPC / EFBIG / EDQUOT or below free-space floor
+    │   ├── OutOfOrderError                     an append does not continue the high-watermark
+    │   └── CrashedPredecessorError             open_run found an unsealed run
+    ├── LogClosedError                          the run is sealed or the handle is read-only
+    ├── LogBusyError                            another writer holds the run's LOCK
+    ├── RunNotFoundError (also LookupError)     no run matches an id or prefix
+    ├── InvalidIdError (also ValueError)        a run or instance id that could name a path
+    └── WriterBrokenError                       the writer thread failed (cause chained)
+
+Errors carry structured fields (path, segment, offset, seq) so callers and the CLIs can point at
+the fault without parsing messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "BackendError",
+    "ChecksumMismatchError",
+    "CorruptionError",
+    "CrashedPredecessorError",
+    "DiskError",
+    "FormatError",
+    "GapError",
+    "HashMismatchError",
+    "IndexCorruptError",
+    "InvalidIdError",
+    "LogBusyError",
+    "LogClosedError",
+    "MmapLogError",
+    "OutOfOrderError",
+    "RunNotFoundError",
+    "TornFrameError",
+    "WriterBrokenError",
+]
+
+
+class MmapLogError(Exception):
+    """Root of every error raised by mmaplog."""
+
+
+class CorruptionError(MmapLogError, ValueError):
+    """A file does not hold what it should. Never returned as data."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        segment: int | None = None,
+        offset: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        self.path = None if path is None else Path(path)
+        self.segment = segment
+        self.offset = offset
+        self.seq = seq
+        where = []
+        if path is not None:
+            where.append(f"path={path}")
+        if segment is not None:
+            where.append(f"segment={segment}")
+        if offset is not None:
+            where.append(f"offset={offset}")
+        if seq is not None:
+            where.append(f"seq={seq}")
+        super().__init__(message + (f" ({' '.join(where)})" if where else ""))
+        self.reason = message
+
+
+class ChecksumMismatchError(CorruptionError):
+    """A frame's or record's xxh3 checksum does not match its bytes."""
+
+
+class HashMismatchError(CorruptionError):
+    """An entry's canonical hash does not match its fields."""
+
+
+class TornFrameError(CorruptionError):
+    """A frame is cut short, or its length is not sane."""
+
+
+class IndexCorruptError(CorruptionError):
+    """The seq index, hash index or symbol table is damaged."""
+
+
+class GapError(CorruptionError):
+    """A seq inside the high-watermark is missing."""
+
+    def __init__(self, prev: int, next_: int, missing: int, *, path: Path | str | None = None):
+        self.prev = prev
+        self.next = next_
+        self.missing = missing
+        super().__init__(
+            f"gap between seq {prev} and {next_}: seq {missing} is missing", path=path, seq=missing
+        )
+
+
+class FormatError(CorruptionError):
+    """A foreign file, a bad magic number or an unsupported format version."""
+
+
+class BackendError(MmapLogError):
+    """An unclassified backend failure, e.g. "no run open"."""
+
+
+class DiskError(BackendError):
+    """The disk is full, a file is too large, or free space fell below the floor."""
+
+
+class OutOfOrderError(BackendError):
+    """An append batch does not continue the high-watermark contiguously."""
+
+    def __init__(self, high_watermark: int, seq: int) -> None:
+        self.high_watermark = high_watermark
+        self.seq = seq
+        super().__init__(
+            f"out-of-order append: high_watermark is {high_watermark}, got seq {seq} "
+            f"(expected {high_watermark + 1} and contiguous)"
+        )
+
+
+class CrashedPredecessorError(BackendError):
+    """open_run found an unsealed run; its entries stay readable so it can be sealed."""
+
+    def __init__(self, run_id: str, high_watermark: int) -> None:
+        self.run_id = run_id
+        self.high_watermark = high_watermark
+        super().__init__(
+            f"run {run_id} was not sealed (crashed predecessor, high_watermark {high_watermark})"
+        )
+
+
+class LogClosedError(MmapLogError):
+    """The run is sealed, or the handle is read-only."""
+
+
+class LogBusyError(MmapLogError):
+    """Another writer holds the run's LOCK."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        super().__init__(f"run is locked by another writer: {path}")
+
+
+class RunNotFoundError(MmapLogError, LookupError):
+    """No run matches an id, a prefix or 'latest'."""
+
+
+class InvalidIdError(MmapLogError, ValueError):
+    """A run or instance id that is malformed or could name a path outside the store."""
+
+
+class WriterBrokenError(MmapLogError):
+    """The writer thread failed; the cause is chained."""
