@@ -74,9 +74,7 @@ def check_batch(batch: Sequence[AppendEntry], high_watermark: int) -> None:
         expected += 1
 
 
-def check_anchor(
-    anchor: SnapshotAnchor, durable_hwm: int, latest: SnapshotAnchor | None
-) -> None:
+def check_anchor(anchor: SnapshotAnchor, durable_hwm: int, latest: SnapshotAnchor | None) -> None:
     if anchor.high_watermark > durable_hwm:
         raise BackendError(
             f"snapshot anchor high_watermark {anchor.high_watermark} exceeds durable "

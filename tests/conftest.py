@@ -1,0 +1,55 @@
+"""Shared fixtures: small runs on tmp_path, entry builders."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from mmaplog import (
+    AppendEntry,
+    Entry,
+    Headers,
+    IndexKey,
+    IndexKind,
+    RunManifest,
+    compute_entry_hash,
+)
+
+START = 1_700_000_000_000_000_000
+
+
+def make_entry(
+    seq: int,
+    *,
+    ts_init: int | None = None,
+    ts_publish: int | None = None,
+    topic: str = "exec.command",
+    payload_type: str = "SubmitOrder",
+    payload: bytes | None = None,
+    headers: Headers | None = None,
+) -> Entry:
+    ts_init = START + seq if ts_init is None else ts_init
+    ts_publish = ts_init + 1 if ts_publish is None else ts_publish
+    payload = f"payload-{seq}".encode() if payload is None else payload
+    headers = Headers.empty() if headers is None else headers
+    digest = compute_entry_hash(seq, ts_init, ts_publish, topic, payload_type, payload, headers)
+    return Entry(seq, ts_init, ts_publish, topic, payload_type, payload, headers, digest)
+
+
+def append_item(seq: int, *keys: tuple[IndexKind, str], **fields: object) -> AppendEntry:
+    entry = make_entry(seq, **fields)  # type: ignore[arg-type]
+    return AppendEntry(entry, tuple(IndexKey(k, v) for k, v in keys))
+
+
+def make_manifest(run_id: str = "1700000000000000000-00000001", **fields: object) -> RunManifest:
+    return RunManifest(run_id=run_id, instance_id="trader-001", start_ts_init=START, **fields)  # type: ignore[arg-type]
+
+
+def uuid_n(n: int) -> uuid.UUID:
+    return uuid.UUID(int=n)
+
+
+@pytest.fixture
+def manifest() -> RunManifest:
+    return make_manifest()
