@@ -138,6 +138,7 @@ _B_USED: Final = 12
 _MIN_HEAP: Final = 4096
 _PAGE: Final = 4096
 _COPY_CHUNK: Final = 32 << 20
+_RECORD_CACHE: Final = 1 << 16  # writer's cache of hot keys' record offsets
 _SMALL: Final = 64  # chains up to this many seqs are read with struct, longer ones with numpy
 
 _HDR_STATIC = struct.Struct("<8sIIQQ")  # magic, version, header_size, slot_count, heap_start
@@ -154,6 +155,8 @@ _slot_unpack = _SLOT.unpack_from
 _record_unpack = _RECORD.unpack_from
 _block_unpack = _BLOCK.unpack_from
 _u64_unpack = _U64.unpack_from
+_last_count_unpack = struct.Struct("<QQ").unpack_from
+_cap_used_unpack = struct.Struct("<II").unpack_from
 _u64_pack = _U64.pack_into
 _u32_pack = _U32.pack_into
 
@@ -298,6 +301,7 @@ class HashIndex:
         "_mm",
         "_path",
         "_size",
+        "_records",
         "_slots",
         "_heap_used",
         "_writable",
@@ -320,6 +324,9 @@ class HashIndex:
         self._key_count = 0
         self._dirty = False
         self._max_added = 0
+        # Writer only: (kind, key) -> heap-relative record offset, so a hot key skips probing.
+        # Bounded: cleared when full, so writer memory does not grow with the run.
+        self._records: dict[tuple[int, bytes], int] = {}
         self._load_geometry()
 
     def _load_geometry(self) -> None:
@@ -653,12 +660,18 @@ class HashIndex:
         """Add ``seq`` to (kind, key). A key's seqs must ascend; re-adding its last is a no-op."""
         self._check_writer()
         _check_seq(seq)
-        found = self._find(kind, key)
-        if found is None:
-            self._mark_dirty(seq)
-            self._insert(kind, key, seq)
-            return
-        rec, _, last, count = found
+        roff = self._records.get((kind, key))
+        if roff is None:
+            found = self._find(kind, key)
+            if found is None:
+                self._mark_dirty(seq)
+                self._insert(kind, key, seq)
+                return
+            rec, _, last, count = found
+            self._remember(kind, key, rec - self._hs)
+        else:
+            rec = self._hs + roff
+            _, last, count, _, _, _ = _record_unpack(self._mm, rec)
         b, _, cap, used = self._block(last, rec)
         mm = self._mm
         if count:
@@ -687,6 +700,43 @@ class HashIndex:
         _u64_pack(mm, b, nb)  # old last block's next_block
         _u64_pack(mm, rec + _R_LAST, nb)
         _u64_pack(mm, rec + _R_COUNT, count + 1)
+
+    def add_many(self, postings: list[tuple[int, bytes, int]]) -> None:
+        """``add`` for a batch of (kind, key, seq): the writer's hot path.
+
+        A cached key whose last block has room and whose last seq is lower takes the inline
+        path; everything else goes through :meth:`add` with its full checks.
+        """
+        self._check_writer()
+        records = self._records
+        mm = self._mm
+        hs = self._hs
+        size = self._size
+        for kind, key, seq in postings:
+            roff = records.get((kind, key))
+            if roff is not None and 0 < seq <= _U64_MAX:
+                rec = hs + roff
+                last, count = _last_count_unpack(mm, rec + 8)
+                b = hs + last
+                cap, used = _cap_used_unpack(mm, b + 8)
+                if 0 < used < cap and b + BLOCK_HEADER_SIZE + (cap << 3) <= size:
+                    at = b + BLOCK_HEADER_SIZE + (used << 3)
+                    if _u64_unpack(mm, at - 8)[0] < seq:
+                        if seq > self._max_added:
+                            self._mark_dirty(seq)
+                        _u64_pack(mm, at, seq)
+                        _u32_pack(mm, b + _B_USED, used + 1)
+                        _u64_pack(mm, rec + _R_COUNT, count + 1)
+                        continue
+            self.add(kind, key, seq)
+            mm = self._mm
+            hs = self._hs
+            size = self._size
+
+    def _remember(self, kind: int, key: bytes, roff: int) -> None:
+        if len(self._records) >= _RECORD_CACHE:
+            self._records.clear()
+        self._records[(kind, key)] = roff
 
     def _mark_dirty(self, seq: int) -> None:
         if seq > self._max_added:
@@ -720,6 +770,7 @@ class HashIndex:
         slot = HEADER_SIZE + (i << 4)
         _u64_pack(mm, slot + 8, roff)
         _u64_pack(mm, slot, h)
+        self._remember(kind, key, roff)
         self._key_count += 1
         _u64_pack(mm, _H_KEY_COUNT, self._key_count)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
-from mmaplog._backend import check_anchor, check_batch, check_seal_status, effective_keys
+from mmaplog._backend import check_anchor, check_batch, check_seal_status
 from mmaplog._fileio import FILE_MODE, classify_os_error
 from mmaplog._format import (
     COMMIT_WORD,
@@ -40,7 +41,7 @@ from mmaplog._format import (
     SEGMENT_HEADER_SIZE,
     segment_name,
 )
-from mmaplog._hash import compute_entry_hash
+from mmaplog._hash import framed_names, hash_with_framing
 from mmaplog._hash_index import HashIndex
 from mmaplog._manifest import (
     RunManifest,
@@ -58,6 +59,7 @@ from mmaplog._symbols import SymbolTable
 from mmaplog._types import AppendEntry, Entry, Headers, IndexKey, IndexKind, ScanDirection
 from mmaplog.errors import (
     BackendError,
+    ChecksumMismatchError,
     CorruptionError,
     CrashedPredecessorError,
     DiskError,
@@ -67,6 +69,7 @@ from mmaplog.errors import (
     LogBusyError,
     LogClosedError,
     MmapLogError,
+    TornFrameError,
 )
 
 __all__ = ["MmapBackend", "TailRepair"]
@@ -79,6 +82,13 @@ KEYS = "keys.hix"
 SYMBOLS = "symbols.sym"
 _ZERO_CHUNK = 1 << 16
 _PADS = [bytes(n) for n in range(8)]
+_MIN_FRAME = FRAME_HEADER_SIZE + 8
+_CHECKSUM_AT = struct.Struct("<Q").unpack_from
+_HEADER_AT = FRAME_HEADER.unpack_from
+_EMPTY_HEADERS = Headers.empty()
+_KEY_HEADERS = {kind: bytes([kind.value]) for kind in IndexKind}
+_CORR = IndexKind.CORRELATION_ID
+_CORR_KIND = _CORR.value
 _xxh3_64 = xxhash.xxh3_64_intdigest
 
 
@@ -120,8 +130,17 @@ def lock_is_held(run_dir: Path) -> bool:
     return False
 
 
-def _uuid_or_none(raw: bytes, present: bool) -> uuid.UUID | None:
-    return uuid.UUID(bytes=raw) if present else None
+_new_object = object.__new__
+_set_attr = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def _fast_uuid(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(bytes=raw)`` without its argument parsing: 16 bytes are always valid."""
+    value = _new_object(uuid.UUID)
+    _set_attr(value, "int", int.from_bytes(raw, "big"))
+    _set_attr(value, "is_safe", _UNKNOWN_SAFETY)
+    return value
 
 
 class MmapBackend:
@@ -156,7 +175,7 @@ class MmapBackend:
         self._cur = 0  # segment being written; the next one may already be prepared
         self._pos = SEGMENT_HEADER_SIZE  # write position in that segment
         self._dirty: set[int] = set()
-        self._names: dict[tuple[int, int], tuple[str, str]] = {}
+        self._framed: dict[tuple[int, int], tuple[str, str, bytes]] = {}
         self._name_ids: dict[tuple[str, str], tuple[int, int]] = {}
 
     def __repr__(self) -> str:
@@ -418,13 +437,24 @@ class MmapBackend:
             headers = entry.headers
             corr = headers.correlation_id
             caus = headers.causation_id
-            if item.index_keys or corr is not None:
-                key_block, entry_postings = _key_block(item, seq)
-                postings += entry_postings
-            else:
+            index_keys = item.index_keys
+            if not index_keys:
                 key_block = b""
+            elif len(index_keys) == 1 and index_keys[0].kind is not _CORR:
+                only = index_keys[0]
+                raw = only.key.encode()
+                if len(raw) > MAX_KEY_BYTES:
+                    raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes")
+                key_block = _KEY_HEADERS[only.kind] + len(raw).to_bytes(2, "little") + raw
+                postings.append((only.kind.value, raw, seq))
+            else:
+                key_block = _key_block(index_keys, seq, postings)
             flags = (FLAG_CORRELATION if corr else 0) | (FLAG_CAUSATION if caus else 0)
             corr_b = corr.bytes if corr else EMPTY_UUID
+            if corr is not None:
+                # The header's correlation id is indexed from the header itself (its raw bytes),
+                # not repeated in the key block: a rebuild reads it from the frame header.
+                postings.append((_CORR_KIND, corr_b, seq))
             caus_b = caus.bytes if caus else EMPTY_UUID
             n_payload = len(payload)
             n_keys = len(key_block)
@@ -492,9 +522,7 @@ class MmapBackend:
         first = batch[0].entry.seq
         last = batch[-1].entry.seq
         index.write_records(first, records)
-        add = keys_index.add
-        for kind, raw, seq in postings:
-            add(kind, raw, seq)
+        keys_index.add_many(postings)
         keys_index.commit(last)
         # The committed count is written last: it is what makes the batch visible.
         index.set_committed(last)
@@ -553,62 +581,105 @@ class MmapBackend:
                 return
             self._segments.append(Segment.open(path, len(self._segments), self._run_hash))
 
-    def _names_for(self, topic_id: int, type_id: int) -> tuple[str, str]:
-        names = self._names.get((topic_id, type_id))
-        if names is None:
-            symbols = self._require_symbols()
-            names = (symbols.name(topic_id), symbols.name(type_id))
-            self._names[(topic_id, type_id)] = names
-        return names
-
     def read_entry(self, seq: int, segment: int, offset: int, *, copy: bool = True) -> Entry:
-        """Decode and fully check the frame of ``seq`` at (segment, offset)."""
+        """Decode and fully check the frame of ``seq`` at (segment, offset): commit word, length,
+        checksum over every byte, seq, and the canonical entry hash."""
         seg = self._segment(segment, seq)
-        head, payload = seg.read_frame(offset, seq)
-        return self._entry_from(seg, offset, head, payload, seq, copy)
-
-    def _entry_from(
-        self, seg: Segment, offset: int, head: FrameView, payload: memoryview, seq: int, copy: bool
-    ) -> Entry:
-        if head.seq != seq:
-            raise CorruptionError(
-                f"seq mismatch: index says seq {seq}, frame holds seq {head.seq}",
+        view = seg.view(offset + FRAME_HEADER_SIZE + 8)
+        if offset & 7 or offset < SEGMENT_HEADER_SIZE:
+            raise TornFrameError(
+                "frame offset not aligned",
                 path=seg.path,
                 segment=seg.number,
                 offset=offset,
                 seq=seq,
             )
-        topic, payload_type = self._names_for(head.topic_id, head.type_id)
-        flags = head.flags
-        headers = (
-            Headers(
-                _uuid_or_none(head.corr, bool(flags & FLAG_CORRELATION)),
-                _uuid_or_none(head.caus, bool(flags & FLAG_CAUSATION)),
-            )
-            if flags
-            else Headers.empty()
-        )
-        data: bytes | memoryview = bytes(payload) if copy else payload
-        entry = Entry(
-            head.seq,
-            head.ts_init,
-            head.ts_publish,
-            topic,
-            payload_type,
-            data,
-            headers,
-            head.entry_hash,
-        )
+        length, magic = COMMIT_WORD.unpack_from(view, offset)
         if (
-            compute_entry_hash(
-                head.seq, head.ts_init, head.ts_publish, topic, payload_type, payload, headers
-            )
-            != head.entry_hash
+            magic != FRAME_MAGIC
+            or length < _MIN_FRAME
+            or length & 7
+            or offset + length > seg.mapped
         ):
+            raise TornFrameError(
+                "no committed frame here (bad commit word or length)",
+                path=seg.path,
+                segment=seg.number,
+                offset=offset,
+                seq=seq,
+            )
+        end = offset + length - 8
+        if _CHECKSUM_AT(view, end)[0] != _xxh3_64(view[offset:end]):
+            raise ChecksumMismatchError(
+                "frame checksum mismatch",
+                path=seg.path,
+                segment=seg.number,
+                offset=offset,
+                seq=seq,
+            )
+        (
+            _,
+            _,
+            fseq,
+            ts_init,
+            ts_pub,
+            topic_id,
+            type_id,
+            n_payload,
+            flags,
+            n_keys,
+            corr,
+            caus,
+            digest,
+        ) = _HEADER_AT(view, offset)
+        if fseq != seq:
+            raise CorruptionError(
+                f"seq mismatch: index says seq {seq}, frame holds seq {fseq}",
+                path=seg.path,
+                segment=seg.number,
+                offset=offset,
+                seq=seq,
+            )
+        if FRAME_HEADER_SIZE + n_payload + n_keys + 8 > length:
+            raise TornFrameError(
+                "frame lengths disagree", path=seg.path, segment=seg.number, offset=offset, seq=seq
+            )
+        names = self._framed.get((topic_id, type_id))
+        if names is None:
+            names = self._framed_names(topic_id, type_id)
+        start = offset + FRAME_HEADER_SIZE
+        payload = view[start : start + n_payload]
+        if flags:
+            corr_id = _fast_uuid(corr) if flags & FLAG_CORRELATION else None
+            caus_id = _fast_uuid(caus) if flags & FLAG_CAUSATION else None
+            headers = Headers(corr_id, caus_id)
+            tail = (b"\x01" + corr if corr_id else b"\x00") + (
+                b"\x01" + caus if caus_id else b"\x00"
+            )
+        else:
+            headers = _EMPTY_HEADERS
+            tail = b"\x00\x00"
+        if hash_with_framing(fseq, ts_init, ts_pub, names[2], payload, tail) != digest:
             raise HashMismatchError(
                 "entry hash mismatch", path=seg.path, segment=seg.number, offset=offset, seq=seq
             )
-        return entry
+        return Entry(
+            fseq,
+            ts_init,
+            ts_pub,
+            names[0],
+            names[1],
+            bytes(payload) if copy else payload,
+            headers,
+            digest,
+        )
+
+    def _framed_names(self, topic_id: int, type_id: int) -> tuple[str, str, bytes]:
+        symbols = self._require_symbols()
+        topic, payload_type = symbols.name(topic_id), symbols.name(type_id)
+        names = (topic, payload_type, framed_names(topic, payload_type))
+        self._framed[(topic_id, type_id)] = names
+        return names
 
     def scan_seq(self, seq: int) -> Entry | None:
         hwm = self.high_watermark()
@@ -673,14 +744,21 @@ class MmapBackend:
         keys = self._require_keys()
         if not self._writable:
             keys.refresh()
-        return keys.lookup_all(int(kind), key.encode(), max_seq=hwm)
+        try:
+            stored = posting_key(kind, key)
+        except ValueError:
+            return []  # not a UUID: no entry can carry it as a correlation id
+        return keys.lookup_all(kind.value, stored, max_seq=hwm)
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
         hwm = self.high_watermark()
         keys = self._require_keys()
         if not self._writable:
             keys.refresh()
-        return [(k.decode(), s) for k, s in keys.iter_keys(int(kind)) if s <= hwm]
+        pairs = keys.iter_keys(kind.value)
+        if kind is _CORR:
+            return [(str(_fast_uuid(k)), s) for k, s in pairs if s <= hwm]
+        return [(k.decode(), s) for k, s in pairs if s <= hwm]
 
     def index_array(self) -> npt.NDArray[np.void]:
         """The committed seq-index records as a zero-copy numpy structured array."""
@@ -701,7 +779,7 @@ class MmapBackend:
         self._check_record(rec, seq)
         seg = self._segment(int(rec["segment"]), seq)
         head, _ = seg.read_frame(int(rec["offset"]), seq)
-        return _parse_keys(seg.keys_block(int(rec["offset"]), head), seg, seq)
+        return _frame_keys(seg, int(rec["offset"]), head, seq)
 
     # --- sealing, anchors, durability -------------------------------------------------------
     def seal(self, status: RunStatus) -> RunManifest:
@@ -761,7 +839,7 @@ class MmapBackend:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
-        self._names.clear()
+        self._framed.clear()
         self._name_ids.clear()
         self._dirty.clear()
 
@@ -819,9 +897,9 @@ class MmapBackend:
                 seg_no, pos = seg_no + 1, SEGMENT_HEADER_SIZE
                 continue
             try:
-                head, payload = seg.read_frame(pos, count + 1)
-                entry = self._entry_from(seg, pos, head, payload, count + 1, False)
-                frame_keys = _parse_keys(seg.keys_block(pos, head), seg, count + 1)
+                head, _ = seg.read_frame(pos, count + 1)
+                entry = self.read_entry(count + 1, seg_no, pos, copy=False)
+                frame_keys = _frame_keys(seg, pos, head, count + 1)
             except MmapLogError:
                 break
             count += 1
@@ -883,7 +961,7 @@ class MmapBackend:
             try:
                 for seq in range(1, self._hwm + 1):
                     for key in self.frame_keys(seq):
-                        keys.add(int(key.kind), key.key.encode(), seq)
+                        keys.add(key.kind.value, posting_key(key.kind, key.key), seq)
                 keys.commit(self._hwm)
             finally:
                 keys.close()
@@ -892,7 +970,7 @@ class MmapBackend:
             for seq, items in new:
                 if seq > keys.indexed_through:
                     for key in items:
-                        keys.add(int(key.kind), key.key.encode(), seq)
+                        keys.add(key.kind.value, posting_key(key.kind, key.key), seq)
             # Postings past the repaired hwm (a torn batch indexed before its frames were
             # complete) stay invisible: every lookup is bounded by max_seq = hwm.
             if self._hwm > keys.indexed_through:
@@ -915,18 +993,40 @@ class MmapBackend:
         return zeroed
 
 
-def _key_block(item: AppendEntry, seq: int) -> tuple[bytes, list[tuple[int, bytes, int]]]:
-    """The frame's index-key block and the hash-index postings of one entry."""
+def posting_key(kind: IndexKind, key: str) -> bytes:
+    """The bytes a key is stored under in keys.hix: UTF-8, except correlation ids, which are
+    stored as their 16 raw UUID bytes (the header form). ValueError for a bad correlation id."""
+    if kind is _CORR:
+        return uuid.UUID(key).bytes
+    return key.encode()
+
+
+def _key_block(
+    index_keys: Sequence[IndexKey], seq: int, postings: list[tuple[int, bytes, int]]
+) -> bytes:
+    """The frame's index-key block; appends the entry's hash-index postings to ``postings``."""
     blocks = []
-    postings = []
-    for key in effective_keys(item):
+    for key in index_keys:
         raw = key.key.encode()
         if len(raw) > MAX_KEY_BYTES:
             raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes: {key.key[:40]!r}")
-        kind = int(key.kind)
-        blocks.append(KEY_HEADER.pack(kind, len(raw)) + raw)
-        postings.append((kind, raw, seq))
-    return b"".join(blocks), postings
+        try:
+            stored = posting_key(key.kind, key.key)
+        except ValueError:
+            raise BackendError(f"correlation id key is not a UUID: {key.key[:40]!r}") from None
+        blocks.append(_KEY_HEADERS[key.kind] + len(raw).to_bytes(2, "little") + raw)
+        postings.append((key.kind.value, stored, seq))
+    return b"".join(blocks)
+
+
+def _frame_keys(seg: Segment, offset: int, head: FrameView, seq: int) -> list[IndexKey]:
+    """Every key a frame is indexed under: its key block plus its header's correlation id."""
+    keys = _parse_keys(seg.keys_block(offset, head), seg, seq)
+    if head.flags & FLAG_CORRELATION:
+        corr = IndexKey(_CORR, str(_fast_uuid(head.corr)))
+        if corr not in keys:
+            keys.append(corr)
+    return keys
 
 
 def _parse_keys(block: memoryview, seg: Segment, seq: int) -> list[IndexKey]:

@@ -1,0 +1,1 @@
+"""Benchmarks for mmaplog, measured side by side with its peers (SQLite, LMDB)."""
