@@ -1,0 +1,3 @@
+from mmaplog.cli import main
+
+raise SystemExit(main())

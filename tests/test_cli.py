@@ -1,0 +1,145 @@
+"""The mmaplog admin CLI: output, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mmaplog.cli import main
+from tests.test_store_reader import build_run
+
+RUN_A = "1700000000000000001-0000000a"
+RUN_B = "1700000000000000002-0000000b"
+
+
+@pytest.fixture
+def root(tmp_path):
+    build_run(tmp_path, RUN_A, n=30)
+    build_run(tmp_path, RUN_B, n=5, seal=False)
+    return tmp_path
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_runs_lists_every_run_aligned_with_status(root, capsys):
+    code, out, err = run_cli(capsys, "runs", "--root", str(root))
+    assert code == 0
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["RUN", "INSTANCE", "STATUS", "ENTRIES"]
+    assert RUN_A in lines[1]
+    assert "ended" in lines[1]
+    assert "running (crashed)" in lines[2]
+    assert lines[1].index("trader-001") == lines[2].index("trader-001")
+
+
+def test_runs_json_is_valid_json_with_entry_counts(root, capsys):
+    code, out, _ = run_cli(capsys, "runs", "--root", str(root), "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["run_id"], r["entries"], r["status"]) for r in rows] == [
+        (RUN_A, 30, "ended"),
+        (RUN_B, 5, "running"),
+    ]
+
+
+def test_runs_on_an_empty_root_says_so(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "runs", "--root", str(tmp_path / "none"))
+    assert code == 0
+    assert "no runs" in out
+
+
+def test_root_defaults_to_the_environment_variable(root, capsys, monkeypatch):
+    monkeypatch.setenv("MMAPLOG_ROOT", str(root))
+    code, out, _ = run_cli(capsys, "runs", "--json")
+    assert code == 0
+    assert len(json.loads(out)) == 2
+
+
+def test_show_prints_manifest_and_counts(root, capsys):
+    code, out, _ = run_cli(capsys, "show", RUN_A[:19], "--root", str(root))
+    assert code == 0
+    assert "entries   30" in out
+    assert "exec.command" in out
+
+
+def test_show_json_carries_the_manifest_and_counts(root, capsys):
+    code, out, _ = run_cli(capsys, "show", "latest", "--root", str(root), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["manifest"]["run_id"] == RUN_B
+    assert data["by_topic"] == {"exec.command": 5}
+
+
+def test_tail_prints_the_last_n_entries(root, capsys):
+    code, out, _ = run_cli(capsys, "tail", RUN_A, "-n", "3", "--root", str(root))
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == ["28", "29", "30"]
+
+
+def test_tail_jsonl_lines_are_json(root, capsys):
+    code, out, _ = run_cli(
+        capsys, "tail", RUN_A, "-n", "2", "--format", "jsonl", "--root", str(root)
+    )
+    assert code == 0
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [29, 30]
+
+
+def test_export_writes_every_entry_atomically_to_a_file(root, capsys, tmp_path):
+    target = tmp_path / "out.jsonl"
+    code, _, err = run_cli(capsys, "export", RUN_A, "--out", str(target), "--root", str(root))
+    assert code == 0
+    lines = target.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 31))
+    assert "exported 30 entries" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["show", "../../etc"], 2, "invalid run id"),
+        (["show", "1800"], 2, "no run matches"),
+        (["show", "17"], 2, "ambiguous"),
+        (["tail", RUN_A, "-n", "x"], 2, "usage error"),
+        (["tail", RUN_A, "-n", "-1"], 2, "--lines must be >= 0"),
+        (["frobnicate"], 2, "invalid choice"),
+        ([], 2, "usage error"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_exit(root, capsys, argv, code, message):
+    got, out, err = run_cli(capsys, *argv, "--root", str(root)) if argv else run_cli(capsys)
+    assert got == code
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_a_corrupt_run_is_reported_in_one_line_with_exit_1(root, capsys):
+    seg = root / "trader-001" / RUN_A / "segments" / "00000000.seg"
+    data = bytearray(seg.read_bytes())
+    data[64 + 100] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    code, _, err = run_cli(capsys, "export", RUN_A, "--root", str(root))
+    assert code == 1
+    assert err.startswith("mmaplog: corrupt: frame checksum mismatch")
+
+
+def test_export_piped_into_head_exits_quietly(tmp_path):
+    build_run(tmp_path, RUN_A, n=3000)  # far more output than a pipe buffer holds
+    proc = subprocess.run(
+        f"{sys.executable} -m mmaplog export {RUN_A} --root {tmp_path} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["seq"] == 1
+    assert "Traceback" not in proc.stderr
