@@ -3,6 +3,32 @@
 from __future__ import annotations
 
 from mmaplog._backend import EventStore
+from mmaplog._bus import AuditCommitError, MessageBus
+from mmaplog._capture import (
+    BusCaptureAdapter,
+    CaptureEncodeError,
+    CaptureError,
+    CaptureHaltedError,
+    CaptureSubmitError,
+    EncodedPayload,
+    EncodeError,
+    EncoderRegistry,
+    SubmitCounter,
+    TypedEncoder,
+    TypeMismatch,
+    halt_reason_from_submit_error,
+)
+from mmaplog._halt import (
+    BackendCorrupted,
+    BackendDisk,
+    BackpressureStall,
+    HaltCallback,
+    HaltReason,
+    HaltSignal,
+    halt_reason_from_error,
+    noop_halt,
+)
+from mmaplog._halt import BackendError as HaltBackendError
 from mmaplog._hash import compute_entry_hash
 from mmaplog._manifest import (
     RegisteredComponents,
@@ -22,6 +48,17 @@ from mmaplog._types import (
     IndexKey,
     IndexKind,
     ScanDirection,
+)
+from mmaplog._writer import (
+    Clock,
+    Durability,
+    EventStoreWriter,
+    HaltSignaled,
+    MonotonicWallClock,
+    SubmitError,
+    TestClock,
+    WriterClosed,
+    WriterConfig,
 )
 from mmaplog.errors import (
     BackendError,
@@ -47,16 +84,36 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AppendEntry",
+    "AuditCommitError",
+    "BackendCorrupted",
+    "BackendDisk",
     "BackendError",
+    "BackpressureStall",
+    "BusCaptureAdapter",
+    "CaptureEncodeError",
+    "CaptureError",
+    "CaptureHaltedError",
+    "CaptureSubmitError",
     "ChecksumMismatchError",
+    "Clock",
     "CorruptionError",
     "CrashedPredecessorError",
     "DiskError",
+    "Durability",
+    "EncodeError",
+    "EncodedPayload",
+    "EncoderRegistry",
     "Entry",
     "EntryDraft",
     "EventStore",
+    "EventStoreWriter",
     "FormatError",
     "GapError",
+    "HaltBackendError",
+    "HaltCallback",
+    "HaltReason",
+    "HaltSignal",
+    "HaltSignaled",
     "HashMismatchError",
     "Headers",
     "IndexCorruptError",
@@ -66,7 +123,9 @@ __all__ = [
     "LogBusyError",
     "LogClosedError",
     "MemoryBackend",
+    "MessageBus",
     "MmapLogError",
+    "MonotonicWallClock",
     "OutOfOrderError",
     "RegisteredComponents",
     "RunManifest",
@@ -74,10 +133,20 @@ __all__ = [
     "RunStatus",
     "ScanDirection",
     "SnapshotAnchor",
+    "SubmitCounter",
+    "SubmitError",
+    "TestClock",
     "TornFrameError",
+    "TypeMismatch",
+    "TypedEncoder",
     "WriterBrokenError",
+    "WriterClosed",
+    "WriterConfig",
     "build_run_id",
     "compute_entry_hash",
+    "halt_reason_from_error",
+    "halt_reason_from_submit_error",
+    "noop_halt",
     "validate_instance_id",
     "validate_run_id",
 ]
