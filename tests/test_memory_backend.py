@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import dataclasses
+import msgspec
 
 import pytest
 
@@ -15,7 +15,7 @@ class TestMemoryBackend(BackendConformance):
 
     def tamper(self, backend, seq):
         entry = backend.scan_seq(seq)
-        backend._replace_entry_unchecked(dataclasses.replace(entry, payload=b"evil"))
+        backend._replace_entry_unchecked(msgspec.structs.replace(entry, payload=b"evil"))
 
     def test_tampered_payload_is_a_hash_mismatch_naming_the_seq(self, opened):
         self.tamper(opened, 1)
