@@ -121,7 +121,7 @@ MAX_CAPACITY: Final = 4096
 MAX_KEY_LEN: Final = 1024
 MIN_SLOTS: Final = 8
 MAX_SLOTS: Final = 1 << 36
-MAX_LOAD: Final = 0.7
+MAX_LOAD: Final = 0.5
 _U64_MAX: Final = (1 << 64) - 1
 
 # Header field offsets.
@@ -155,6 +155,9 @@ _slot_unpack = _SLOT.unpack_from
 _record_unpack = _RECORD.unpack_from
 _block_unpack = _BLOCK.unpack_from
 _u64_unpack = _U64.unpack_from
+_BLOCK_WITH_FIRST = struct.Struct("<QIIQ")  # next, capacity, used, first seq
+_HEAP_AND_KEYS = struct.Struct("<QQ")  # heap_used, key_count (adjacent header fields)
+_ZERO_PADS = tuple(bytes(n) for n in range(8))
 _last_count_unpack = struct.Struct("<QQ").unpack_from
 _cap_used_unpack = struct.Struct("<II").unpack_from
 _u64_pack = _U64.pack_into
@@ -301,7 +304,9 @@ class HashIndex:
         "_mm",
         "_path",
         "_size",
+        "_miss",
         "_records",
+        "_renamed",
         "_slots",
         "_heap_used",
         "_writable",
@@ -327,6 +332,8 @@ class HashIndex:
         # Writer only: (kind, key) -> heap-relative record offset, so a hot key skips probing.
         # Bounded: cleared when full, so writer memory does not grow with the run.
         self._records: dict[tuple[int, bytes], int] = {}
+        self._renamed = False
+        self._miss: tuple[int, bytes, int, int] | None = None
         self._load_geometry()
 
     def _load_geometry(self) -> None:
@@ -488,6 +495,7 @@ class HashIndex:
         for _ in range(self._slots):
             slot_hash, roff = _slot_unpack(mm, HEADER_SIZE + (i << 4))
             if slot_hash == 0:
+                self._miss = (kind, key, h, i)  # where an insert of this key goes
                 return None
             if slot_hash == h:
                 rec = self._hs + roff
@@ -746,42 +754,60 @@ class HashIndex:
             self._dirty = True
 
     def _insert(self, kind: int, key: bytes, seq: int) -> None:
+        miss = self._miss
+        self._miss = None
         if self._key_count + 1 > self._slots * MAX_LOAD:
             self._rebuild(self._slots << 1)
-        h = _key_hash(kind, key) or 1
+            miss = None
+        if miss is not None and miss[0] == kind and miss[1] == key:
+            h, start = miss[2], miss[3]
+        else:
+            h = _key_hash(kind, key) or 1
+            start = h & self._mask
         klen = len(key)
-        boff_rel = RECORD_SIZE + _pad8(klen)
-        roff = self._alloc(boff_rel + BLOCK_HEADER_SIZE + (FIRST_CAPACITY << 3))
+        pad = -klen & 7
+        boff_rel = RECORD_SIZE + klen + pad
+        roff = self._alloc(boff_rel + BLOCK_HEADER_SIZE + (FIRST_CAPACITY << 3), publish=False)
+        first = roff + boff_rel
+        # Record, key and first block (holding the first seq) in one copy; the rest of the
+        # block is still zero: the heap is only ever appended to.
+        data = b"".join(
+            (
+                _RECORD.pack(first, first, 1, h, kind, klen),
+                key,
+                _ZERO_PADS[pad],
+                _BLOCK_WITH_FIRST.pack(0, FIRST_CAPACITY, 1, seq),
+            )
+        )
         mm = self._mm
         rec = self._hs + roff
-        b = rec + boff_rel
-        _BLOCK.pack_into(mm, b, 0, FIRST_CAPACITY, 1)
-        _u64_pack(mm, b + BLOCK_HEADER_SIZE, seq)
-        _RECORD.pack_into(mm, rec, roff + boff_rel, roff + boff_rel, 1, h, kind, klen)
-        mm[rec + RECORD_SIZE : rec + RECORD_SIZE + klen] = key
+        mm[rec : rec + len(data)] = data
         mask = self._mask
-        i = h & mask
+        i = start
         for _ in range(self._slots):
             if _u64_unpack(mm, HEADER_SIZE + (i << 4))[0] == 0:
                 break
             i = (i + 1) & mask
         else:
             raise self._corrupt("no empty slot for a new key (table overfull)")
+        self._key_count += 1
+        _HEAP_AND_KEYS.pack_into(mm, _H_HEAP_USED, self._heap_used, self._key_count)
+        # Offset before hash: a reader that sees the hash also sees where the record is.
         slot = HEADER_SIZE + (i << 4)
         _u64_pack(mm, slot + 8, roff)
         _u64_pack(mm, slot, h)
         self._remember(kind, key, roff)
-        self._key_count += 1
-        _u64_pack(mm, _H_KEY_COUNT, self._key_count)
 
-    def _alloc(self, nbytes: int) -> int:
-        """Reserve ``nbytes`` (a multiple of 8) of heap; returns the heap-relative offset."""
+    def _alloc(self, nbytes: int, *, publish: bool = True) -> int:
+        """Reserve ``nbytes`` (a multiple of 8) of heap; returns the heap-relative offset.
+        ``publish=False`` leaves writing ``heap_used`` to the caller."""
         off = self._heap_used
         end = self._hs + off + nbytes
         if end > self._size:
             self._grow(end)
         self._heap_used = off + nbytes
-        _u64_pack(self._mm, _H_HEAP_USED, self._heap_used)
+        if publish:
+            _u64_pack(self._mm, _H_HEAP_USED, self._heap_used)
         return off
 
     def _grow(self, end: int) -> None:
@@ -819,7 +845,8 @@ class HashIndex:
             for start in range(0, self._heap_used, _COPY_CHUNK):
                 stop = min(start + _COPY_CHUNK, self._heap_used)
                 mm[new_hs + start : new_hs + stop] = old_mm[self._hs + start : self._hs + stop]
-            os.fsync(fd)
+            # No fsync here: like every other write to this projection, durability comes from
+            # sync() (file and directory), and a power loss before it is repaired by a rebuild.
             os.replace(tmp, self._path)
         except BaseException:
             _release(mm)
@@ -829,7 +856,7 @@ class HashIndex:
             except OSError:
                 pass
             raise
-        _fsync_dir(self._path.parent)
+        self._renamed = True
         old_fd = self._fd
         self._fd, self._mm, self._size = fd, mm, size
         self._ident = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
@@ -905,9 +932,13 @@ class HashIndex:
             self._dirty = False
 
     def sync(self) -> None:
-        """fdatasync the file (on Linux this also writes back pages dirtied through the map)."""
+        """fdatasync the file (on Linux this also writes back pages dirtied through the map),
+        and the directory when a table rebuild renamed a new file into place."""
         self._check_open()
         os.fdatasync(self._fd)
+        if self._renamed:
+            _fsync_dir(self._path.parent)
+            self._renamed = False
 
     def close(self) -> None:
         """Unmap and close; idempotent."""

@@ -41,7 +41,7 @@ from mmaplog._format import (
     SEGMENT_HEADER_SIZE,
     segment_name,
 )
-from mmaplog._hash import framed_names, hash_with_framing
+from mmaplog._hash import ENTRY_HASH_DOMAIN, framed_names, hash_with_framing
 from mmaplog._hash_index import HashIndex
 from mmaplog._manifest import (
     RunManifest,
@@ -56,7 +56,15 @@ from mmaplog._manifest import (
 from mmaplog._segments import FrameView, Segment, run_hash
 from mmaplog._seqindex import INDEX_RECORD, SeqIndex
 from mmaplog._symbols import SymbolTable
-from mmaplog._types import AppendEntry, Entry, Headers, IndexKey, IndexKind, ScanDirection
+from mmaplog._types import (
+    AppendEntry,
+    DraftItem,
+    Entry,
+    Headers,
+    IndexKey,
+    IndexKind,
+    ScanDirection,
+)
 from mmaplog.errors import (
     BackendError,
     ChecksumMismatchError,
@@ -69,6 +77,7 @@ from mmaplog.errors import (
     LogBusyError,
     LogClosedError,
     MmapLogError,
+    OutOfOrderError,
     TornFrameError,
 )
 
@@ -82,6 +91,8 @@ KEYS = "keys.hix"
 SYMBOLS = "symbols.sym"
 _ZERO_CHUNK = 1 << 16
 _PADS = [bytes(n) for n in range(8)]
+# 1 MiB of slots: the first ~32k keys never pay for a table rebuild.
+_INITIAL_KEY_SLOTS = 1 << 16
 _MIN_FRAME = FRAME_HEADER_SIZE + 8
 _CHECKSUM_AT = struct.Struct("<Q").unpack_from
 _HEADER_AT = FRAME_HEADER.unpack_from
@@ -90,6 +101,16 @@ _KEY_HEADERS = {kind: bytes([kind.value]) for kind in IndexKind}
 _CORR = IndexKind.CORRELATION_ID
 _CORR_KIND = _CORR.value
 _xxh3_64 = xxhash.xxh3_64_intdigest
+_xxh3_128 = xxhash.xxh3_128_digest
+_U64X3_BE = struct.Struct(">QQQ")
+_EMPTY_TAIL = b"\x00\x00"
+
+
+# A row to frame: seq, ts_publish, topic, payload_type, payload, ts_init, headers, index keys,
+# and the entry hash when the caller already has it (None: compute it here).
+_Row = tuple[
+    int, int, str, str, "bytes | memoryview", int, Headers, "tuple[IndexKey, ...]", "bytes | None"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +197,7 @@ class MmapBackend:
         self._pos = SEGMENT_HEADER_SIZE  # write position in that segment
         self._dirty: set[int] = set()
         self._framed: dict[tuple[int, int], tuple[str, str, bytes]] = {}
-        self._name_ids: dict[tuple[str, str], tuple[int, int]] = {}
+        self._name_ids: dict[tuple[str, str], tuple[int, int, bytes]] = {}
 
     def __repr__(self) -> str:
         return f"MmapBackend({self.run_dir}, high_watermark={self._hwm})"
@@ -313,7 +334,7 @@ class MmapBackend:
             self._rebind_paths(run_dir)
             # Created after the rename because it keeps its path (it replaces itself to grow).
             # A crash before this line leaves a run without keys.hix, which recovery rebuilds.
-            self._keys = HashIndex.create(run_dir / KEYS)
+            self._keys = HashIndex.create(run_dir / KEYS, initial_slots=_INITIAL_KEY_SLOTS)
         except OSError as exc:
             self.close()
             raise classify_os_error(exc, f"create run {run_dir}") from exc
@@ -391,28 +412,66 @@ class MmapBackend:
 
     # --- appending --------------------------------------------------------------------------
     def append_batch(self, batch: Sequence[AppendEntry]) -> int:
+        self._check_appendable()
+        if not batch:
+            return self._hwm
+        check_batch(batch, self._hwm)
+        rows = [
+            (
+                e.seq,
+                e.ts_publish,
+                e.topic,
+                e.payload_type,
+                e.payload,
+                e.ts_init,
+                e.headers,
+                item.index_keys,
+                e.entry_hash,
+            )
+            for item in batch
+            for e in (item.entry,)
+        ]
+        return self._append_rows(rows)
+
+    def append_items(self, items: Sequence[DraftItem]) -> int:
+        """``append_batch`` for the writer's stamped drafts: the canonical hash is computed
+        here, inside the framing loop, instead of building an ``Entry`` per item first."""
+        self._check_appendable()
+        if not items:
+            return self._hwm
+        expected = self._hwm + 1
+        for item in items:
+            if item[0] != expected:
+                raise OutOfOrderError(self._hwm, item[0])
+            expected += 1
+        return self._append_rows([(*item, None) for item in items])
+
+    def _check_appendable(self) -> None:
         manifest = self._run()
         if not self._writable:
             raise LogClosedError("read-only backend")
         if manifest.is_sealed():
             raise LogClosedError(f"run {manifest.run_id} is sealed")
-        if not batch:
-            return self._hwm
-        check_batch(batch, self._hwm)
+
+    def _append_rows(self, rows: Sequence[_Row]) -> int:
         try:
-            return self._append(batch)
+            return self._append(rows)
         except OSError as exc:
             raise classify_os_error(exc, "append batch") from exc
 
-    def _ids(self, topic: str, payload_type: str) -> tuple[int, int]:
-        ids = self._name_ids.get((topic, payload_type))
-        if ids is None:
+    def _names(self, topic: str, payload_type: str) -> tuple[int, int, bytes]:
+        names = self._name_ids.get((topic, payload_type))
+        if names is None:
             symbols = self._require_symbols()
-            ids = (symbols.intern(topic), symbols.intern(payload_type))
-            self._name_ids[(topic, payload_type)] = ids
-        return ids
+            names = (
+                symbols.intern(topic),
+                symbols.intern(payload_type),
+                framed_names(topic, payload_type),
+            )
+            self._name_ids[(topic, payload_type)] = names
+        return names
 
-    def _append(self, batch: Sequence[AppendEntry]) -> int:
+    def _append(self, rows: Sequence[_Row]) -> int:
         index = self._require_index()
         keys_index = self._require_keys()
         seg = self._segments[self._cur]
@@ -425,19 +484,16 @@ class MmapBackend:
         postings: list[tuple[int, bytes, int]] = []
         rolled: list[tuple[Segment, int, bytearray]] = []
         checksum = _xxh3_64
+        digest_of = _xxh3_128
         pack_head = FRAME_HEADER.pack
         pack_record = INDEX_RECORD.pack
-        ids_for = self._ids
+        pack_times = _U64X3_BE.pack
+        names_for = self._names
         limit = self.segment_size - SEGMENT_HEADER_SIZE - 8
-        for item in batch:
-            entry = item.entry
-            seq = entry.seq
-            payload = entry.payload
-            topic_id, type_id = ids_for(entry.topic, entry.payload_type)
-            headers = entry.headers
+        for seq, ts_pub, topic, ptype, payload, ts_init, headers, index_keys, digest in rows:
+            topic_id, type_id, framed = names_for(topic, ptype)
             corr = headers.correlation_id
             caus = headers.causation_id
-            index_keys = item.index_keys
             if not index_keys:
                 key_block = b""
             elif len(index_keys) == 1 and index_keys[0].kind is not _CORR:
@@ -449,14 +505,35 @@ class MmapBackend:
                 postings.append((only.kind.value, raw, seq))
             else:
                 key_block = _key_block(index_keys, seq, postings)
-            flags = (FLAG_CORRELATION if corr else 0) | (FLAG_CAUSATION if caus else 0)
-            corr_b = corr.bytes if corr else EMPTY_UUID
-            if corr is not None:
-                # The header's correlation id is indexed from the header itself (its raw bytes),
-                # not repeated in the key block: a rebuild reads it from the frame header.
-                postings.append((_CORR_KIND, corr_b, seq))
-            caus_b = caus.bytes if caus else EMPTY_UUID
             n_payload = len(payload)
+            if corr is None and caus is None:
+                flags = 0
+                corr_b = caus_b = EMPTY_UUID
+                tail = _EMPTY_TAIL
+            else:
+                flags = (FLAG_CORRELATION if corr else 0) | (FLAG_CAUSATION if caus else 0)
+                corr_b = corr.bytes if corr else EMPTY_UUID
+                caus_b = caus.bytes if caus else EMPTY_UUID
+                tail = (b"\x01" + corr_b if corr else b"\x00") + (
+                    b"\x01" + caus_b if caus else b"\x00"
+                )
+                if corr is not None:
+                    # The header's correlation id is indexed from the header itself (its raw
+                    # bytes), not repeated in the key block: a rebuild reads the header.
+                    postings.append((_CORR_KIND, corr_b, seq))
+            if digest is None:
+                digest = digest_of(
+                    b"".join(
+                        (
+                            ENTRY_HASH_DOMAIN,
+                            pack_times(seq, ts_init, ts_pub),
+                            framed,
+                            n_payload.to_bytes(8, "big"),
+                            payload,
+                            tail,
+                        )
+                    )
+                )
             n_keys = len(key_block)
             body_len = FRAME_HEADER_SIZE + n_payload + n_keys
             pad = -body_len & 7
@@ -471,8 +548,8 @@ class MmapBackend:
                         length,
                         FRAME_MAGIC,
                         seq,
-                        entry.ts_init,
-                        entry.ts_publish,
+                        ts_init,
+                        ts_pub,
                         topic_id,
                         type_id,
                         n_payload,
@@ -480,7 +557,7 @@ class MmapBackend:
                         n_keys,
                         corr_b,
                         caus_b,
-                        entry.entry_hash,
+                        digest,
                     ),
                     payload,
                     key_block,
@@ -495,12 +572,12 @@ class MmapBackend:
                 chunk = bytearray()
             chunk += body
             chunk += checksum(body).to_bytes(8, "little")
-            if entry.ts_init > ts_max:
-                ts_max = entry.ts_init
+            if ts_init > ts_max:
+                ts_max = ts_init
             records += pack_record(
                 seq,
-                entry.ts_init,
-                entry.ts_publish,
+                ts_init,
+                ts_pub,
                 ts_max,
                 seg.number,
                 pos,
@@ -519,8 +596,8 @@ class MmapBackend:
         # A segment we rolled away from ends with an explicit end-of-segment marker.
         for target, start, data in rolled[:-1]:
             target.write(COMMIT_WORD.pack(0, EOS_MAGIC), start + len(data))
-        first = batch[0].entry.seq
-        last = batch[-1].entry.seq
+        first = rows[0][0]
+        last = rows[-1][0]
         index.write_records(first, records)
         keys_index.add_many(postings)
         keys_index.commit(last)

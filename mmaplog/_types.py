@@ -13,6 +13,7 @@ import msgspec
 
 __all__ = [
     "AppendEntry",
+    "DraftItem",
     "Entry",
     "EntryDraft",
     "Headers",
@@ -127,3 +128,9 @@ class AppendEntry(msgspec.Struct, frozen=True):
     @classmethod
     def without_indices(cls, entry: Entry) -> AppendEntry:
         return cls(entry, _EMPTY_KEYS)
+
+
+# A draft stamped by the writer, in the order the writer queues it: seq, ts_publish, topic,
+# payload_type, payload, ts_init, headers, index keys. Backends with ``append_items`` take
+# these directly and compute the canonical hash while framing.
+DraftItem = tuple[int, int, str, str, "bytes | memoryview", int, Headers, "tuple[IndexKey, ...]"]

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from types import TracebackType
-from typing import Final, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from mmaplog._backend import EventStore
 from mmaplog._halt import BackpressureStall, HaltCallback, HaltReason, halt_reason_from_error
@@ -268,6 +268,14 @@ class EventStoreWriter:
             # Entries committed before this writer: make them durable so durable_seq is true.
             backend.sync()
         self._backend = backend
+        # Backends that frame the writer's stamped tuples directly (MmapBackend) skip building
+        # an Entry per item here; others get AppendEntry batches.
+        self._append_items: Callable[[Sequence[Any]], int] | None = getattr(
+            backend, "append_items", None
+        )
+        self._append: Callable[[Sequence[Any]], int] = (
+            self._append_items or backend.append_batch
+        )
         self._clock = clock
         self._now = clock.now_ns
         self._halt = halt
@@ -675,6 +683,9 @@ class EventStoreWriter:
 
     # -- building and committing (writer thread, or the caller's thread when inline) ---------
 
+    def _prepare(self, item: _Item) -> AppendEntry | _Item:
+        return item if self._append_items is not None else self._build(item)
+
     def _build(self, item: _Item) -> AppendEntry:
         seq, ts_publish, topic, payload_type, payload, ts_init, headers, keys = item
         names = self._names.get((topic, payload_type))
@@ -690,7 +701,7 @@ class EventStoreWriter:
         entry = Entry(seq, ts_init, ts_publish, topic, payload_type, payload, headers, entry_hash)
         return AppendEntry(entry, keys)
 
-    def _commit(self, batch: Sequence[AppendEntry]) -> None:
+    def _commit(self, batch: Sequence[AppendEntry | _Item]) -> None:
         if self._free_bytes is not None:
             free = self._free_bytes()
             if free is not None and free < self._min_free:
@@ -701,11 +712,11 @@ class EventStoreWriter:
         mode = self._durability
         if mode is Durability.ALWAYS:
             for item in batch:
-                hwm = backend.append_batch((item,))
+                hwm = self._append((item,))
                 backend.sync()
                 self._publish(hwm, durable=True)
             return
-        hwm = backend.append_batch(batch)
+        hwm = self._append(batch)
         durable = False
         if mode is Durability.BATCH:
             backend.sync()
@@ -762,6 +773,7 @@ class EventStoreWriter:
         get_nowait = queue.get_nowait
         monotonic = time.monotonic
         build = self._build
+        fast = self._append_items is not None
         max_entries = self._config.max_batch_entries
         latency = self._config.max_batch_latency
         interval_mode = self._durability is Durability.INTERVAL
@@ -775,11 +787,11 @@ class EventStoreWriter:
             else:
                 item = get()
             deadline = monotonic() + latency
-            batch: list[AppendEntry] = []
+            batch: list[AppendEntry | _Item] = []
             control: _Control | None = None
             while True:
                 if type(item) is tuple:
-                    batch.append(build(item))
+                    batch.append(item if fast else build(item))
                     self._dequeued = item[0]
                     if len(batch) >= max_entries:
                         break
@@ -853,7 +865,7 @@ class EventStoreWriter:
             stamp = now if ts_init is None else ts_init
             item = (seq, now, topic, payload_type, payload, stamp, headers, index_keys)
             try:
-                self._commit((self._build(item),))
+                self._commit((self._prepare(item),))
             except BaseException as exc:  # noqa: BLE001 - fail-stop: halt, then raise below
                 reason = self._fail_inline(exc)
             else:
@@ -890,7 +902,7 @@ class EventStoreWriter:
                 raise self._broken_error("close")
             seq = self._accepted + 1
             try:
-                self._commit((self._build(self._run_ended_item(seq, run_ended)),))
+                self._commit((self._prepare(self._run_ended_item(seq, run_ended)),))
                 self._accepted = seq
                 hwm = self._seal()
             except BaseException as exc:  # noqa: BLE001 - fail-stop: halt, then raise below
