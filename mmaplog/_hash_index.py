@@ -864,6 +864,19 @@ class HashIndex:
         os.close(old_fd)
         self._load_geometry()
 
+    def truncate(self, through: int) -> None:
+        """Drop every posting above ``through`` and set ``indexed_through`` to it: the log was
+        cut back to ``through`` (crash recovery), so later seqs will name other entries."""
+        self._check_writer()
+        _check_seq(through, "through")
+        self._records.clear()
+        self._roll_back(through)
+        self._max_added = min(self._max_added, through)
+        _u64_pack(self._mm, _H_INDEXED_THROUGH, through)
+        if self._dirty:
+            _u64_pack(self._mm, _H_DIRTY, 0)
+            self._dirty = False
+
     def _roll_back(self, through: int) -> None:
         """Drop every posting above ``through`` (a crashed writer's uncommitted tail)."""
         table = np.frombuffer(self._mm, dtype=_U64_DTYPE, count=2 * self._slots, offset=HEADER_SIZE)

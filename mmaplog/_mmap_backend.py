@@ -1048,9 +1048,11 @@ class MmapBackend:
                 if seq > keys.indexed_through:
                     for key in items:
                         keys.add(key.kind.value, posting_key(key.kind, key.key), seq)
-            # Postings past the repaired hwm (a torn batch indexed before its frames were
-            # complete) stay invisible: every lookup is bounded by max_seq = hwm.
-            if self._hwm > keys.indexed_through:
+            if keys.indexed_through > self._hwm:
+                # Postings past the repaired tail name entries that no longer exist; the
+                # seqs will be reused by the next appends, so they must go.
+                keys.truncate(self._hwm)
+            else:
                 keys.commit(self._hwm)
         finally:
             keys.close()
