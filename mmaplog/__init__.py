@@ -40,6 +40,9 @@ from mmaplog._manifest import (
     validate_run_id,
 )
 from mmaplog._memory import MemoryBackend
+from mmaplog._mmap_backend import MmapBackend, TailRepair
+from mmaplog._reader import Reader
+from mmaplog._store import RunInfo, Store, default_root
 from mmaplog._types import (
     AppendEntry,
     Entry,
@@ -123,16 +126,21 @@ __all__ = [
     "LogBusyError",
     "LogClosedError",
     "MemoryBackend",
+    "MmapBackend",
     "MessageBus",
     "MmapLogError",
     "MonotonicWallClock",
     "OutOfOrderError",
     "RegisteredComponents",
+    "Reader",
+    "RunInfo",
     "RunManifest",
     "RunNotFoundError",
     "RunStatus",
     "ScanDirection",
     "SnapshotAnchor",
+    "Store",
+    "TailRepair",
     "SubmitCounter",
     "SubmitError",
     "TestClock",
@@ -143,6 +151,7 @@ __all__ = [
     "WriterClosed",
     "WriterConfig",
     "build_run_id",
+    "default_root",
     "compute_entry_hash",
     "halt_reason_from_error",
     "halt_reason_from_submit_error",

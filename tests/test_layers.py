@@ -24,7 +24,8 @@ def top_levels(modules: set[str]) -> set[str]:
 
 def test_importing_mmaplog_loads_neither_textual_rich_replay_nor_tui():
     loaded = top_levels(loaded_after_import("mmaplog"))
-    assert not loaded & {"textual", "rich", "replay", "tui", "pickle"}
+    # (numpy imports pickle itself; that our own code never does is checked below.)
+    assert not loaded & {"textual", "rich", "replay", "tui"}
 
 
 def test_importing_replay_does_not_load_textual_or_tui():
@@ -36,5 +37,5 @@ def test_no_module_of_ours_imports_pickle():
     for package in ("mmaplog", "replay", "tui"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
-            assert "import pickle" not in text, path
-            assert "from pickle" not in text, path
+            for banned in ("import pickle", "from pickle", "allow_pickle=True", "marshal.load"):
+                assert banned not in text, f"{path}: {banned}"

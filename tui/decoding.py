@@ -1,0 +1,92 @@
+"""Payload decoding for display: the replay package's decoder registry when it exists, else
+generic msgpack (the demo types are msgspec msgpack maps keyed by field name).
+
+Decoding never raises: a payload that cannot be decoded comes back as ``(None, reason)`` so the
+inspector can show the raw bytes beside the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import msgspec
+
+__all__ = ["DecodeResult", "decode_payload", "hexdump", "to_display"]
+
+DecodeResult = tuple[object | None, str | None]
+_DecodeFn = Callable[[str, bytes], object]
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    ValueError,
+    TypeError,
+    KeyError,
+    LookupError,
+)
+_generic = msgspec.msgpack.Decoder()
+
+
+@cache
+def _registry_decoder() -> _DecodeFn | None:
+    """``replay.default_decoders().decode(payload_type, payload)`` if the replay package has it."""
+    try:
+        replay: Any = importlib.import_module("replay")
+    except ImportError:
+        return None
+    factory = getattr(replay, "default_decoders", None)
+    if not callable(factory) or not hasattr(replay, "DecoderRegistry"):
+        return None
+    registry: Any = factory()
+    decode = getattr(registry, "decode", None)
+    if not callable(decode):
+        return None
+
+    def run(payload_type: str, payload: bytes) -> object:
+        return decode(payload_type, payload)
+
+    return run
+
+
+def decode_payload(payload_type: str, payload: bytes | memoryview) -> DecodeResult:
+    """The payload as plain Python data (dicts, lists, str, numbers), or ``None`` and why not."""
+    data = bytes(payload)
+    registry = _registry_decoder()
+    if registry is not None:
+        try:
+            return to_display(registry(payload_type, data)), None
+        except _DECODE_ERRORS as exc:
+            registry_error = f"{type(exc).__name__}: {exc}"
+        # A type the registry does not know may still be plain msgpack.
+        try:
+            return _generic.decode(data), None
+        except _DECODE_ERRORS:
+            return None, registry_error
+    try:
+        return _generic.decode(data), None
+    except _DECODE_ERRORS as exc:
+        return None, f"not msgpack ({type(exc).__name__}: {exc})"
+
+
+def to_display(value: object) -> object:
+    """Builtins for Pretty/JSON/Tree views (structs, UUIDs and datetimes become plain data)."""
+    try:
+        return msgspec.to_builtins(value, str_keys=True, enc_hook=repr)
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return repr(value)
+
+
+def hexdump(data: bytes | memoryview, *, width: int = 16, limit: int = 4096) -> str:
+    """``offset  hex bytes  |ascii|`` lines, the first ``limit`` bytes only."""
+    raw = bytes(data[:limit])
+    lines = []
+    for start in range(0, len(raw), width):
+        chunk = raw[start : start + width]
+        hexes = " ".join(f"{b:02x}" for b in chunk).ljust(width * 3 - 1)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{start:08x}  {hexes}  |{text}|")
+    if len(data) > limit:
+        lines.append(f"… {len(data) - limit} more bytes")
+    return "\n".join(lines) if lines else "(empty payload)"

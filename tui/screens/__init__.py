@@ -1,0 +1,1 @@
+"""Screens of the TUI: runs, browse, verify and the modals."""

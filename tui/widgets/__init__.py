@@ -1,0 +1,1 @@
+"""Widgets of the TUI: the entry table, inspector, histogram and status bar."""
