@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mmaplog._manifest import (
     RunManifest,
@@ -16,6 +17,9 @@ from mmaplog._manifest import (
 )
 from mmaplog._mmap_backend import LOCK, MANIFEST, lock_is_held
 from mmaplog._reader import Reader
+
+if TYPE_CHECKING:
+    from mmaplog._session import RunSession
 from mmaplog.errors import InvalidIdError, MmapLogError, RunNotFoundError
 
 __all__ = ["DEFAULT_ROOT", "ROOT_ENV", "RunInfo", "Store", "default_root"]
@@ -145,3 +149,13 @@ class Store:
 
     def open_reader(self, spec: str, instance_id: str | None = None) -> Reader:
         return Reader(self.resolve(spec, instance_id).run_dir)
+
+    def open_session(self, instance_id: str, **options: Any) -> RunSession:
+        """Recover crashed predecessors, open a new run and start capturing.
+
+        Options: ``identity`` (RunIdentity), ``config`` (SessionConfig), ``registry``
+        (EncoderRegistry), ``components`` (RegisteredComponents), ``clock``.
+        """
+        from mmaplog._session import open_session
+
+        return open_session(self, validate_instance_id(instance_id), **options)
