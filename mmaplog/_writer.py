@@ -273,9 +273,7 @@ class EventStoreWriter:
         self._append_items: Callable[[Sequence[Any]], int] | None = getattr(
             backend, "append_items", None
         )
-        self._append: Callable[[Sequence[Any]], int] = (
-            self._append_items or backend.append_batch
-        )
+        self._append: Callable[[Sequence[Any]], int] = self._append_items or backend.append_batch
         self._clock = clock
         self._now = clock.now_ns
         self._halt = halt

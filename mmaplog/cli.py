@@ -79,6 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", action="store_true", help="also decode msgpack payloads")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("demo", help="run the simulated trading engine with capture on")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="store root (default: $MMAPLOG_ROOT or ./mmaplog-data)",
+    )
+    p.add_argument(
+        "--entries",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="about how many entries to capture (default 10000)",
+    )
+    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
+    p.add_argument("--instance", default="demo", metavar="I", help="instance id (default demo)")
+    p.set_defaults(func=cmd_demo)
+
     for register in _EXTRA_COMMANDS:
         register(sub, common)
     return parser
@@ -308,6 +326,46 @@ def cmd_export(args: argparse.Namespace) -> int:
             stream.close()
             os.replace(tmp, args.out)
             print(f"exported {hwm:,} entries to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mmaplog.demo import run_demo
+
+    with progress_bar(args.entries, "demo") as advance:
+        summary = run_demo(
+            store_of(args).root,
+            entries=args.entries,
+            seed=args.seed,
+            instance_id=args.instance,
+            progress=advance,
+        )
+    rate = f"{summary.elapsed_s:.2f} s ({summary.entries_per_s:,.0f} entries/s)"
+    fields = [
+        ("run", summary.run_id),
+        ("instance", summary.instance_id),
+        ("status", summary.status.value),
+        ("entries", f"{summary.entries:,}"),
+        ("seed", str(summary.seed)),
+        ("elapsed", rate),
+        ("path", str(summary.run_dir)),
+    ]
+    for line in align([[k, v] for k, v in fields]):
+        out(line)
+    out()
+    rows = [["PAYLOAD TYPE", "ENTRIES"]] + [[k, f"{v:,}"] for k, v in summary.counts.items()]
+    for line in align(rows, right=(1,)):
+        out(line)
     return EXIT_OK
 
 
