@@ -91,8 +91,8 @@ KEYS = "keys.hix"
 SYMBOLS = "symbols.sym"
 _ZERO_CHUNK = 1 << 16
 _PADS = [bytes(n) for n in range(8)]
-# 1 MiB of slots: the first ~32k keys never pay for a table rebuild.
-_INITIAL_KEY_SLOTS = 1 << 16
+# 256 KiB of slots: the first ~8k keys never pay for a table rebuild.
+_INITIAL_KEY_SLOTS = 1 << 14
 _MIN_FRAME = FRAME_HEADER_SIZE + 8
 _CHECKSUM_AT = struct.Struct("<Q").unpack_from
 _HEADER_AT = FRAME_HEADER.unpack_from
