@@ -42,6 +42,7 @@ from mmaplog._manifest import (
 from mmaplog._memory import MemoryBackend
 from mmaplog._mmap_backend import MmapBackend, TailRepair
 from mmaplog._reader import Reader
+from mmaplog._session import RunIdentity, RunSession, SessionConfig
 from mmaplog._store import RunInfo, Store, default_root
 from mmaplog._types import (
     AppendEntry,
@@ -133,11 +134,14 @@ __all__ = [
     "OutOfOrderError",
     "RegisteredComponents",
     "Reader",
+    "RunIdentity",
     "RunInfo",
     "RunManifest",
     "RunNotFoundError",
+    "RunSession",
     "RunStatus",
     "ScanDirection",
+    "SessionConfig",
     "SnapshotAnchor",
     "Store",
     "TailRepair",

@@ -22,7 +22,7 @@ from mmaplog._manifest import RegisteredComponents, RunManifest, build_run_id
 from mmaplog._mmap_backend import MmapBackend
 from mmaplog._types import EntryDraft, Headers
 from mmaplog._writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
-from mmaplog.errors import BackendError
+from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -79,8 +79,10 @@ class RunSession:
         bus: MessageBus,
         halt_signal: HaltSignal,
         recovered: list[RecoveryReport],
+        backend: MmapBackend,
     ) -> None:
         self.manifest = manifest
+        self._backend = backend
         self.run_dir = run_dir
         self.writer = writer
         self.adapter = adapter
@@ -123,7 +125,10 @@ class RunSession:
             run_ended = EntryDraft(
                 Headers.empty(), "run.lifecycle.RunEnded", "RunEnded", b"", ts_init
             )
-        self.writer.close(run_ended)
+        try:
+            self.writer.close(run_ended)
+        finally:
+            self._backend.close()  # releases the LOCK and the files
         from mmaplog._reader import Reader
 
         with Reader(self.run_dir) as reader:
@@ -131,8 +136,12 @@ class RunSession:
         return self._final
 
     def abandon(self) -> None:
-        """Stop the writer without sealing: the run stays RUNNING, as after a crash."""
-        self.writer.abandon()
+        """Stop the writer without sealing: the run stays RUNNING, as after a crash, and its
+        LOCK is released so the next session recovers it."""
+        try:
+            self.writer.abandon()
+        finally:
+            self._backend.close()
 
     def __enter__(self) -> RunSession:
         return self
@@ -198,7 +207,12 @@ def open_session(
         writer.submit(started)
         _wait_run_started(writer, halt, config.run_started_timeout)
     except BaseException:
-        writer.abandon()
+        try:
+            writer.abandon()
+        except MmapLogError:
+            pass  # the writer already failed; its failure is what we are raising
+        finally:
+            backend.close()
         raise
     adapter = BusCaptureAdapter(writer, registry or EncoderRegistry(), halt.callback())
     bus = MessageBus(adapter, audit=config.audit)
@@ -210,13 +224,19 @@ def open_session(
         bus=bus,
         halt_signal=halt,
         recovered=recovered,
+        backend=backend,
     )
 
 
 def _wait_run_started(writer: EventStoreWriter, halt: HaltSignal, timeout: float) -> None:
     """RunStarted must be committed as seq 1 before anything else is captured."""
     deadline = time.monotonic() + timeout
-    while not writer.wait_for(1, 0.01, flush=True):
+    while True:
+        try:
+            if writer.wait_for(1, 0.01, flush=True):
+                return
+        except WriterBrokenError as exc:
+            raise BackendError(f"event store halted during boot: {halt.reason}") from exc
         if halt.is_halted:
             raise BackendError(f"event store halted during boot: {halt.reason}")
         if time.monotonic() >= deadline:

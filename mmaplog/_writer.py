@@ -832,9 +832,11 @@ class EventStoreWriter:
             self._state = _FAILED
             self._failure = exc
             uncommitted = self._accepted - self._hwm
-        if not isinstance(exc, MmapLogError):
-            logger.error("event store writer thread failed", exc_info=exc)
-        self._fire_halt(halt_reason_from_error(exc, uncommitted))
+            if not isinstance(exc, MmapLogError):
+                logger.error("event store writer thread failed", exc_info=exc)
+            # Fired under the lock: a submit racing in sees FAILED only after the backend's
+            # reason was reported, so "first reason wins" keeps the precise one.
+            self._fire_halt(halt_reason_from_error(exc, uncommitted))
         # Release whoever waits on a request still queued; the entries are counted above.
         while True:
             try:
