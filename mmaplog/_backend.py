@@ -58,8 +58,9 @@ class EventStore(Protocol):
 
     def latest_snapshot_anchor(self) -> SnapshotAnchor | None: ...
 
-    def sync(self) -> None:
-        """Make every committed entry durable against power loss."""
+    def sync(self, *, full: bool = False) -> None:
+        """Make every committed entry durable against power loss (``full``: every file,
+        rebuildable projections included)."""
         ...
 
     def close(self) -> None: ...

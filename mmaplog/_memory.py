@@ -128,7 +128,7 @@ class MemoryBackend:
         self._run()
         return self._anchor
 
-    def sync(self) -> None:
+    def sync(self, *, full: bool = False) -> None:
         self._run()
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import struct
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ SEGMENTS = "segments"
 INDEX = "index.idx"
 KEYS = "keys.hix"
 SYMBOLS = "symbols.sym"
-_ZERO_CHUNK = 1 << 16
+_ZERO_CHUNK = 1 << 20
+INDEX_SYNC_INTERVAL = 1.0  # seconds between fdatasyncs of index.idx and keys.hix
 _PADS = [bytes(n) for n in range(8)]
 # 256 KiB of slots: the first ~8k keys never pay for a table rebuild.
 _INITIAL_KEY_SLOTS = 1 << 14
@@ -196,6 +198,7 @@ class MmapBackend:
         self._cur = 0  # segment being written; the next one may already be prepared
         self._pos = SEGMENT_HEADER_SIZE  # write position in that segment
         self._dirty: set[int] = set()
+        self._last_index_sync = 0.0
         self._framed: dict[tuple[int, int], tuple[str, str, bytes]] = {}
         self._name_ids: dict[tuple[str, str], tuple[int, int, bytes]] = {}
 
@@ -228,6 +231,9 @@ class MmapBackend:
         try:
             if self._writable:
                 self._lock_fd = take_lock(run_dir)
+                # Another process (a concurrent recovery) may have sealed the run between our
+                # read of the manifest and the lock: decide on the manifest as it is now.
+                manifest = read_manifest(run_dir / MANIFEST)
             self._symbols = SymbolTable.open(run_dir / SYMBOLS, writable=self._writable)
             self._index = SeqIndex.open(run_dir / INDEX, writable=self._writable)
             self._open_segments(run_dir / SEGMENTS)
@@ -661,6 +667,12 @@ class MmapBackend:
     def read_entry(self, seq: int, segment: int, offset: int, *, copy: bool = True) -> Entry:
         """Decode and fully check the frame of ``seq`` at (segment, offset): commit word, length,
         checksum over every byte, seq, and the canonical entry hash."""
+        # A segment cut short under an existing mapping would SIGBUS the read: check first.
+        self._segment(segment, seq).check_not_truncated()
+        return self._read_entry(seq, segment, offset, copy)
+
+    def _read_entry(self, seq: int, segment: int, offset: int, copy: bool) -> Entry:
+        """``read_entry`` for callers that checked the segments against truncation already."""
         seg = self._segment(segment, seq)
         view = seg.view(offset + FRAME_HEADER_SIZE + 8)
         if offset & 7 or offset < SEGMENT_HEADER_SIZE:
@@ -804,7 +816,7 @@ class MmapBackend:
                 raise IndexCorruptError(
                     f"seq index record {seq} holds seq {seqs[i]}", path=index.path, seq=seq
                 )
-            yield self.read_entry(seq, segs[i], offs[i], copy=copy)
+            yield self._read_entry(seq, segs[i], offs[i], copy)
 
     def scan_range(
         self, from_seq: int, to_seq: int, direction: ScanDirection = ScanDirection.FORWARD
@@ -818,9 +830,7 @@ class MmapBackend:
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
         hwm = self.high_watermark()
-        keys = self._require_keys()
-        if not self._writable:
-            keys.refresh()
+        keys = self._readable_keys()
         try:
             stored = posting_key(kind, key)
         except ValueError:
@@ -829,13 +839,21 @@ class MmapBackend:
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
         hwm = self.high_watermark()
-        keys = self._require_keys()
-        if not self._writable:
-            keys.refresh()
+        keys = self._readable_keys()
         pairs = keys.iter_keys(kind.value)
         if kind is _CORR:
             return [(str(_fast_uuid(k)), s) for k, s in pairs if s <= hwm]
         return [(k.decode(), s) for k, s in pairs if s <= hwm]
+
+    def _readable_keys(self) -> HashIndex:
+        keys = self._require_keys()
+        if not self._writable:
+            keys.refresh()
+            # refresh() follows a grown or replaced file, not a shrunk one: a keys.hix cut short
+            # under the mapping would SIGBUS the lookup, so refuse it here.
+            if os.fstat(keys._fd).st_size < keys._size:  # noqa: SLF001
+                raise IndexCorruptError("hash index was truncated while mapped", path=keys.path)
+        return keys
 
     def index_array(self) -> npt.NDArray[np.void]:
         """The committed seq-index records as a zero-copy numpy structured array."""
@@ -855,6 +873,7 @@ class MmapBackend:
         rec = self._require_index().array(hwm)[seq - 1]
         self._check_record(rec, seq)
         seg = self._segment(int(rec["segment"]), seq)
+        seg.check_not_truncated()
         head, _ = seg.read_frame(int(rec["offset"]), seq)
         return _frame_keys(seg, int(rec["offset"]), head, seq)
 
@@ -873,7 +892,7 @@ class MmapBackend:
         assert self.run_dir is not None
         try:
             # Everything the manifest describes must be on disk before the manifest says so.
-            self.sync()
+            self.sync(full=True)
             write_manifest(self.run_dir / MANIFEST, sealed)
         except OSError as exc:
             raise classify_os_error(exc, "seal run") from exc
@@ -893,8 +912,15 @@ class MmapBackend:
     def latest_snapshot_anchor(self) -> SnapshotAnchor | None:
         return self._run().snapshot_anchor
 
-    def sync(self) -> None:
-        """fdatasync every file written since the last sync (power-loss durability)."""
+    def sync(self, *, full: bool = False) -> None:
+        """Make every committed entry durable against power loss.
+
+        The frames are the truth, so each call fdatasyncs the segments written since the last
+        one, and the symbol table when it gained a name (frames cannot be decoded without
+        it). The seq index and the hash index are projections that recovery rebuilds from the
+        frames: they are synced at most every ``INDEX_SYNC_INTERVAL`` seconds (bounding how
+        much a recovery after a power loss re-indexes), and always when ``full``.
+        """
         self._run()
         if not self._writable:
             return
@@ -902,8 +928,11 @@ class MmapBackend:
             self._segments[number].sync()
         self._dirty.clear()
         self._require_symbols().sync()
-        self._require_keys().sync()
-        self._require_index().sync()
+        now = time.monotonic()
+        if full or now - self._last_index_sync >= INDEX_SYNC_INTERVAL:
+            self._require_keys().sync()
+            self._require_index().sync()
+            self._last_index_sync = now
 
     def close(self) -> None:
         for seg in self._segments:
@@ -1010,6 +1039,9 @@ class MmapBackend:
         for seg in self._segments[seg_no + 1 :]:
             seg.close()
             seg.path.unlink()
+        if len(self._segments) > seg_no + 1:
+            # The unlinks must not come back after a power loss: the seal says they are gone.
+            fsync_dir(self._segments[seg_no].path.parent)
         del self._segments[seg_no + 1 :]
         self._dirty.add(seg_no)
         rebuilt = self._repair_keys(keys)
@@ -1059,16 +1091,23 @@ class MmapBackend:
         return False
 
     def _zero_torn_tail(self, seg: Segment, pos: int) -> int:
-        """Clear bytes a torn batch left after ``pos`` until a fully zero chunk."""
+        """Clear the bytes a torn batch left after ``pos``, to the end of the segment.
+
+        Not only up to the first zero chunk: a power loss can leave a zero hole inside a torn
+        batch with more of it behind. Reading the rest of a preallocated segment is cheap, and
+        only non-zero spans are written; the count is of bytes actually cleared.
+        """
         zeroed = 0
         while pos < seg.size:
-            n = min(_ZERO_CHUNK, seg.size - pos)
-            data = os.pread(seg.fd, n, pos)
-            if not any(data):
+            data = os.pread(seg.fd, min(_ZERO_CHUNK, seg.size - pos), pos)
+            if not data:
                 break
-            seg.zero(pos, n)
-            zeroed += n
-            pos += n
+            end = len(data.rstrip(b"\0"))
+            if end:
+                start = len(data) - len(data.lstrip(b"\0"))
+                seg.zero(pos + start, end - start)
+                zeroed += end - start
+            pos += len(data)
         return zeroed
 
 

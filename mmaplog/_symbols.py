@@ -37,6 +37,7 @@ class SymbolTable:
         self._ids: dict[str, int] = {}
         self._end = SYMBOLS_HEADER_SIZE
         self.torn_bytes = 0
+        self._unsynced = writable
 
     @classmethod
     def create(cls, path: Path) -> SymbolTable:
@@ -122,6 +123,7 @@ class SymbolTable:
         body = SYMBOL_RECORD.pack(sym_id, len(raw)) + raw
         record = body + CHECKSUM.pack(xxhash.xxh3_64_intdigest(body))
         pwrite_all(self._fd, record, self._end)
+        self._unsynced = True
         self._end += len(record)
         self._names.append(name)
         self._ids[name] = sym_id
@@ -147,7 +149,10 @@ class SymbolTable:
         return self._names[1:]
 
     def sync(self) -> None:
-        os.fdatasync(self._fd)
+        """fdatasync when a name was added since the last sync."""
+        if self._unsynced:
+            os.fdatasync(self._fd)
+            self._unsynced = False
 
     def close(self) -> None:
         if self._fd >= 0:
