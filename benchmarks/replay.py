@@ -1,0 +1,380 @@
+"""Replay benchmark: ReplayEngine over a demo run, side by side with SQLite, printed as ratios.
+
+``python -m benchmarks.replay [--n N] [--json]`` captures an N-entry demo run (default 1 M;
+untimed), then times, each over every entry of the run:
+
+* ``replay --verify-only``: read and check every entry (frame checksum and canonical entry
+  hash), no decoding — target ≥ 1 M entries/s;
+* ``replay count``: verify, decode every payload with its msgspec decoder, ``CountHandler``;
+* ``replay bus``: verify, decode, re-publish on a ``MessageBus`` with one subscriber (the
+  ``BusHandler`` path a live engine's subscribers see) — target ≥ 500 k entries/s;
+* the same rows read back from SQLite (WAL, the peers' schema): scan, scan + decode,
+  scan + decode + bus — SQLite checks no hashes, so its rows do strictly less work;
+
+then breaks one entry's cost down (reader, decode, bus, engine overhead) and measures a
+prototype of a batched verify path (frame checksums and canonical hashes over index arrays,
+outside the Reader) to size the engine-side improvement the targets need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sqlite3
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from benchmarks._workload import Result, format_table
+from mmaplog import MessageBus
+from mmaplog._hash import ENTRY_HASH_DOMAIN
+from mmaplog._reader import Reader
+from mmaplog.demo import run_demo
+from replay import BusHandler, CountHandler, ReplayEngine, ReplayOptions, default_decoders
+
+TARGETS = {"verify entries/s": 1_000_000, "decode+dispatch entries/s": 500_000}
+BASELINE = "replay: decode + bus (1 subscriber)"
+_SQL_SCHEMA = (
+    "CREATE TABLE entries(seq INTEGER PRIMARY KEY, ts_init INTEGER NOT NULL, "
+    "ts_publish INTEGER NOT NULL, topic TEXT NOT NULL, payload_type TEXT NOT NULL, "
+    "payload BLOB NOT NULL, corr BLOB, caus BLOB)"
+)
+_SQL_SCAN = (
+    "SELECT seq, ts_init, ts_publish, topic, payload_type, payload, corr, caus "
+    "FROM entries ORDER BY seq"
+)
+
+
+def _best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
+    """The fastest of ``repeat`` runs of ``fn`` (which returns how many entries it did)."""
+    best = float("inf")
+    count = 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        count = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, count
+
+
+# --- ours -----------------------------------------------------------------------------------
+def replay_rows(run_dir: Path, repeat: int) -> list[Result]:
+    decoders = default_decoders()
+
+    def engine(handlers: list[Any], options: ReplayOptions | None = None) -> int:
+        with Reader(run_dir) as reader:
+            report = ReplayEngine(reader, decoders, handlers, options).run()
+        assert report.ok, report.errors[:3]
+        return report.verified if report.mode == "verify" else report.dispatched
+
+    def bus_replay() -> int:
+        bus = MessageBus()
+        seen = [0]
+
+        def subscriber(message: object) -> None:
+            seen[0] += 1
+
+        bus.subscribe("*", subscriber)
+        n = engine([BusHandler(bus)])
+        return n if seen[0] else 0
+
+    def reader_scan() -> int:
+        with Reader(run_dir) as reader:
+            return sum(1 for _ in reader.scan(1, reader.high_watermark, chunk=65_536))
+
+    rows = []
+    for name, fn in (
+        ("reader: Reader.scan (verified)", reader_scan),
+        ("replay: --verify-only", lambda: engine([], ReplayOptions(verify_only=True))),
+        ("replay: decode + count", lambda: engine([CountHandler()])),
+        (BASELINE, bus_replay),
+    ):
+        seconds, n = _best(fn, repeat)
+        rows.append(Result(name, n, seconds))
+    return rows
+
+
+# --- SQLite ---------------------------------------------------------------------------------
+def load_sqlite(run_dir: Path, path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(_SQL_SCHEMA)
+    with Reader(run_dir) as reader:
+        batch: list[tuple[Any, ...]] = []
+        db.execute("BEGIN")
+        for e in reader.scan(1, reader.high_watermark, chunk=65_536, copy=True):
+            h = e.headers
+            batch.append(
+                (
+                    e.seq,
+                    e.ts_init,
+                    e.ts_publish,
+                    e.topic,
+                    e.payload_type,
+                    e.payload,
+                    None if h.correlation_id is None else h.correlation_id.bytes,
+                    None if h.causation_id is None else h.causation_id.bytes,
+                )
+            )
+            if len(batch) >= 10_000:
+                db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                batch = []
+        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        db.execute("COMMIT")
+    return db
+
+
+def sqlite_rows(db: sqlite3.Connection, repeat: int) -> list[Result]:
+    decoders = default_decoders()
+    cache: dict[str, Any] = {}
+
+    def decode(payload_type: str, payload: bytes) -> object:
+        fn = cache.get(payload_type)
+        if fn is None:
+            fn = cache[payload_type] = decoders.lookup(payload_type)
+        return fn(payload)
+
+    def scan() -> int:
+        n = 0
+        for _ in db.execute(_SQL_SCAN):
+            n += 1
+        return n
+
+    def scan_decode() -> int:
+        n = 0
+        for row in db.execute(_SQL_SCAN):
+            decode(row[4], row[5])
+            n += 1
+        return n
+
+    def scan_decode_bus() -> int:
+        bus = MessageBus()
+        bus.subscribe("*", lambda message: None)
+        publish = bus.publish
+        n = 0
+        for row in db.execute(_SQL_SCAN):
+            publish(row[3], decode(row[4], row[5]))
+            n += 1
+        return n
+
+    rows = []
+    for name, fn in (
+        ("sqlite: scan (no hash check)", scan),
+        ("sqlite: scan + decode", scan_decode),
+        ("sqlite: scan + decode + bus", scan_decode_bus),
+    ):
+        seconds, n = _best(fn, repeat)
+        rows.append(Result(name, n, seconds))
+    return rows
+
+
+# --- where the time goes --------------------------------------------------------------------
+def breakdown(run_dir: Path, sample: int) -> dict[str, float]:
+    """Per-entry µs of each stage, measured apart on the first ``sample`` entries (with the
+    cyclic GC paused while stage inputs are held in lists, so it times the stage, not GC)."""
+    decoders = default_decoders()
+    with Reader(run_dir) as reader:
+        hi = min(sample, reader.high_watermark)
+        started = time.perf_counter()
+        for _ in reader.scan(1, hi, chunk=65_536):
+            pass
+        scan_s = time.perf_counter() - started
+        entries = list(reader.scan(1, hi, chunk=65_536, copy=True))
+        fns = [decoders.lookup(e.payload_type) for e in entries]
+        bus = MessageBus()
+        bus.subscribe("*", lambda message: None)
+        handler = BusHandler(bus)
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            messages = [fn(e.payload) for fn, e in zip(fns, entries, strict=True)]  # type: ignore[misc]
+            decode_s = time.perf_counter() - started
+            started = time.perf_counter()
+            for e, m in zip(entries, messages, strict=True):
+                handler(e, m)
+            bus_s = time.perf_counter() - started
+        finally:
+            gc.enable()
+        del entries, messages
+        started = time.perf_counter()
+        ReplayEngine(reader, decoders, [BusHandler(bus)], ReplayOptions(to_seq=hi)).run()
+        total_s = time.perf_counter() - started
+    n = hi
+    us = {
+        "reader (read + verify, per entry)": scan_s / n * 1e6,
+        "msgspec typed decode": decode_s / n * 1e6,
+        "BusHandler + MessageBus.publish": bus_s / n * 1e6,
+        "total in ReplayEngine": total_s / n * 1e6,
+    }
+    us["engine overhead (total - the rest)"] = us["total in ReplayEngine"] - (
+        us["reader (read + verify, per entry)"]
+        + us["msgspec typed decode"]
+        + us["BusHandler + MessageBus.publish"]
+    )
+    return {k: round(v, 3) for k, v in us.items()}
+
+
+def batched_verify_prototype(run_dir: Path, *, entry_hashes: bool) -> tuple[float, int]:
+    """What a batched Reader path could do: walk the seq index as numpy columns and check each
+    frame's xxh3-64 checksum (and the canonical xxh3-128 entry hash) straight on the mapped
+    segments, without building an Entry per frame. Not used by replay (it reaches into the
+    storage engine's private layout); it sizes the improvement suggested for mmaplog."""
+    x64 = xxhash.xxh3_64_intdigest
+    x128 = xxhash.xxh3_128_digest
+    checksum_at = struct.Struct("<Q").unpack_from
+    header_at = struct.Struct("<8xQQQII I H2x16s16s16s").unpack_from
+    be3 = struct.Struct(">QQQ").pack
+    be1 = struct.Struct(">Q").pack
+    join = b"".join
+    with Reader(run_dir) as reader:
+        backend = reader.backend
+        index = reader.index()
+        started = time.perf_counter()
+        segs = index["segment"].tolist()
+        offs = index["offset"].tolist()
+        lens = index["length"].tolist()
+        views: dict[int, memoryview] = {}
+        names: dict[tuple[int, int], bytes] = {}
+        bad = 0
+        for seg, off, length in zip(segs, offs, lens, strict=True):
+            view = views.get(seg)
+            if view is None:
+                view = views[seg] = backend._segment(seg, 0).view(0)  # noqa: SLF001
+            end = off + length - 8
+            if checksum_at(view, end)[0] != x64(view[off:end]):
+                bad += 1
+                continue
+            if not entry_hashes:
+                continue
+            seq, ts, tp, topic, ptype, n, flags, corr, caus, digest = header_at(view, off)
+            framed = names.get((topic, ptype))
+            if framed is None:
+                framed = names[(topic, ptype)] = backend._framed_names(topic, ptype)[2]  # noqa: SLF001
+            tail = (
+                b"\x00\x00"
+                if not flags
+                else (b"\x01" + corr if flags & 1 else b"\x00")
+                + (b"\x01" + caus if flags & 2 else b"\x00")
+            )
+            start = off + 96
+            payload = view[start : start + n]
+            if (
+                x128(join((ENTRY_HASH_DOMAIN, be3(seq, ts, tp), framed, be1(n), payload, tail)))
+                != digest
+            ):
+                bad += 1
+        seconds = time.perf_counter() - started
+        views.clear()
+    assert bad == 0, f"{bad} frames failed the prototype check"
+    return seconds, len(segs)
+
+
+def mmaplog_verify(run_dir: Path) -> list[Result]:
+    """``mmaplog``'s own verifier (all checks, whole run), when the installed version has one:
+    the path ``replay --verify-only`` could delegate to for an unfiltered sealed run."""
+    try:
+        from mmaplog._verify import verify
+    except ImportError:
+        return []
+    rows = []
+    for hashes in (False, True):
+        started = time.perf_counter()
+        report = verify(run_dir, entry_hashes=hashes)
+        seconds = time.perf_counter() - started
+        count = int(getattr(report, "entries_scanned", getattr(report, "high_watermark", 0)))
+        label = "checksums + entry hashes" if hashes else "checksums"
+        rows.append(Result(f"mmaplog verify (all checks): {label}", count, seconds))
+    return rows
+
+
+# --- main -----------------------------------------------------------------------------------
+def run(n: int, repeat: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        root = Path(tmp)
+        print(f"capturing a demo run of {n:,} entries ...", file=sys.stderr)
+        summary = run_demo(root / "store", entries=n, seed=42)
+        run_dir = summary.run_dir
+        entries = summary.entries
+        ours = replay_rows(run_dir, repeat)
+        print("loading the same entries into SQLite ...", file=sys.stderr)
+        db = load_sqlite(run_dir, root / "peer.sqlite")
+        try:
+            peers = sqlite_rows(db, repeat)
+        finally:
+            db.close()
+        parts = breakdown(run_dir, min(entries, 200_000))
+        proto = []
+        for hashes, label in ((False, "checksums"), (True, "checksums + entry hashes")):
+            seconds, count = batched_verify_prototype(run_dir, entry_hashes=hashes)
+            proto.append(Result(f"prototype batched verify: {label}", count, seconds))
+        reference = mmaplog_verify(run_dir)
+        size = sum(p.stat().st_size for p in (run_dir / "segments").iterdir())
+    rows = ours + peers
+    by_name = {r.name: r for r in rows}
+    reached = {
+        "verify entries/s": by_name["replay: --verify-only"].entries_per_s,
+        "decode+dispatch entries/s": by_name[BASELINE].entries_per_s,
+    }
+    return {
+        "n": entries,
+        "demo_capture_s": round(summary.elapsed_s, 3),
+        "segment_bytes": size,
+        "rows": rows,
+        "prototype": proto,
+        "reference": reference,
+        "breakdown_us": parts,
+        "targets": TARGETS,
+        "reached": reached,
+        "met": {k: reached[k] >= v for k, v in TARGETS.items()},
+    }
+
+
+def _row(r: Result) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "entries": r.entries,
+        "seconds": round(r.seconds, 6),
+        "entries_per_s": round(r.entries_per_s, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.replay", description=__doc__)
+    ap.add_argument("--n", type=int, default=1_000_000, help="entries in the demo run")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per row, the best is kept")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    if args.n < 10:
+        ap.error("--n must be at least 10")
+    out = run(args.n, max(1, args.repeat))
+    if args.json:
+        data = dict(out)
+        for key in ("rows", "prototype", "reference"):
+            data[key] = [_row(r) for r in out[key]]
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"replay of a {out['n']:,}-entry demo run ({out['segment_bytes'] / 2**20:.0f} MiB)\n")
+    print(format_table(out["rows"], BASELINE))
+    print()
+    print(format_table(out["prototype"] + out["reference"], None))
+    print("\nper entry, µs (first 200k entries):")
+    width = max(len(k) for k in out["breakdown_us"])
+    for k, v in out["breakdown_us"].items():
+        print(f"  {k:<{width}}  {v:6.3f}")
+    print()
+    for k, target in TARGETS.items():
+        got = out["reached"][k]
+        mark = "met" if got >= target else "NOT met"
+        print(f"target {k}: {target:,} — reached {got:,.0f} ({mark})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

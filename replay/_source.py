@@ -1,0 +1,268 @@
+"""The entry source of a replay: a run's entries in seq order, filtered, checked, followed.
+
+``EntrySource`` turns a ``Reader`` plus ``ReplayOptions`` into an iterator of verified entries.
+It reads in chunks; per chunk it checks the seq index for gaps (vectorised), selects the seqs
+the filters keep (vectorised over the index, plus the hash index for ``keys``) and reads them
+through ``Reader.scan``, which checks each frame's checksum and canonical hash. Damage becomes
+a typed ``ReplayIntegrityError`` — raised, or with ``continue_on_error`` recorded and skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from mmaplog import CorruptionError, Entry, MmapLogError
+from mmaplog._mmap_backend import lock_is_held
+from mmaplog._reader import Reader
+from mmaplog.errors import (
+    ChecksumMismatchError,
+    GapError,
+    HashMismatchError,
+    TornFrameError,
+)
+from replay.errors import (
+    ReplayGapError,
+    ReplayHashError,
+    ReplayIntegrityError,
+)
+from replay.options import ReplayOptions
+
+__all__ = ["CHUNK", "EntrySource", "classify_corruption"]
+
+CHUNK = 65_536
+SeqArray = npt.NDArray[np.uint64]
+# With filters, scan the whole chunk and skip unselected entries when the selection breaks
+# into more runs than this fraction of the chunk: one Reader.scan per short run costs more.
+_DENSE_RUNS = 1 / 32
+
+
+def classify_corruption(exc: MmapLogError, seq: int) -> ReplayIntegrityError:
+    """The engine's typed error for a storage error met while reading ``seq``."""
+    reason = getattr(exc, "reason", None) or str(exc)
+    where = str(exc)[len(reason) :].strip()
+    message = f"{reason} {where}".strip()
+    if isinstance(exc, ChecksumMismatchError | HashMismatchError):
+        return ReplayHashError(message, seq=seq)
+    if isinstance(exc, GapError | TornFrameError) or "seq mismatch" in reason:
+        return ReplayGapError(f"entry is missing: {message}", seq=seq)
+    return ReplayIntegrityError(message, seq=seq)
+
+
+class EntrySource:
+    """Iterate the selected entries of a run; counts what it skips and why."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        options: ReplayOptions,
+        first_seq: int,
+        *,
+        on_error: Callable[[ReplayIntegrityError], None],
+        stop: threading.Event,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.options = options
+        self._on_idle = on_idle
+        self.first_seq = first_seq
+        self.next_seq: int | None = first_seq
+        self.verified = 0
+        self.skipped_by_filter = 0
+        self.skipped_by_error = 0
+        self.stopped_following: str | None = None
+        self._on_error = on_error
+        self._stop = stop
+        self._key_seqs: SeqArray | None = None
+        self._key_hwm = -1
+
+    # -- the iterator ------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Entry]:
+        opts = self.options
+        reader = self.reader
+        last = opts.to_seq
+        if not opts.follow:
+            # Without follow, the run ends at the high-watermark seen when the replay starts.
+            hwm = reader.high_watermark
+            last = hwm if last is None else min(last, hwm)
+        cursor = self.first_seq
+        while not self._stop.is_set():
+            hwm = reader.high_watermark
+            hi = hwm if last is None else min(last, hwm)
+            if cursor <= hi:
+                for lo in range(cursor, hi + 1, CHUNK):
+                    yield from self._chunk(lo, min(lo + CHUNK - 1, hi))
+                    if self._stop.is_set():
+                        return
+                cursor = hi + 1
+                self.next_seq = cursor
+                continue
+            if (last is not None and cursor > last) or not opts.follow:
+                break
+            if reader.refresh_manifest().is_sealed():
+                if reader.high_watermark < cursor:
+                    break
+                continue  # entries committed just before the seal
+            if not lock_is_held(reader.run_dir):
+                if reader.high_watermark < cursor:
+                    self.stopped_following = (
+                        "the run is not sealed and no writer holds it (crashed): "
+                        f"stopped following after seq {cursor - 1}"
+                    )
+                    break
+                continue
+            if self._on_idle is not None:
+                self._on_idle()  # caught up with a live run: let handlers flush their output
+            self._stop.wait(opts.poll_interval)
+        self.next_seq = None
+
+    # -- one chunk ---------------------------------------------------------------------------
+    def _chunk(self, lo: int, hi: int) -> Iterator[Entry]:
+        index = self.reader.index()
+        seqs = np.asarray(index["seq"][lo - 1 : hi], dtype=np.uint64)
+        expected = np.arange(lo, hi + 1, dtype=np.uint64)
+        bad = expected[seqs != expected] if len(seqs) == len(expected) else expected
+        selected = self._select(lo, hi)
+        if selected is not None:
+            self.skipped_by_filter += (hi - lo + 1) - len(selected)
+        if not len(bad) and selected is None:
+            yield from self._scan(lo, hi, None)
+            return
+        bad_list = bad.tolist()
+        bad_set = set(bad_list)
+        if selected is not None and len(bad):
+            selected = selected[~np.isin(selected, bad)]
+        runs = _runs(lo, hi, bad_list) if selected is None else _selected_runs(selected)
+        dense = selected is not None and len(runs) > (hi - lo + 1) * _DENSE_RUNS
+        if dense:
+            assert selected is not None
+            wanted = np.zeros(hi - lo + 1, dtype=bool)
+            wanted[(selected - np.uint64(lo)).astype(np.int64)] = True
+            runs = _runs(lo, hi, bad_list)
+            mask: list[bool] | None = wanted.tolist()
+        else:
+            mask = None
+        # Walk runs and gaps in seq order so errors surface where the replay meets them.
+        gaps = iter(sorted(bad_set))
+        gap = next(gaps, None)
+        for start, end in runs:
+            while gap is not None and gap < start:
+                self._gap(gap, int(seqs[gap - lo]))
+                gap = next(gaps, None)
+            yield from self._scan(start, end, None if mask is None else (lo, mask))
+        while gap is not None:
+            self._gap(gap, int(seqs[gap - lo]))
+            gap = next(gaps, None)
+        self.next_seq = hi + 1
+
+    def _gap(self, seq: int, found: int) -> None:
+        self.skipped_by_error += 1
+        self._on_error(
+            ReplayGapError(f"entry is missing (its seq index record holds seq {found})", seq=seq)
+        )
+
+    def _scan(self, start: int, end: int, mask: tuple[int, list[bool]] | None) -> Iterator[Entry]:
+        """Entries ``start..=end`` through ``Reader.scan``; a storage error is reported for
+        its seq and the scan resumes after it."""
+        cursor = start
+        # The backend's range iterator directly: one generator fewer per entry than
+        # Reader.scan, which would only split the (at most CHUNK) range into the same call.
+        scan = self.reader.backend.iter_range
+        while cursor <= end:
+            try:
+                if mask is None:
+                    for entry in scan(cursor, end, copy=False):
+                        if entry.seq != cursor:
+                            break
+                        cursor += 1
+                        self.verified += 1
+                        self.next_seq = cursor
+                        yield entry
+                else:
+                    base, wanted = mask
+                    for entry in scan(cursor, end, copy=False):
+                        if entry.seq != cursor:
+                            break
+                        cursor += 1
+                        self.verified += 1
+                        self.next_seq = cursor
+                        if wanted[entry.seq - base]:
+                            yield entry
+                if cursor <= end:
+                    # The reader ended early or skipped a seq: that seq is missing.
+                    self.skipped_by_error += 1
+                    self._on_error(ReplayGapError("entry is missing", seq=cursor))
+                    cursor += 1
+            except CorruptionError as exc:
+                seq = exc.seq if exc.seq is not None and cursor <= exc.seq <= end else cursor
+                self.skipped_by_error += 1
+                self._on_error(classify_corruption(exc, seq))
+                cursor = seq + 1
+                self.next_seq = cursor
+
+    # -- filters -----------------------------------------------------------------------------
+    def _select(self, lo: int, hi: int) -> SeqArray | None:
+        """The seqs of ``lo..=hi`` every filter keeps, or None when there is no filter."""
+        opts = self.options
+        if not opts.has_filter:
+            return None
+        reader = self.reader
+        if (
+            opts.topic is not None
+            or opts.payload_type is not None
+            or opts.correlation_id is not None
+            or opts.since is not None
+            or opts.until is not None
+        ):
+            seqs = reader.filter(
+                topic=opts.topic,
+                payload_type=opts.payload_type,
+                correlation_id=opts.correlation_id,
+                since=opts.since,
+                until=opts.until,
+                from_seq=lo,
+                to_seq=hi,
+            )
+        else:
+            seqs = np.arange(lo, hi + 1, dtype=np.uint64)
+        if opts.keys:
+            seqs = np.intersect1d(seqs, self._keyed(hi), assume_unique=False)
+        seqs = seqs[(seqs >= np.uint64(lo)) & (seqs <= np.uint64(hi))]
+        return np.unique(seqs)
+
+    def _keyed(self, hi: int) -> SeqArray:
+        """Every seq carrying any of the option's keys (hash index), refreshed as the run grows."""
+        if self._key_seqs is None or hi > self._key_hwm:
+            found: list[int] = []
+            for key in self.options.keys:
+                found.extend(self.reader.lookup_all(key.kind, key.key))
+            self._key_seqs = np.unique(np.asarray(found, dtype=np.uint64))
+            self._key_hwm = self.reader.high_watermark
+        return self._key_seqs
+
+
+def _runs(lo: int, hi: int, holes: list[int]) -> list[tuple[int, int]]:
+    """``lo..=hi`` split around the (sorted) seqs in ``holes``."""
+    runs = []
+    start = lo
+    for hole in sorted(holes):
+        if hole > start:
+            runs.append((start, hole - 1))
+        start = hole + 1
+    if start <= hi:
+        runs.append((start, hi))
+    return runs
+
+
+def _selected_runs(selected: SeqArray) -> list[tuple[int, int]]:
+    """Contiguous runs of a sorted seq array, as inclusive (start, end) pairs."""
+    if not len(selected):
+        return []
+    values = selected.astype(np.int64)
+    breaks = np.flatnonzero(np.diff(values) != 1)
+    starts = np.concatenate(([values[0]], values[breaks + 1]))
+    ends = np.concatenate((values[breaks], [values[-1]]))
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))

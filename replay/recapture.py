@@ -1,0 +1,295 @@
+"""The determinism check: recapture a demo run and compare it with the original, entry by entry.
+
+How determinism is defined (see ``docs/CLI.md``): the demo engine's only inputs are its timers
+(``TimeEvent`` on ``clock.time_event``); every other message is a follow-up that a handler emits
+as a pure function of its state and the message it handles (one seeded RNG, a simulated clock).
+So the recapture feeds **only the inputs** of the original run, in seq order, into a fresh
+engine whose handlers are subscribed to a fresh ``MessageBus`` with capture on (a new run opened
+with ``Store.open_session``), and drains each input's follow-ups in FIFO order exactly as the
+live engine does. The new run then holds what the replay fed in plus what the handlers
+produced. Both runs are compared entry by entry on (topic, payload_type, payload, headers),
+leaving out the lifecycle entries the log writes itself (``run.lifecycle.*``); ``seq``,
+``ts_publish`` (wall-clock capture time) and the entry hash legitimately differ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable, Iterator
+from itertools import zip_longest
+from typing import Any
+
+import msgspec
+
+from mmaplog import Entry, MmapLogError
+from mmaplog._reader import Reader
+from mmaplog._session import RunIdentity
+from mmaplog._store import RunInfo, Store
+from mmaplog.demo import DemoConfig, DemoEngine, demo_components, demo_registry
+from mmaplog.demo.components import TIME_EVENT
+from replay.decoders import DecoderRegistry, RawEntry, default_decoders
+from replay.engine import ReplayEngine
+from replay.errors import ReplayOptionError
+from replay.options import ReplayOptions
+from replay.report import ReplayReport
+
+__all__ = ["Divergence", "RecaptureReport", "compare_runs", "recapture"]
+
+_LIFECYCLE = "run.lifecycle."
+_FIELDS = ("topic", "payload_type", "payload", "headers")
+
+
+class Divergence(msgspec.Struct, frozen=True, kw_only=True):
+    """The first place the recaptured run differs from the original."""
+
+    index: int  # position among compared (non-lifecycle) entries, 1-based
+    original_seq: int | None
+    recaptured_seq: int | None
+    field: str  # topic | payload_type | payload | headers | missing | extra
+    original: str
+    recaptured: str
+    detail: str
+
+    def describe(self) -> str:
+        where = (
+            f"original seq {self.original_seq} / recaptured seq {self.recaptured_seq}"
+            if self.original_seq is not None and self.recaptured_seq is not None
+            else f"original seq {self.original_seq}"
+            if self.original_seq is not None
+            else f"recaptured seq {self.recaptured_seq}"
+        )
+        return f"first divergence at entry {self.index} ({where}): {self.field}: {self.detail}"
+
+
+class RecaptureReport(msgspec.Struct, frozen=True, kw_only=True):
+    original_run_id: str
+    recaptured_run_id: str
+    recaptured_instance_id: str
+    inputs_fed: int
+    messages_published: int
+    compared: int
+    identical: bool
+    divergence: Divergence | None
+    replay: ReplayReport
+
+    def to_json(self) -> bytes:
+        return msgspec.json.format(msgspec.json.encode(self), indent=2) + b"\n"
+
+    def render(self, fmt: str = "table") -> list[str]:
+        if fmt == "jsonl":
+            return [json.dumps(msgspec.to_builtins(self))]
+        lines = [
+            f"original   {self.original_run_id}",
+            f"recaptured {self.recaptured_instance_id}/{self.recaptured_run_id}",
+            f"fed {self.inputs_fed:,} inputs; with their follow-ups "
+            f"{self.messages_published:,} messages were published and captured",
+        ]
+        if self.divergence is None:
+            lines.append(
+                f"identical: {self.compared:,} entries match on (topic, type, payload, headers)"
+            )
+        else:
+            d = self.divergence
+            lines.append(f"DIVERGED after {d.index - 1:,} matching entries")
+            lines.append(f"  {d.describe()}")
+            lines.append(f"  original:   {d.original}")
+            lines.append(f"  recaptured: {d.recaptured}")
+        return lines
+
+
+class _Feeder:
+    """The replay handler: feed each input to the demo engine and drain its follow-ups FIFO."""
+
+    name = "recapture"
+
+    def __init__(self, engine: DemoEngine, is_input: Callable[[Entry], bool]) -> None:
+        self.engine = engine
+        self.is_input = is_input
+        self.inputs = 0
+        self.published = 0
+
+    def __call__(self, entry: Entry, message: Any) -> int | None:
+        if not self.is_input(entry):
+            return None  # a follow-up: the handlers must produce it again
+        if type(message) is RawEntry:
+            raise ValueError(f"input seq {entry.seq} cannot be decoded: {message.reason}")
+        self.inputs += 1
+        queue: deque[tuple[str, Any]] = deque([(entry.topic, message)])
+        feed = self.engine.feed
+        count = 0
+        while queue:
+            topic, msg = queue.popleft()
+            queue.extend(feed(topic, msg))
+            count += 1
+        self.published += count
+        return count
+
+
+def _demo_input(entry: Entry) -> bool:
+    return entry.topic == TIME_EVENT
+
+
+def recapture(
+    store: Store,
+    info: RunInfo,
+    *,
+    options: ReplayOptions | None = None,
+    instance_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RecaptureReport:
+    """Recapture the demo run ``info`` into a new run and compare the two."""
+    manifest = info.manifest
+    if manifest is None:
+        raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
+    if "demo" not in manifest.feature_flags or manifest.seed is None:
+        raise ReplayOptionError(
+            f"run {manifest.run_id} was not captured by the demo engine (feature flags "
+            f"{manifest.feature_flags}, seed {manifest.seed}): --recapture needs a demo run"
+        )
+    if info.is_live():
+        raise ReplayOptionError(
+            f"run {manifest.run_id} is still being captured; recapture it once it is sealed"
+        )
+    config = DemoConfig(seed=manifest.seed)
+    if config.config_hash() != manifest.config_hash:
+        raise ReplayOptionError(
+            f"run {manifest.run_id} used a demo configuration other than the default for seed "
+            f"{manifest.seed} (config hash {manifest.config_hash}): cannot rebuild its engine"
+        )
+    options = options or ReplayOptions()
+    target = instance_id or _recapture_instance(manifest.instance_id)
+    session = store.open_session(
+        target,
+        identity=RunIdentity(
+            binary_hash=manifest.binary_hash,
+            schema_version=manifest.schema_version,
+            package_versions=manifest.package_versions,
+            feature_flags=(*manifest.feature_flags, "recapture"),
+            adapter_versions=dict(manifest.adapter_versions),
+            config_hash=manifest.config_hash,
+            seed=manifest.seed,
+        ),
+        registry=demo_registry(),
+        components=demo_components(config),
+    )
+    with session:
+        # The engine run_demo built for the original: its seed, its clock at its start.
+        engine = DemoEngine.for_run(session.bus, manifest)
+        feeder = _Feeder(engine, _demo_input)
+        with Reader(info.run_dir) as reader:
+            replay = ReplayEngine(reader, default_decoders(), [feeder], options, progress=progress)
+            try:
+                report = replay.run()
+            except BaseException:
+                session.close()
+                raise
+            end = reader.manifest.end_ts_init
+        session.close(end if end is not None else engine.clock.now + 1)
+    with Reader(info.run_dir) as original, Reader(session.run_dir) as recaptured:
+        compared, divergence = compare_runs(original, recaptured, default_decoders())
+    return RecaptureReport(
+        original_run_id=manifest.run_id,
+        recaptured_run_id=session.run_id,
+        recaptured_instance_id=target,
+        inputs_fed=feeder.inputs,
+        messages_published=feeder.published,
+        compared=compared,
+        identical=divergence is None,
+        divergence=divergence,
+        replay=report,
+    )
+
+
+def _recapture_instance(instance_id: str) -> str:
+    suffix = ".recapture"
+    return instance_id[: 128 - len(suffix)] + suffix
+
+
+def _body(reader: Reader) -> Iterator[Entry]:
+    for entry in reader.scan(1, reader.high_watermark):
+        if not entry.topic.startswith(_LIFECYCLE):
+            yield entry
+
+
+def compare_runs(
+    original: Reader, recaptured: Reader, decoders: DecoderRegistry | None = None
+) -> tuple[int, Divergence | None]:
+    """Compare two runs' non-lifecycle entries in order on (topic, payload_type, payload,
+    headers); returns how many matched and the first divergence (None when identical)."""
+    decoders = decoders or default_decoders()
+    index = 0
+    for a, b in zip_longest(_body(original), _body(recaptured)):
+        index += 1
+        if a is None:
+            assert b is not None
+            return index - 1, Divergence(
+                index=index,
+                original_seq=None,
+                recaptured_seq=b.seq,
+                field="extra",
+                original="(the original run has no more entries)",
+                recaptured=_describe(b),
+                detail=f"the recapture produced an extra {b.payload_type} on {b.topic}",
+            )
+        if b is None:
+            return index - 1, Divergence(
+                index=index,
+                original_seq=a.seq,
+                recaptured_seq=None,
+                field="missing",
+                original=_describe(a),
+                recaptured="(the recapture has no more entries)",
+                detail=f"the recapture never produced the original's {a.payload_type}",
+            )
+        for name in _FIELDS:
+            va, vb = getattr(a, name), getattr(b, name)
+            same = bytes(va) == bytes(vb) if name == "payload" else va == vb
+            if not same:
+                return index - 1, Divergence(
+                    index=index,
+                    original_seq=a.seq,
+                    recaptured_seq=b.seq,
+                    field=name,
+                    original=_describe(a),
+                    recaptured=_describe(b),
+                    detail=_field_detail(name, a, b, decoders),
+                )
+    return index, None
+
+
+def _describe(entry: Entry) -> str:
+    h = entry.headers
+    return (
+        f"seq {entry.seq} {entry.topic} {entry.payload_type} ({len(entry.payload)} B, "
+        f"correlation {h.correlation_id}, causation {h.causation_id})"
+    )
+
+
+def _field_detail(name: str, a: Entry, b: Entry, decoders: DecoderRegistry) -> str:
+    if name == "topic":
+        return f"topic {a.topic!r} != {b.topic!r}"
+    if name == "payload_type":
+        return f"payload_type {a.payload_type!r} != {b.payload_type!r}"
+    if name == "headers":
+        parts = []
+        for field in ("correlation_id", "causation_id"):
+            va, vb = getattr(a.headers, field), getattr(b.headers, field)
+            if va != vb:
+                parts.append(f"{field} {va} != {vb}")
+        return "; ".join(parts)
+    da = decoders.decode_entry(a)
+    db = decoders.decode_entry(b)
+    if isinstance(da, msgspec.Struct) and type(da) is type(db):
+        diffs = []
+        for field in da.__struct_fields__:
+            va, vb = getattr(da, field), getattr(db, field)
+            if va != vb:
+                diffs.append(f"{field} {va!r} != {vb!r}")
+        if diffs:
+            more = f" (+{len(diffs) - 4} more fields)" if len(diffs) > 4 else ""
+            return f"{a.payload_type} differs: " + "; ".join(diffs[:4]) + more
+    pa, pb = bytes(a.payload), bytes(b.payload)
+    same = min(len(pa), len(pb))
+    at = next((i for i, (x, y) in enumerate(zip(pa, pb, strict=False)) if x != y), same)
+    return f"payload bytes differ at offset {at} ({len(pa)} B vs {len(pb)} B)"
