@@ -42,6 +42,15 @@ from mmaplog._manifest import (
 from mmaplog._memory import MemoryBackend
 from mmaplog._mmap_backend import MmapBackend, TailRepair
 from mmaplog._reader import Reader
+from mmaplog._recovery import RecoveryReport, newest_parent, recover_predecessors, recover_run
+from mmaplog._retention import (
+    RetentionKind,
+    RetentionMode,
+    RetentionPlan,
+    apply_retention,
+    parse_duration,
+    plan_retention,
+)
 from mmaplog._session import RunIdentity, RunSession, SessionConfig
 from mmaplog._store import RunInfo, Store, default_root
 from mmaplog._types import (
@@ -53,6 +62,7 @@ from mmaplog._types import (
     IndexKind,
     ScanDirection,
 )
+from mmaplog._verify import Finding, FindingKind, VerifyReport, verify
 from mmaplog._writer import (
     Clock,
     Durability,
@@ -111,6 +121,8 @@ __all__ = [
     "EntryDraft",
     "EventStore",
     "EventStoreWriter",
+    "Finding",
+    "FindingKind",
     "FormatError",
     "GapError",
     "HaltBackendError",
@@ -127,13 +139,17 @@ __all__ = [
     "LogBusyError",
     "LogClosedError",
     "MemoryBackend",
-    "MmapBackend",
     "MessageBus",
+    "MmapBackend",
     "MmapLogError",
     "MonotonicWallClock",
     "OutOfOrderError",
-    "RegisteredComponents",
     "Reader",
+    "RecoveryReport",
+    "RegisteredComponents",
+    "RetentionKind",
+    "RetentionMode",
+    "RetentionPlan",
     "RunIdentity",
     "RunInfo",
     "RunManifest",
@@ -144,22 +160,30 @@ __all__ = [
     "SessionConfig",
     "SnapshotAnchor",
     "Store",
-    "TailRepair",
     "SubmitCounter",
     "SubmitError",
+    "TailRepair",
     "TestClock",
     "TornFrameError",
     "TypeMismatch",
     "TypedEncoder",
+    "VerifyReport",
     "WriterBrokenError",
     "WriterClosed",
     "WriterConfig",
+    "apply_retention",
     "build_run_id",
-    "default_root",
     "compute_entry_hash",
+    "default_root",
     "halt_reason_from_error",
     "halt_reason_from_submit_error",
+    "newest_parent",
     "noop_halt",
+    "parse_duration",
+    "plan_retention",
+    "recover_predecessors",
+    "recover_run",
     "validate_instance_id",
     "validate_run_id",
+    "verify",
 ]

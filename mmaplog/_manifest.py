@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import msgspec
+import xxhash
 
 from mmaplog.errors import FormatError, InvalidIdError
 
@@ -79,6 +80,9 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
     status: RunStatus = RunStatus.RUNNING
     snapshot_anchor: SnapshotAnchor | None = None
     format_version: int = MANIFEST_FORMAT_VERSION
+    # xxh3-64 (hex) of the compact encoding with this field empty: catches a flipped byte
+    # that still leaves valid JSON with a plausible value. Set by encode_manifest.
+    checksum: str = ""
 
     def is_sealed(self) -> bool:
         return self.status is not RunStatus.RUNNING
@@ -130,14 +134,20 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RunManifest)
 
 
+def manifest_checksum(manifest: RunManifest) -> str:
+    unsummed = msgspec.structs.replace(manifest, checksum="")
+    return xxhash.xxh3_64_hexdigest(_encoder.encode(unsummed))
+
+
 def encode_manifest(manifest: RunManifest) -> bytes:
-    return msgspec.json.format(_encoder.encode(manifest), indent=2) + b"\n"
+    summed = msgspec.structs.replace(manifest, checksum=manifest_checksum(manifest))
+    return msgspec.json.format(_encoder.encode(summed), indent=2) + b"\n"
 
 
 def decode_manifest(data: bytes, path: Path | str = "<bytes>") -> RunManifest:
     try:
         manifest = _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise FormatError(f"unreadable manifest: {exc}", path=path) from None
     if manifest.format_version != MANIFEST_FORMAT_VERSION:
         raise FormatError(
@@ -145,12 +155,14 @@ def decode_manifest(data: bytes, path: Path | str = "<bytes>") -> RunManifest:
             f"supported version is {MANIFEST_FORMAT_VERSION}",
             path=path,
         )
+    if manifest.checksum != manifest_checksum(manifest):
+        raise FormatError("manifest checksum mismatch", path=path)
     try:
         validate_run_id(manifest.run_id)
         validate_instance_id(manifest.instance_id)
     except InvalidIdError as exc:
         raise FormatError(f"manifest names an invalid id: {exc}", path=path) from None
-    return manifest
+    return msgspec.structs.replace(manifest, checksum="")
 
 
 def read_manifest(path: Path) -> RunManifest:

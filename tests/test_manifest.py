@@ -109,9 +109,14 @@ def test_garbage_manifests_are_a_format_error_naming_the_file(tmp_path, content)
 
 
 def test_a_manifest_naming_a_path_like_run_id_is_refused(tmp_path):
-    data = msgspec.json.decode(encode_manifest(sealed_manifest()))
-    data["run_id"] = "../../etc"
     path = tmp_path / "manifest.json"
-    path.write_bytes(msgspec.json.encode(data))
+    path.write_bytes(encode_manifest(sealed_manifest().replace(run_id="../../etc")))
     with pytest.raises(FormatError, match="invalid id"):
+        read_manifest(path)
+
+
+def test_a_flipped_value_that_is_still_valid_json_fails_the_checksum(tmp_path):
+    path = tmp_path / "manifest.json"
+    path.write_bytes(encode_manifest(sealed_manifest()).replace(b'"abc"', b'"abd"'))
+    with pytest.raises(FormatError, match="checksum mismatch"):
         read_manifest(path)
