@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -38,6 +39,26 @@ def preallocate(fd: int, size: int) -> None:
             os.ftruncate(fd, size)
         else:
             raise
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: ctypes.CDLL | None = None
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Give the blocks of ``[offset, offset + length)`` back to the filesystem, keeping the
+    file's size: reads there return zeros, and a reader mapping the file never meets a
+    shorter file (which would SIGBUS). False where the filesystem cannot punch holes."""
+    global _libc
+    if length <= 0:
+        return True
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fallocate = _libc.fallocate
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    return bool(fallocate(fd, mode, offset, length) == 0)
 
 
 def map_readonly(fd: int, length: int) -> mmap.mmap | None:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import xxhash
 
 from mmaplog._backend import check_anchor, check_batch, check_seal_status
-from mmaplog._fileio import FILE_MODE, classify_os_error
+from mmaplog._fileio import FILE_MODE, classify_os_error, punch_hole
 from mmaplog._format import (
     COMMIT_WORD,
     DEFAULT_SEGMENT_SIZE,
@@ -91,6 +91,7 @@ INDEX = "index.idx"
 KEYS = "keys.hix"
 SYMBOLS = "symbols.sym"
 _ZERO_CHUNK = 1 << 20
+_PAGE = 4096
 INDEX_SYNC_INTERVAL = 1.0  # seconds between fdatasyncs of index.idx and keys.hix
 _PADS = [bytes(n) for n in range(8)]
 # 256 KiB of slots: the first ~8k keys never pay for a table rebuild.
@@ -891,6 +892,7 @@ class MmapBackend:
         )
         assert self.run_dir is not None
         try:
+            self._release_unused_space()
             # Everything the manifest describes must be on disk before the manifest says so.
             self.sync(full=True)
             write_manifest(self.run_dir / MANIFEST, sealed)
@@ -898,6 +900,24 @@ class MmapBackend:
             raise classify_os_error(exc, "seal run") from exc
         self._manifest = sealed
         return sealed
+
+    def _release_unused_space(self) -> None:
+        """A sealed run never grows: give back the blocks preallocated past the last frame
+        (from the next page boundary, so the zero word after the last frame stays) and drop
+        the segment prepared ahead. Holes keep every file's size, so readers that have the
+        files mapped are unaffected."""
+        assert self.run_dir is not None
+        seg = self._segments[self._cur]
+        keep = (self._pos + 8 + _PAGE - 1) // _PAGE * _PAGE
+        if keep < seg.size:
+            punch_hole(seg.fd, keep, seg.size - keep)
+        spare = self._segments[self._cur + 1 :]
+        del self._segments[self._cur + 1 :]
+        for extra in spare:
+            extra.close()
+            extra.path.unlink()
+        if spare:
+            fsync_dir(self.run_dir / SEGMENTS)
 
     def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None:
         manifest = self._run()

@@ -66,7 +66,7 @@ class RunInfo:
         for path in self.run_dir.rglob("*"):
             try:
                 if path.is_file():
-                    total += path.stat().st_size
+                    total += path.stat().st_blocks * 512  # on disk: holes do not count
             except OSError:
                 continue
         return total

@@ -698,6 +698,9 @@ class _RunScan:
             return
         numbers = sorted(int(n[:-4]) for n in names if n[:-4].isdigit())
         count = max(numbers) + 1 if numbers else 0
+        if self.records is not None and len(self.records):
+            # A missing last segment leaves no hole in the numbering: the index still names it.
+            count = max(count, min(int(self.records["segment"].max()) + 1, len(numbers) + 64))
         if count > len(numbers) + 64:  # a stray number: do not chase millions of missing files
             count = len(numbers) + 64
             for number in numbers:

@@ -18,9 +18,19 @@ from typing import IO, Any, NoReturn
 
 import msgspec
 
+from mmaplog._manifest import RunStatus
 from mmaplog._reader import Reader
+from mmaplog._recovery import recover_predecessors, recover_run
+from mmaplog._retention import (
+    RetentionKind,
+    RetentionMode,
+    apply_retention,
+    parse_duration,
+    plan_retention,
+)
 from mmaplog._store import RunInfo, Store, default_root
 from mmaplog._text import align, entry_record, format_bytes, format_ns, format_span, short_uuid
+from mmaplog._verify import verify
 from mmaplog.errors import CorruptionError, MmapLogError
 
 __all__ = ["main"]
@@ -97,12 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance", default="demo", metavar="I", help="instance id (default demo)")
     p.set_defaults(func=cmd_demo)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub, common)
+    p = sub.add_parser("verify", parents=[common], help="check a run; never modifies a file")
+    p.add_argument("run", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--fast", action="store_true", help="skip recomputing entry hashes (checksums only)"
+    )
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("recover", parents=[common], help="recover crashed runs and seal them")
+    p.add_argument("run", metavar="RUN", nargs="?", help="one run (default: use --all)")
+    p.add_argument("--all", action="store_true", help="every crashed run of every instance")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("gc", parents=[common], help="delete old sealed runs")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N runs")
+    mode.add_argument("--older-than", metavar="AGE", help="delete runs ended before AGE ago (7d)")
+    mode.add_argument(
+        "--snapshot-anchored",
+        action="store_true",
+        help="delete runs older than the newest run with a valid snapshot anchor",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_gc)
     return parser
-
-
-_EXTRA_COMMANDS: list[Callable[[Any, _Parser], None]] = []
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -337,6 +368,95 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    info = store_of(args).resolve(args.run, args.instance)
+    with progress_bar(1000, "verify") as advance:
+        report = verify(
+            info.run_dir,
+            entry_hashes=not args.fast,
+            progress=lambda done, total: advance(int(1000 * done / max(total, 1))),
+        )
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        status = "-" if report.status is None else report.status.value
+        state = "clean" if report.is_clean else f"corrupt findings={len(report.findings)}"
+        out(
+            f"{state} run_id={report.run_id} status={status} "
+            f"high_watermark={report.high_watermark} entries_scanned={report.entries_scanned} "
+            f"elapsed={report.elapsed_s:.2f}s"
+        )
+        for finding in report.findings:
+            out(f"- {finding.message}")
+    return EXIT_OK if report.is_clean else EXIT_FAIL
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    store = store_of(args)
+    if args.run is not None and args.all:
+        raise UsageError("give a RUN or --all, not both")
+    if args.run is not None:
+        reports = [recover_run(store.resolve(args.run, args.instance).run_dir)]
+    elif args.all:
+        instances = [args.instance] if args.instance else store.instances()
+        reports = [r for inst in instances for r in recover_predecessors(store, inst)]
+    else:
+        raise UsageError("give a RUN to recover, or --all")
+    if args.json:
+        print_json([r.to_dict() for r in reports])
+    elif not reports:
+        out("no crashed runs")
+    else:
+        rows = [["RUN", "STATUS", "HWM", "LOST", "TRUNCATED", "REBUILT"]]
+        for r in reports:
+            status = "already sealed" if r.already_sealed else r.status.value
+            if r.error:
+                status = f"failed: {r.error}"
+            lost = "-"
+            if r.lost_seq_range:
+                lost = f"{r.entries_lost} ({r.lost_seq_range[0]}..{r.lost_seq_range[1]})"
+            rows.append(
+                [
+                    r.run_id,
+                    status,
+                    f"{r.recovered_high_watermark:,}",
+                    lost,
+                    format_bytes(r.bytes_truncated),
+                    ",".join(r.indexes_rebuilt) or "-",
+                ]
+            )
+        for line in align(rows, right=(2, 4)):
+            out(line)
+    failed = any(r.error or r.status is RunStatus.QUARANTINED for r in reports)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    if args.keep_last is not None:
+        if args.keep_last < 0:
+            raise UsageError("--keep-last must be >= 0")
+        mode = RetentionMode.KEEP_LAST(args.keep_last)
+    elif args.older_than is not None:
+        try:
+            mode = RetentionMode.OLDER_THAN(parse_duration(args.older_than))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        mode = RetentionMode(RetentionKind.SNAPSHOT_ANCHORED)
+    plan = plan_retention(store_of(args), mode, instance_id=args.instance)
+    deleted = [] if args.dry_run else apply_retention(plan)
+    if args.json:
+        print_json(
+            {**plan.to_dict(), "dry_run": args.dry_run, "deleted": [str(p) for p in deleted]}
+        )
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    for info in plan.reclaim:
+        out(f"{verb} {info.instance_id}/{info.run_id}")
+    out(f"{verb} {len(plan.reclaim)} run(s), kept {len(plan.kept)} ({mode})")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -143,3 +143,85 @@ def test_export_piped_into_head_exits_quietly(tmp_path):
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["seq"] == 1
     assert "Traceback" not in proc.stderr
+
+
+# --- verify, recover, gc --------------------------------------------------------------------
+def test_verify_a_clean_run_prints_one_clean_line_and_exits_0(tmp_path, capsys):
+    from mmaplog.demo import run_demo
+
+    summary = run_demo(tmp_path, entries=300, seed=3)
+    code, out, err = run_cli(capsys, "verify", "latest", "--root", str(tmp_path))
+    assert code == 0
+    assert out.startswith(f"clean run_id={summary.run_id} status=ended high_watermark=")
+    assert err == ""
+
+
+def test_verify_reports_a_manifest_that_disagrees_with_the_log(root, capsys):
+    code, out, _ = run_cli(capsys, "verify", RUN_A, "--root", str(root))
+    assert code == 1
+    assert "- manifest mismatch status: ENDED but the last entry (seq 30)" in out
+
+
+def test_verify_a_damaged_run_lists_findings_and_exits_1(root, capsys):
+    seg = root / "trader-001" / RUN_A / "segments" / "00000000.seg"
+    data = bytearray(seg.read_bytes())
+    data[64 + 100] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    code, out, _ = run_cli(capsys, "verify", RUN_A, "--root", str(root))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("corrupt findings=")
+    assert any("seq 1" in line for line in lines[1:])
+    code, out, _ = run_cli(capsys, "verify", RUN_A, "--root", str(root), "--json")
+    assert code == 1
+    assert json.loads(out)["clean"] is False
+
+
+def test_verify_never_modifies_a_file(root, capsys):
+    run_dir = root / "trader-001" / RUN_B
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    run_cli(capsys, "verify", RUN_B, "--root", str(root))
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_recover_all_seals_a_crashed_run_and_reports_it(root, capsys):
+    code, out, _ = run_cli(capsys, "recover", "--all", "--root", str(root))
+    assert code == 0
+    assert RUN_B in out
+    assert "crashed_recovered" in out
+    code, out, _ = run_cli(capsys, "runs", "--root", str(root), "--json")
+    assert {r["run_id"]: r["status"] for r in json.loads(out)}[RUN_B] == "crashed_recovered"
+
+
+def test_recover_needs_a_run_or_all(root, capsys):
+    code, _, err = run_cli(capsys, "recover", "--root", str(root))
+    assert code == 2
+    assert "give a RUN" in err
+
+
+def test_gc_dry_run_plans_without_deleting_then_deletes(root, capsys):
+    build_run(root, "1700000000000000003-0000000c", n=3)
+    code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--dry-run", "--root", str(root))
+    assert code == 0
+    assert f"would delete trader-001/{RUN_A}" in out
+    assert (root / "trader-001" / RUN_A).exists()
+    code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--root", str(root))
+    assert code == 0
+    assert not (root / "trader-001" / RUN_A).exists()
+    assert (root / "trader-001" / RUN_B).exists()  # RUNNING runs are never touched
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["gc"], "one of the arguments"),
+        (["gc", "--older-than", "7x"], "invalid duration"),
+        (["gc", "--keep-last", "-1"], "--keep-last must be >= 0"),
+        (["gc", "--keep-last", "1", "--older-than", "7d"], "not allowed with"),
+    ],
+)
+def test_gc_rejects_bad_arguments_in_one_line(root, capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv, "--root", str(root))
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
