@@ -25,6 +25,7 @@ import numpy.typing as npt
 import xxhash
 
 from mmaplog._backend import check_anchor, check_batch, check_seal_status
+from mmaplog._batch import EntryBatch, iter_batches
 from mmaplog._fileio import FILE_MODE, classify_os_error, punch_hole
 from mmaplog._format import (
     COMMIT_WORD,
@@ -855,6 +856,18 @@ class MmapBackend:
             if os.fstat(keys._fd).st_size < keys._size:  # noqa: SLF001
                 raise IndexCorruptError("hash index was truncated while mapped", path=keys.path)
         return keys
+
+    def segment_for_read(self, number: int, seq: int) -> Segment:
+        """The segment holding ``seq``, checked against truncation under its mapping."""
+        seg = self._segment(number, seq)
+        seg.check_not_truncated()
+        return seg
+
+    def iter_batches(
+        self, from_seq: int, to_seq: int, *, chunk: int = 4096, entry_hashes: bool = True
+    ) -> Iterator[EntryBatch]:
+        """Verified entries in columnar batches (see ``mmaplog._batch``)."""
+        return iter_batches(self, from_seq, to_seq, chunk=chunk, entry_hashes=entry_hashes)
 
     def index_array(self) -> npt.NDArray[np.void]:
         """The committed seq-index records as a zero-copy numpy structured array."""

@@ -178,3 +178,47 @@ def test_follow_yields_every_committed_entry_once_in_order_until_sealed(tmp_path
     assert seen == list(range(1, 506))
     reader.close()
     backend.close()
+
+
+def test_scan_batches_match_the_entry_scan_column_for_column(tmp_path):
+    backend = MmapBackend(tmp_path, "trader-001", segment_size=SEG)
+    backend.open_run(make_manifest())
+    corr = uuid_n(9)
+    items = [
+        append_item(
+            s,
+            payload=bytes([s % 251]) * (s % 700),
+            topic=f"t.{s % 3}",
+            headers=Headers(corr, uuid_n(s)) if s % 2 else Headers.empty(),
+        )
+        for s in range(1, 401)
+    ]
+    backend.append_batch(items)
+    run_dir = backend.run_dir
+    backend.close()
+    with Reader(run_dir) as reader:
+        entries = list(reader.scan(copy=True))
+        got = []
+        for batch in reader.scan_batches(chunk=64):
+            for k in range(len(batch)):
+                got.append((batch.first_seq + k, batch.topic(k), bytes(batch.payloads[k])))
+        assert got == [(e.seq, e.topic, e.payload) for e in entries]
+        assert [len(b) for b in reader.scan_batches(10, 20, chunk=4)] == [4, 4, 3]
+        assert list(reader.scan_batches(500, 600)) == []
+
+
+@pytest.mark.parametrize(("where", "error"), [(100, "checksum"), (8, "index record")])
+def test_scan_batches_raise_typed_errors_on_damage(tmp_path, where, error):
+    from mmaplog import CorruptionError
+
+    run_dir = build_run(tmp_path, "1700000000000000001-0000000a", n=50)
+    with Reader(run_dir) as reader:
+        rec = reader.index()[20]
+    seg = run_dir / "segments" / f"{int(rec['segment']):08d}.seg"
+    data = bytearray(seg.read_bytes())
+    data[int(rec["offset"]) + where] ^= 0x01
+    seg.write_bytes(bytes(data))
+    with Reader(run_dir) as reader, pytest.raises(CorruptionError, match=error) as info:
+        for _ in reader.scan_batches(chunk=8):
+            pass
+    assert info.value.seq == 21
