@@ -225,3 +225,20 @@ def test_gc_rejects_bad_arguments_in_one_line(root, capsys, argv, message):
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_every_admin_command_is_documented_in_the_cli_reference():
+    from pathlib import Path
+
+    from mmaplog.cli import build_parser
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "CLI.md").read_text()
+    section = doc.split("## mmaplog", 1)[1].split("\n## ", 1)[0]
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        assert f"`mmaplog {name}" in section, name
+        for action in command._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag not in ("--help", "--root", "--instance"):
+                    assert flag in section, f"mmaplog {name} {flag} is not documented"
