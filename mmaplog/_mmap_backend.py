@@ -69,7 +69,6 @@ from mmaplog._types import (
 )
 from mmaplog.errors import (
     BackendError,
-    ChecksumMismatchError,
     CorruptionError,
     CrashedPredecessorError,
     DiskError,
@@ -676,38 +675,7 @@ class MmapBackend:
     def _read_entry(self, seq: int, segment: int, offset: int, copy: bool) -> Entry:
         """``read_entry`` for callers that checked the segments against truncation already."""
         seg = self._segment(segment, seq)
-        view = seg.view(offset + FRAME_HEADER_SIZE + 8)
-        if offset & 7 or offset < SEGMENT_HEADER_SIZE:
-            raise TornFrameError(
-                "frame offset not aligned",
-                path=seg.path,
-                segment=seg.number,
-                offset=offset,
-                seq=seq,
-            )
-        length, magic = COMMIT_WORD.unpack_from(view, offset)
-        if (
-            magic != FRAME_MAGIC
-            or length < _MIN_FRAME
-            or length & 7
-            or offset + length > seg.mapped
-        ):
-            raise TornFrameError(
-                "no committed frame here (bad commit word or length)",
-                path=seg.path,
-                segment=seg.number,
-                offset=offset,
-                seq=seq,
-            )
-        end = offset + length - 8
-        if _CHECKSUM_AT(view, end)[0] != _xxh3_64(view[offset:end]):
-            raise ChecksumMismatchError(
-                "frame checksum mismatch",
-                path=seg.path,
-                segment=seg.number,
-                offset=offset,
-                seq=seq,
-            )
+        view, length = seg.checked_frame(offset, seq)
         (
             _,
             _,

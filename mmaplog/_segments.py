@@ -171,10 +171,11 @@ class Segment:
                 "segment was truncated while mapped", path=self.path, segment=self.number
             )
 
-    def read_frame(self, offset: int, seq: int | None = None) -> tuple[FrameView, memoryview]:
-        """Parse and checksum the frame at ``offset``; return its header and payload view."""
+    def checked_frame(self, offset: int, seq: int | None = None) -> tuple[memoryview, int]:
+        """The mapped view and length of the frame at ``offset``, once its alignment, commit
+        word, length and checksum (over every byte) were checked."""
         view = self.view(offset + FRAME_HEADER_SIZE + 8)
-        if offset % 8 or offset < SEGMENT_HEADER_SIZE:
+        if offset & 7 or offset < SEGMENT_HEADER_SIZE:
             raise TornFrameError(
                 "frame offset not aligned",
                 path=self.path,
@@ -186,7 +187,7 @@ class Segment:
         if (
             magic != FRAME_MAGIC
             or length < FRAME_HEADER_SIZE + 8
-            or length % 8
+            or length & 7
             or offset + length > self.mapped
         ):
             raise TornFrameError(
@@ -205,6 +206,11 @@ class Segment:
                 offset=offset,
                 seq=seq,
             )
+        return view, length
+
+    def read_frame(self, offset: int, seq: int | None = None) -> tuple[FrameView, memoryview]:
+        """Parse and checksum the frame at ``offset``; return its header and payload view."""
+        view, length = self.checked_frame(offset, seq)
         fields = FRAME_HEADER.unpack_from(view, offset)
         head = FrameView(fields[0], *fields[2:])
         if FRAME_HEADER_SIZE + head.payload_len + head.keys_len + 8 > length:
