@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from mmaplog._types import Entry
 
-__all__ = ["align", "entry_record", "format_bytes", "format_ns", "format_span", "short_uuid"]
+__all__ = [
+    "align",
+    "entry_record",
+    "format_bytes",
+    "format_ns",
+    "format_span",
+    "short_uuid",
+    "silence_stdout",
+]
 
 
 def format_ns(ns: int | None) -> str:
@@ -89,3 +99,10 @@ def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> list[s
         ]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+def silence_stdout() -> None:
+    """After a BrokenPipeError (the reader of our output went away, as with ``| head``):
+    point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -29,7 +29,15 @@ from mmaplog._retention import (
     plan_retention,
 )
 from mmaplog._store import RunInfo, Store, default_root
-from mmaplog._text import align, entry_record, format_bytes, format_ns, format_span, short_uuid
+from mmaplog._text import (
+    align,
+    entry_record,
+    format_bytes,
+    format_ns,
+    format_span,
+    short_uuid,
+    silence_stdout,
+)
 from mmaplog._verify import verify
 from mmaplog.errors import CorruptionError, MmapLogError
 
@@ -515,9 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader of our output went away (| head): stop quietly, like other Unix tools.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        silence_stdout()  # the reader went away (| head): stop quietly, like other Unix tools
         return EXIT_OK
     except OSError as exc:
         print(

@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import numpy.typing as npt
 
-from mmaplog import CorruptionError, Entry, MmapLogError
+from mmaplog import CorruptionError, Entry, MmapLogError, Reader
 from mmaplog._mmap_backend import lock_is_held
-from mmaplog._reader import Reader
 from mmaplog.errors import (
     ChecksumMismatchError,
     GapError,

@@ -11,8 +11,7 @@ import fnmatch
 import uuid
 from collections.abc import Callable
 
-from mmaplog import Entry, IndexKind
-from mmaplog._reader import Reader
+from mmaplog import Entry, IndexKind, Reader
 
 __all__ = ["Breakpoint", "any_of", "at_seq", "on_header", "on_key", "on_topic", "on_type"]
 

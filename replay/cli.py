@@ -16,9 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mmaplog import CorruptionError, MmapLogError
-from mmaplog._reader import Reader
-from mmaplog._store import RunInfo, Store, default_root
+from mmaplog import CorruptionError, MmapLogError, Reader, RunInfo, Store, default_root
+from mmaplog._text import silence_stdout
 from replay.decoders import default_decoders
 from replay.engine import ReplayEngine
 from replay.errors import (
@@ -378,9 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader of our output went away (| head): stop quietly, like other Unix tools.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        silence_stdout()  # the reader went away (| head): stop quietly, like other Unix tools
         return EXIT_OK
     except OSError as exc:
         _err(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))

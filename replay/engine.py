@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mmaplog import Entry, RunStatus
-from mmaplog._reader import Reader
+from mmaplog import Entry, Reader, RunStatus
 from replay._source import EntrySource
 from replay.decoders import (
     DecodeFn,

@@ -26,8 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 import msgspec
 import numpy as np
 
-from mmaplog import Entry, MessageBus, RunManifest
-from mmaplog._reader import Reader
+from mmaplog import Entry, MessageBus, Reader, RunManifest
 from mmaplog._text import align, entry_record, format_ns, short_uuid
 from replay.decoders import RawEntry, import_attribute
 from replay.errors import HandlerSpecError

@@ -22,10 +22,7 @@ from typing import Any
 
 import msgspec
 
-from mmaplog import Entry, MmapLogError
-from mmaplog._reader import Reader
-from mmaplog._session import RunIdentity
-from mmaplog._store import RunInfo, Store
+from mmaplog import Entry, MmapLogError, Reader, RunIdentity, RunInfo, Store
 from mmaplog.demo import DemoConfig, DemoEngine, demo_components, demo_registry
 from mmaplog.demo.components import TIME_EVENT
 from replay.decoders import DecoderRegistry, RawEntry, default_decoders

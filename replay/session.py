@@ -12,8 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmaplog import Entry
-from mmaplog._reader import Reader
+from mmaplog import Entry, Reader
 from replay.decoders import DecoderRegistry, default_decoders
 from replay.engine import Predicate, ReplayEngine
 from replay.options import ReplayOptions
