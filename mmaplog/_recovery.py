@@ -73,16 +73,9 @@ from mmaplog._mmap_backend import (
 from mmaplog._seqindex import SeqIndex
 from mmaplog._store import Store
 from mmaplog._types import Headers, IndexKind
-from mmaplog._verify import (
-    _FRAME_LENS,
-    _P_OK,
-    RUN_ENDED_PAYLOAD_TYPE,
-    RUN_ENDED_TOPIC,
-    Finding,
-    FindingKind,
-    _RunScan,
-    _Seg,
-)
+from mmaplog._verify import RUN_ENDED_PAYLOAD_TYPE, RUN_ENDED_TOPIC, Finding, FindingKind
+from mmaplog._verify_run import _RunScan
+from mmaplog._verify_scan import _FRAME_LENS, _P_OK, _Seg
 from mmaplog.errors import CorruptionError, LogBusyError, MmapLogError, RunNotFoundError
 
 __all__ = ["RecoveryReport", "newest_parent", "recover_predecessors", "recover_run"]
