@@ -10,6 +10,7 @@ from tui.app import MmapLogApp
 from tui.demo import build_demo_run, demo_ts
 from tui.formatting import format_ts
 from tui.screens.browse import BrowseScreen
+from tui.screens.replay import ReplayScreen
 from tui.screens.runs import RunsScreen
 from tui.testing import run_async, screen_text, wait_until
 from tui.widgets.entry_table import EntryTable
@@ -142,11 +143,24 @@ async def test_keys_page_through_the_run_and_q_returns_to_the_runs(tiny_run: Pat
 
 
 @run_async
-async def test_the_replay_slot_is_shown_but_disabled_until_the_engine_exists(
+async def test_the_replay_slot_is_enabled_and_opens_the_debugger_at_the_cursor(
     tiny_run: Path,
 ) -> None:
     app = MmapLogApp(tiny_run.parent.parent, tiny_run)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_browse(app, pilot)
-        assert screen.check_action("replay", ()) is None
+        assert screen.check_action("replay", ()) is True
         assert "Replay" in screen_text(app)
+        screen.table.go_to_seq(42)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReplayScreen), what="replay")
+        replay = app.screen
+        assert isinstance(replay, ReplayScreen)
+        assert replay.start_seq == 42
+        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: replay.phase == "paused", what="the replay to open")
+        assert replay.last_pause is not None
+        assert replay.last_pause.next_seq == 42
+        await pilot.press("q")
+        await wait_until(pilot, lambda: app.screen is screen, what="back to browse")
+        assert screen.table.cursor_seq == 42  # nothing was dispatched: the cursor stays

@@ -1,7 +1,8 @@
 """SVG snapshots of key screens, compared with tests/tui_snapshots/*.svg.
 
 Regenerate after a reviewed change: ``TUI_SNAPSHOT_UPDATE=1 pytest tests/test_tui_snapshots.py``.
-Determinism: a fixed size and theme, cursor blink off, relative paths, fixed demo data.
+Determinism: a fixed size and theme, cursor blink off, relative paths, fixed demo data, and a
+fixed run size on the runs screen (the bytes on disk follow the storage engine's preallocation).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from mmaplog import RunInfo
 from tui.app import MmapLogApp
+from tui.debugger import parse_breakpoint
 from tui.demo import build_demo_run
 from tui.screens.browse import BrowseScreen
+from tui.screens.replay import ReplayScreen
 from tui.screens.runs import RunsScreen
 from tui.testing import normalize_svg, run_async, wait_until
 from tui.widgets.inspector import Inspector
@@ -64,8 +68,17 @@ async def browse_on(app: MmapLogApp, pilot: Pilot[None], seq: int) -> BrowseScre
     return screen
 
 
+@pytest.fixture
+def fixed_run_size(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The runs screen's size column from a fixed value: the bytes on disk change whenever the
+    storage engine's preallocation (segment and index sizes) does, and are not the point."""
+    size = 1_234_567
+    monkeypatch.setattr(RunInfo, "size_bytes", lambda self: size)
+    return size
+
+
 @run_async
-async def test_snapshot_of_the_runs_screen(data_root: Path) -> None:
+async def test_snapshot_of_the_runs_screen(data_root: Path, fixed_run_size: int) -> None:
     app = MmapLogApp(data_root)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
@@ -102,3 +115,25 @@ async def test_snapshot_of_the_filter_modal(data_root: Path) -> None:
             widget.cursor_blink = False
         await pilot.pause()
         assert_snapshot(app, "filter-modal")
+
+
+@run_async
+async def test_snapshot_of_the_replay_debugger_paused_at_a_breakpoint(data_root: Path) -> None:
+    run_dir = next((data_root / "trader-001").iterdir())
+    app = MmapLogApp(data_root, run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await browse_on(app, pilot, 17)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReplayScreen))
+        screen = app.screen
+        assert isinstance(screen, ReplayScreen)
+        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: screen.phase == "paused")
+        screen.add_breakpoints([parse_breakpoint("type", "OrderFilled")])
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: screen.phase == "paused")
+        await pilot.pause()
+        assert screen.last_pause is not None
+        assert screen.last_pause.last_seq == 22
+        assert_snapshot(app, "replay-breakpoint")

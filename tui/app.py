@@ -26,11 +26,8 @@ DEFAULT_THEME = "textual-dark"
 
 
 class MmapLogApp(App[None]):
-    """The runs screen at the bottom of the stack; a browse screen per opened run above it.
-
-    The replay debugger will be a third screen, pushed from browse (``r``) over the entry under
-    the cursor once the replay engine exists.
-    """
+    """The runs screen at the bottom of the stack; a browse screen per opened run above it,
+    and the replay debugger pushed from browse (``r``) at the entry under the cursor."""
 
     TITLE = "mmaplog"
     BINDINGS: ClassVar[list[BindingType]] = [

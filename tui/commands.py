@@ -26,6 +26,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Correlation chain", "Filter to the current entry's correlation chain", "chain"),
     ("Causation tree", "Causes and effects of the current entry", "causation"),
     ("Verify run", "Check every entry's checksum and hash", "verify"),
+    ("Replay from here", "Step the entries from the cursor through the projection", "replay"),
     ("Toggle inspector", "Show or hide the entry inspector", "toggle_inspector"),
 )
 

@@ -59,10 +59,14 @@ def decode_payload(payload_type: str, payload: bytes | memoryview) -> DecodeResu
             return to_display(registry(payload_type, data)), None
         except _DECODE_ERRORS as exc:
             registry_error = f"{type(exc).__name__}: {exc}"
+            # The registry's UnknownPayloadTypeError is a LookupError (a KeyError is not that).
+            unknown_type = isinstance(exc, LookupError) and not isinstance(exc, KeyError)
         # A type the registry does not know may still be plain msgpack.
         try:
             return _generic.decode(data), None
-        except _DECODE_ERRORS:
+        except _DECODE_ERRORS as exc:
+            if unknown_type:  # "no decoder" is not why it failed: the bytes are not msgpack
+                return None, f"not msgpack ({type(exc).__name__}: {exc})"
             return None, registry_error
     try:
         return _generic.decode(data), None

@@ -7,9 +7,7 @@ its own ``Reader``, that post messages; the live tail is a timer polling the hig
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from functools import cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -39,6 +37,7 @@ from tui.screens.causation import CausationModal
 from tui.screens.filters import FilterModal
 from tui.screens.goto import GotoModal
 from tui.screens.lookup import LookupModal
+from tui.screens.replay import ReplayScreen
 from tui.screens.search import SearchModal
 from tui.screens.verify import VerifyOutcome, VerifyScreen
 from tui.source import RowSource, RunRows, SeqArray, SeqRows, load_details
@@ -488,12 +487,6 @@ class BrowseScreen(Screen[None]):
             self.table.follow = True
 
     # --- actions ----------------------------------------------------------------------------
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "replay":
-            # The replay debugger's screen slot: shown greyed until the replay engine exists.
-            return True if _replay_available() else None
-        return True
-
     def action_goto(self) -> None:
         info = self.table.cursor_info()
         modal = GotoModal(reference_ts=info.ts_init if info else None)
@@ -586,7 +579,22 @@ class BrowseScreen(Screen[None]):
         self.toggle_class("-no-inspector")
 
     def action_replay(self) -> None:
-        self.notify("The replay debugger needs the replay engine (not built yet).")
+        """The replay debugger from the entry under the cursor."""
+        seq = self.table.cursor_seq
+        if seq is None:
+            self.notify("No entry to replay from", severity="warning")
+            return
+        try:
+            screen = ReplayScreen(self.run_dir, seq)
+        except (MmapLogError, OSError) as exc:
+            self.notify(f"Cannot replay: {exc}", severity="error")
+            return
+        self.app.push_screen(screen, self._replay_result)
+
+    def _replay_result(self, seq: int | None) -> None:
+        # Back from the debugger: the cursor goes to the last seq it dispatched.
+        if seq is not None:
+            self.jump_to_seq(seq)
 
     def action_escape(self) -> None:
         if not self.spec.is_empty():
@@ -603,8 +611,3 @@ class BrowseScreen(Screen[None]):
 
     def run_action_now(self, action: str) -> None:
         getattr(self, f"action_{action}")()
-
-
-@cache
-def _replay_available() -> bool:
-    return importlib.util.find_spec("replay.session") is not None
