@@ -4,62 +4,7 @@ A persistent, memory-mapped, open-addressing (linear probing) hash table. It is 
 projection of the log: one writer process adds postings and commits ``indexed_through``;
 readers in other processes map the same file and see new postings as they are written.
 
-Byte layout (version 1)
-=======================
-
-All integers are little-endian. Offsets called *heap-relative* count from ``heap_start``, so the
-heap can be copied as-is into a file with a bigger slot table.
-
-File::
-
-    [header 128 B][slot table: slot_count × 16 B][heap: heap_used B in use, then zero slack]
-
-Header (128 bytes at offset 0)::
-
-    off  size  field
-      0     8  magic               b"MMLOGHIX"
-      8     4  version             u32, 1
-     12     4  header_size         u32, 128
-     16     8  slot_count          u64, a power of two, 8 ≤ slot_count ≤ 2**36
-     24     8  heap_start          u64, = 128 + 16 × slot_count (absolute file offset)
-     32     8  geometry_checksum   u64, xxh3_64 of header bytes [0, 32)
-     40     8  heap_used           u64, heap bytes allocated (records and blocks)
-     48     8  key_count           u64, occupied slots (distinct (kind, key) pairs)
-     56     8  indexed_through     u64, every posting with seq ≤ this is complete
-     64     8  dirty               u64, 1 while postings above indexed_through may exist
-     72    56  reserved            zero
-
-Only bytes [0, 40) are static; they are covered by ``geometry_checksum``. The dynamic fields
-(40..72) change in place while readers have the file mapped.
-
-Slot (16 bytes at 128 + 16 × i)::
-
-      0     8  hash                u64, xxh3_64(kind byte + key bytes); 0 is remapped to 1, so
-                                   0 marks an empty slot
-      8     8  record_offset       u64, heap-relative offset of the key record
-
-Key record (in the heap, 8-byte aligned)::
-
-      0     8  first_block         u64, heap-relative offset of the first posting block
-      8     8  last_block          u64, heap-relative offset of the last posting block
-     16     8  count               u64, postings in the chain
-     24     8  hash                u64, same value as the slot's (lets a rebuild skip rehashing)
-     32     1  kind                u8, 1..255
-     33     1  reserved            zero
-     34     2  key_len             u16, 0..1024
-     36     4  reserved            zero
-     40     n  key                 key_len bytes, zero-padded to a multiple of 8
-
-Posting block (in the heap, 8-byte aligned; the first one directly follows its record)::
-
-      0     8  next_block          u64, heap-relative offset of the next block, 0 = none (no
-                                   block starts at heap offset 0: the heap starts with a record)
-      8     4  capacity            u32, 4, 8, 16, … doubling up to 4096, then 4096
-     12     4  used                u32, ≤ capacity
-     16  8×cap seqs                u64 × capacity, ascending across the whole chain
-
-Every block but the last of a chain is full. Reading a key walks the chain from the first block
-and takes ``count`` seqs in total.
+Byte layout: see ``_hash_index_format``.
 
 Write order (the crash-safety and concurrent-reader rules)
 ----------------------------------------------------------
@@ -76,8 +21,9 @@ Write order (the crash-safety and concurrent-reader rules)
   crashed; the caller re-adds them from the log).
 * The heap grows at the end of the file (fallocate, else ftruncate; geometric) and the writer
   remaps. A reader that meets an offset past its mapping remaps once to the file's current size.
-* When the load factor would exceed 0.7 the writer builds ``<name>.tmp`` with twice the slots,
-  copies the heap byte for byte, fsyncs it, renames it over the index and fsyncs the directory.
+* When the load factor would exceed 0.5 the writer builds ``<name>.tmp`` with twice the slots,
+  copies the heap byte for byte and renames it over the index; like every other write to this
+  rebuildable projection it is made durable by ``sync()`` (file and directory), not here.
   Readers keep their mapping of the old inode until :meth:`HashIndex.refresh` sees the new one.
 
 Readers check every offset and length they follow against their mapping and raise
@@ -93,200 +39,70 @@ never an out-of-bounds read.
 from __future__ import annotations
 
 import bisect
-import errno
 import mmap
 import os
-import struct
 from pathlib import Path
 from types import TracebackType
-from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-import xxhash
 
-from mmaplog.errors import DiskError, FormatError, IndexCorruptError, LogClosedError
+from mmaplog._hash_index_format import (
+    _B_USED,
+    _BLOCK,
+    _BLOCK_WITH_FIRST,
+    _H_DIRTY,
+    _H_HEAP_USED,
+    _H_INDEXED_THROUGH,
+    _H_KEY_COUNT,
+    _HDR_DYNAMIC,
+    _HDR_STATIC,
+    _HEAP_AND_KEYS,
+    _MIN_HEAP,
+    _PAGE,
+    _R_COUNT,
+    _R_LAST,
+    _RECORD,
+    _RECORD_CACHE,
+    _SEQS,
+    _SMALL,
+    _U64_DTYPE,
+    _U64_MAX,
+    _ZERO_PADS,
+    BLOCK_HEADER_SIZE,
+    FIRST_CAPACITY,
+    HEADER_SIZE,
+    HIX_MAGIC,
+    HIX_VERSION,
+    MAX_CAPACITY,
+    MAX_KEY_LEN,
+    MAX_LOAD,
+    RECORD_SIZE,
+    SLOT_SIZE,
+    _block_unpack,
+    _cap_used_unpack,
+    _check_kind_key,
+    _check_seq,
+    _extend,
+    _fsync_dir,
+    _header_bytes,
+    _key_hash,
+    _last_count_unpack,
+    _new_file,
+    _record_unpack,
+    _release,
+    _round_slots,
+    _slot_unpack,
+    _tmp_path,
+    _u32_pack,
+    _u64_pack,
+    _u64_unpack,
+    _validate_header,
+)
+from mmaplog._hash_index_rebuild import _rebuild, _roll_back
+from mmaplog.errors import IndexCorruptError, LogClosedError
 
 __all__ = ["HIX_MAGIC", "HIX_VERSION", "HashIndex"]
-
-HIX_MAGIC: Final[bytes] = b"MMLOGHIX"
-HIX_VERSION: Final = 1
-
-HEADER_SIZE: Final = 128
-SLOT_SIZE: Final = 16
-RECORD_SIZE: Final = 40
-BLOCK_HEADER_SIZE: Final = 16
-FIRST_CAPACITY: Final = 4
-MAX_CAPACITY: Final = 4096
-MAX_KEY_LEN: Final = 1024
-MIN_SLOTS: Final = 8
-MAX_SLOTS: Final = 1 << 36
-MAX_LOAD: Final = 0.5
-_U64_MAX: Final = (1 << 64) - 1
-
-# Header field offsets.
-_H_CHECKSUM: Final = 32
-_H_HEAP_USED: Final = 40
-_H_KEY_COUNT: Final = 48
-_H_INDEXED_THROUGH: Final = 56
-_H_DIRTY: Final = 64
-# Record / block field offsets.
-_R_LAST: Final = 8
-_R_COUNT: Final = 16
-_B_USED: Final = 12
-
-_MIN_HEAP: Final = 4096
-_PAGE: Final = 4096
-_COPY_CHUNK: Final = 32 << 20
-_RECORD_CACHE: Final = 1 << 16  # writer's cache of hot keys' record offsets
-_SMALL: Final = 64  # chains up to this many seqs are read with struct, longer ones with numpy
-
-_HDR_STATIC = struct.Struct("<8sIIQQ")  # magic, version, header_size, slot_count, heap_start
-_HDR_DYNAMIC = struct.Struct("<QQQQ")  # heap_used, key_count, indexed_through, dirty
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
-_SLOT = struct.Struct("<QQ")
-_RECORD = struct.Struct("<QQQQBxH4x")  # first, last, count, hash, kind, key_len
-_BLOCK = struct.Struct("<QII")  # next, capacity, used
-_SEQS = tuple(struct.Struct(f"<{n}Q") for n in range(_SMALL + 1))
-_U64_DTYPE: Final = np.dtype("<u8")
-
-_slot_unpack = _SLOT.unpack_from
-_record_unpack = _RECORD.unpack_from
-_block_unpack = _BLOCK.unpack_from
-_u64_unpack = _U64.unpack_from
-_BLOCK_WITH_FIRST = struct.Struct("<QIIQ")  # next, capacity, used, first seq
-_HEAP_AND_KEYS = struct.Struct("<QQ")  # heap_used, key_count (adjacent header fields)
-_ZERO_PADS = tuple(bytes(n) for n in range(8))
-_last_count_unpack = struct.Struct("<QQ").unpack_from
-_cap_used_unpack = struct.Struct("<II").unpack_from
-_u64_pack = _U64.pack_into
-_u32_pack = _U32.pack_into
-
-_xxh3_64 = xxhash.xxh3_64_intdigest
-_KIND_BYTES = tuple(bytes((i,)) for i in range(256))
-
-
-def _key_hash(kind: int, key: bytes) -> int:
-    """xxh3_64 of the kind byte + the key bytes (the caller maps 0 to 1)."""
-    return int(_xxh3_64(_KIND_BYTES[kind] + key))
-
-
-def _check_kind_key(kind: int, key: bytes) -> None:
-    if not 0 < kind < 256:
-        raise ValueError(f"index kind must be 1..255, got {kind!r}")
-    if len(key) > MAX_KEY_LEN:
-        raise ValueError(f"index key is {len(key)} bytes; at most {MAX_KEY_LEN} are allowed")
-
-
-def _check_seq(seq: int, what: str = "seq") -> None:
-    if not 0 <= seq <= _U64_MAX:
-        raise ValueError(f"{what} must be a u64, got {seq!r}")
-
-
-def _pad8(n: int) -> int:
-    return (n + 7) & ~7
-
-
-def _round_slots(n: int) -> int:
-    slots = MIN_SLOTS
-    while slots < n:
-        slots <<= 1
-    if slots > MAX_SLOTS:
-        raise ValueError(f"at most {MAX_SLOTS} slots are supported, asked for {n}")
-    return slots
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
-
-
-def _extend(fd: int, old_size: int, new_size: int, path: Path) -> None:
-    """Grow the file to ``new_size`` with real blocks where possible (no SIGBUS on ENOSPC)."""
-    try:
-        try:
-            os.posix_fallocate(fd, old_size, new_size - old_size)
-        except (AttributeError, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
-                raise
-            os.ftruncate(fd, new_size)
-    except OSError as exc:
-        if exc.errno in _DISK_ERRNOS:
-            raise DiskError(f"cannot grow hash index {path} to {new_size} bytes: {exc}") from exc
-        raise
-
-
-def _release(mm: mmap.mmap) -> None:
-    """Unmap unless numpy views still pin the map; then it goes when the last view does."""
-    try:
-        mm.close()
-    except BufferError:
-        pass
-
-
-def _header_bytes(slots: int, dynamic: tuple[int, int, int, int]) -> bytes:
-    static = _HDR_STATIC.pack(
-        HIX_MAGIC, HIX_VERSION, HEADER_SIZE, slots, HEADER_SIZE + SLOT_SIZE * slots
-    )
-    checksum = _U64.pack(int(_xxh3_64(static)))
-    head = static + checksum + _HDR_DYNAMIC.pack(*dynamic)
-    return head + bytes(HEADER_SIZE - len(head))
-
-
-def _new_file(path: Path, size: int, header: bytes) -> tuple[int, mmap.mmap]:
-    """Create ``path`` (0o644, truncated), size it, map it writable and write the header."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        _extend(fd, 0, size, path)
-        mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
-    except BaseException:
-        os.close(fd)
-        try:
-            path.unlink()
-        except OSError:
-            pass
-        raise
-    mm[:HEADER_SIZE] = header
-    return fd, mm
-
-
-def _place(hashes: npt.NDArray[np.uint64], offsets: npt.NDArray[np.uint64], slots: int) -> bytes:
-    """Linear-probing placement of every (hash, offset) into a fresh table, vectorised.
-
-    Round ``r`` tries slot ``home + r`` for every unplaced entry; of those landing on the same
-    empty slot the first wins. A loser or an entry meeting an occupied slot moves on, so every
-    entry's slot is reachable from its home without crossing an empty slot.
-    """
-    table = np.zeros((slots, 2), dtype=_U64_DTYPE)
-    mask = np.uint64(slots - 1)
-    home = hashes & mask
-    pending = np.arange(hashes.size)
-    probe = 0
-    while pending.size:
-        pos = (home[pending] + np.uint64(probe)) & mask
-        free = np.flatnonzero(table[pos, 0] == 0)
-        uniq, first = np.unique(pos[free], return_index=True)
-        winners = pending[free[first]]
-        table[uniq, 0] = hashes[winners]
-        table[uniq, 1] = offsets[winners]
-        placed = np.zeros(pending.size, dtype=bool)
-        placed[free[first]] = True
-        pending = pending[~placed]
-        probe += 1
-        if probe > slots:  # pragma: no cover - impossible below load 1
-            raise RuntimeError("hash table placement did not converge")
-    return table.tobytes()
 
 
 class HashIndex:
@@ -406,7 +222,7 @@ class HashIndex:
             self._key_count = occupied
             _u64_pack(self._mm, _H_KEY_COUNT, occupied)
         if self._dirty:
-            self._roll_back(self.indexed_through)
+            _roll_back(self, self.indexed_through)
             self._dirty = False
             _u64_pack(self._mm, _H_DIRTY, 0)
 
@@ -757,7 +573,7 @@ class HashIndex:
         miss = self._miss
         self._miss = None
         if self._key_count + 1 > self._slots * MAX_LOAD:
-            self._rebuild(self._slots << 1)
+            _rebuild(self, self._slots << 1)
             miss = None
         if miss is not None and miss[0] == kind and miss[1] == key:
             h, start = miss[2], miss[3]
@@ -817,122 +633,18 @@ class HashIndex:
         _extend(self._fd, self._size, new_size, self._path)
         self._remap(new_size)
 
-    def _rebuild(self, new_slots: int) -> None:
-        """Write ``<name>.tmp`` with ``new_slots`` slots and the same heap, then replace."""
-        if new_slots > MAX_SLOTS:
-            raise DiskError(f"hash index {self._path} cannot grow past {MAX_SLOTS} slots")
-        old_mm = self._mm
-        table = np.frombuffer(old_mm, dtype=_U64_DTYPE, count=2 * self._slots, offset=HEADER_SIZE)
-        occupied = table[0::2] != 0
-        hashes = table[0::2][occupied]
-        offsets = table[1::2][occupied]
-        del table, occupied
-        new_table = _place(hashes, offsets, new_slots)
-        key_count = int(hashes.size)
-        del hashes, offsets
-        new_hs = HEADER_SIZE + SLOT_SIZE * new_slots
-        heap_cap = self._size - self._hs
-        size = new_hs + heap_cap
-        through = int(_u64_unpack(old_mm, _H_INDEXED_THROUGH)[0])
-        header = _header_bytes(
-            new_slots, (self._heap_used, key_count, through, 1 if self._dirty else 0)
-        )
-        tmp = _tmp_path(self._path)
-        fd, mm = _new_file(tmp, size, header)
-        try:
-            mm[HEADER_SIZE:new_hs] = new_table
-            del new_table
-            for start in range(0, self._heap_used, _COPY_CHUNK):
-                stop = min(start + _COPY_CHUNK, self._heap_used)
-                mm[new_hs + start : new_hs + stop] = old_mm[self._hs + start : self._hs + stop]
-            # No fsync here: like every other write to this projection, durability comes from
-            # sync() (file and directory), and a power loss before it is repaired by a rebuild.
-            os.replace(tmp, self._path)
-        except BaseException:
-            _release(mm)
-            os.close(fd)
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
-        self._renamed = True
-        old_fd = self._fd
-        self._fd, self._mm, self._size = fd, mm, size
-        self._ident = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
-        _release(old_mm)
-        os.close(old_fd)
-        self._load_geometry()
-
     def truncate(self, through: int) -> None:
         """Drop every posting above ``through`` and set ``indexed_through`` to it: the log was
         cut back to ``through`` (crash recovery), so later seqs will name other entries."""
         self._check_writer()
         _check_seq(through, "through")
         self._records.clear()
-        self._roll_back(through)
+        _roll_back(self, through)
         self._max_added = min(self._max_added, through)
         _u64_pack(self._mm, _H_INDEXED_THROUGH, through)
         if self._dirty:
             _u64_pack(self._mm, _H_DIRTY, 0)
             self._dirty = False
-
-    def _roll_back(self, through: int) -> None:
-        """Drop every posting above ``through`` (a crashed writer's uncommitted tail)."""
-        table = np.frombuffer(self._mm, dtype=_U64_DTYPE, count=2 * self._slots, offset=HEADER_SIZE)
-        offsets = table[1::2][table[0::2] != 0].tolist()
-        del table
-        max_blocks = (self._size - self._hs) // (BLOCK_HEADER_SIZE + (FIRST_CAPACITY << 3)) + 1
-        for roff in offsets:
-            rec = self._hs + int(roff)
-            self._need(rec + RECORD_SIZE, rec, "key record")
-            first, last, count, _, _, _ = _record_unpack(self._mm, rec)
-            b, _, _, used = self._block(last, rec)
-            if used == 0:
-                if count == 0:
-                    continue
-            else:
-                tail = _u64_unpack(self._mm, b + BLOCK_HEADER_SIZE + ((used - 1) << 3))[0]
-                if tail <= through:
-                    continue
-            # The tail is uncommitted (or the record is inconsistent): cut it, fixing count.
-            self._trim(rec, first, through, max_blocks)
-
-    def _trim(self, rec: int, first: int, through: int, max_blocks: int) -> None:
-        """Cut the chain after its last seq ≤ ``through`` and make ``count`` match."""
-        mm = self._mm
-        kept = 0
-        prev: int | None = None
-        boff = first
-        seen: set[int] = set()
-        while True:
-            if boff in seen or len(seen) > max_blocks:
-                raise self._corrupt("posting chain loops", rec)
-            seen.add(boff)
-            b, nxt, _, used = self._block(boff, rec)
-            seqs = _SEQS[min(used, _SMALL)].unpack_from(mm, b + BLOCK_HEADER_SIZE)
-            if used > _SMALL:
-                seqs = tuple(
-                    np.frombuffer(
-                        mm, dtype=_U64_DTYPE, count=used, offset=b + BLOCK_HEADER_SIZE
-                    ).tolist()
-                )
-            k = bisect.bisect_right(seqs, through)
-            if k < used or nxt == 0:
-                break
-            kept += used
-            prev = boff
-            boff = nxt
-        if k == 0 and prev is not None:
-            cut, cut_used = prev, int(_block_unpack(mm, self._hs + prev)[2])
-        else:
-            cut, cut_used = boff, k
-            kept += k
-        _u64_pack(mm, rec + _R_COUNT, kept)
-        cut_abs = self._hs + cut
-        _u32_pack(mm, cut_abs + _B_USED, cut_used)
-        _u64_pack(mm, cut_abs, 0)
-        _u64_pack(mm, rec + _R_LAST, cut)
 
     def commit(self, through_seq: int) -> None:
         """Publish ``indexed_through`` = ``through_seq``. Call it after adding every posting up
@@ -960,55 +672,3 @@ class HashIndex:
         self._closed = True
         _release(self._mm)
         os.close(self._fd)
-
-
-def _validate_header(head: bytes, size: int, path: Path) -> None:
-    """Raise FormatError / IndexCorruptError unless ``head`` is a sane v1 header for ``size``."""
-    if len(head) >= len(HIX_MAGIC) and head[: len(HIX_MAGIC)] != HIX_MAGIC:
-        raise FormatError(
-            f"not a hash index: magic {head[:8]!r}, expected {HIX_MAGIC!r}", path=path, offset=0
-        )
-    if len(head) < HEADER_SIZE:
-        raise IndexCorruptError(
-            f"hash index is truncated: {size} bytes, shorter than its {HEADER_SIZE}-byte header",
-            path=path,
-            offset=size,
-        )
-    magic, version, header_size, slots, heap_start = _HDR_STATIC.unpack_from(head, 0)
-    if version != HIX_VERSION:
-        raise FormatError(
-            f"unsupported hash index version {version} (this build reads {HIX_VERSION})",
-            path=path,
-            offset=8,
-        )
-    checksum = _u64_unpack(head, _H_CHECKSUM)[0]
-    if checksum != _xxh3_64(head[:_H_CHECKSUM]):
-        raise IndexCorruptError(
-            "hash index header checksum mismatch", path=path, offset=_H_CHECKSUM
-        )
-    if (
-        header_size != HEADER_SIZE
-        or not MIN_SLOTS <= slots <= MAX_SLOTS
-        or slots & (slots - 1)
-        or heap_start != HEADER_SIZE + SLOT_SIZE * slots
-    ):
-        raise IndexCorruptError(
-            f"hash index geometry is insane: header_size {header_size}, slots {slots}, "
-            f"heap_start {heap_start}",
-            path=path,
-            offset=12,
-        )
-    heap_used, key_count, _, dirty = _HDR_DYNAMIC.unpack_from(head, _H_HEAP_USED)
-    if heap_start + heap_used > size:
-        raise IndexCorruptError(
-            f"hash index is truncated: header claims {heap_start + heap_used} bytes, "
-            f"file has {size}",
-            path=path,
-            offset=size,
-        )
-    if key_count >= slots or dirty > 1:
-        raise IndexCorruptError(
-            f"hash index header is insane: key_count {key_count} of {slots} slots, dirty {dirty}",
-            path=path,
-            offset=_H_KEY_COUNT,
-        )

@@ -6,45 +6,34 @@ last), then the seq-index records, the hash-index postings, and finally the seq 
 committed count, which is the high-watermark readers trust. Readers ``mmap`` the same page
 cache, so a committed batch is visible to other processes at once and survives a process crash;
 power-loss durability needs :meth:`sync` (``fdatasync`` of every file written since the last).
+
+Framing and decoding are in ``_mmap_frames``, crash repair in ``_repair``, the index-key block
+in ``_index_keys``, and the run directory's file names and ``LOCK`` in ``_run_dir``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import struct
 import time
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import xxhash
 
 from mmaplog._backend import check_anchor, check_batch, check_seal_status
 from mmaplog._batch import EntryBatch, iter_batches
-from mmaplog._fileio import FILE_MODE, classify_os_error, punch_hole
+from mmaplog._fileio import classify_os_error, punch_hole
 from mmaplog._format import (
-    COMMIT_WORD,
     DEFAULT_SEGMENT_SIZE,
-    EMPTY_UUID,
-    EOS_MAGIC,
-    FLAG_CAUSATION,
-    FLAG_CORRELATION,
-    FRAME_HEADER,
-    FRAME_HEADER_SIZE,
-    FRAME_MAGIC,
-    KEY_HEADER,
-    MAX_KEY_BYTES,
     MIN_SEGMENT_SIZE,
     SEGMENT_HEADER_SIZE,
     segment_name,
 )
-from mmaplog._hash import ENTRY_HASH_DOMAIN, framed_names, hash_with_framing
+from mmaplog._hash import framed_names
 from mmaplog._hash_index import HashIndex
+from mmaplog._index_keys import _CORR, _fast_uuid, _frame_keys, posting_key
 from mmaplog._manifest import (
     RunManifest,
     RunStatus,
@@ -55,116 +44,48 @@ from mmaplog._manifest import (
     validate_run_id,
     write_manifest,
 )
-from mmaplog._segments import FrameView, Segment, run_hash
-from mmaplog._seqindex import INDEX_RECORD, SeqIndex
+from mmaplog._mmap_frames import _append, _read_entry, _Row
+from mmaplog._repair import TailRepair, _repair_tail
+from mmaplog._run_dir import INDEX, KEYS, LOCK, MANIFEST, SEGMENTS, SYMBOLS, lock_is_held, take_lock
+from mmaplog._segments import Segment, run_hash
+from mmaplog._seqindex import SeqIndex
 from mmaplog._symbols import SymbolTable
 from mmaplog._types import (
     AppendEntry,
     DraftItem,
     Entry,
-    Headers,
     IndexKey,
     IndexKind,
     ScanDirection,
 )
 from mmaplog.errors import (
     BackendError,
-    CorruptionError,
     CrashedPredecessorError,
     DiskError,
     FormatError,
-    HashMismatchError,
     IndexCorruptError,
-    LogBusyError,
     LogClosedError,
-    MmapLogError,
     OutOfOrderError,
-    TornFrameError,
 )
 
-__all__ = ["MmapBackend", "TailRepair"]
-
-MANIFEST = "manifest.json"
-LOCK = "LOCK"
-SEGMENTS = "segments"
-INDEX = "index.idx"
-KEYS = "keys.hix"
-SYMBOLS = "symbols.sym"
-_ZERO_CHUNK = 1 << 20
-_PAGE = 4096
-INDEX_SYNC_INTERVAL = 1.0  # seconds between fdatasyncs of index.idx and keys.hix
-_PADS = [bytes(n) for n in range(8)]
-# 256 KiB of slots: the first ~8k keys never pay for a table rebuild.
-_INITIAL_KEY_SLOTS = 1 << 14
-_MIN_FRAME = FRAME_HEADER_SIZE + 8
-_CHECKSUM_AT = struct.Struct("<Q").unpack_from
-_HEADER_AT = FRAME_HEADER.unpack_from
-_EMPTY_HEADERS = Headers.empty()
-_KEY_HEADERS = {kind: bytes([kind.value]) for kind in IndexKind}
-_CORR = IndexKind.CORRELATION_ID
-_CORR_KIND = _CORR.value
-_xxh3_64 = xxhash.xxh3_64_intdigest
-_xxh3_128 = xxhash.xxh3_128_digest
-_U64X3_BE = struct.Struct(">QQQ")
-_EMPTY_TAIL = b"\x00\x00"
-
-
-# A row to frame: seq, ts_publish, topic, payload_type, payload, ts_init, headers, index keys,
-# and the entry hash when the caller already has it (None: compute it here).
-_Row = tuple[
-    int, int, str, str, "bytes | memoryview", int, Headers, "tuple[IndexKey, ...]", "bytes | None"
+__all__ = [
+    "INDEX",
+    "KEYS",
+    "LOCK",
+    "MANIFEST",
+    "SEGMENTS",
+    "SYMBOLS",
+    "MmapBackend",
+    "TailRepair",
+    "lock_is_held",
+    "posting_key",
+    "take_lock",
 ]
 
-
-@dataclass(frozen=True, slots=True)
-class TailRepair:
-    """What opening a crashed run for writing found and fixed at its tail."""
-
-    index_committed: int  # the count the seq index claimed
-    recovered_hwm: int  # the last seq whose frame is complete and valid
-    frames_reindexed: int  # valid frames past the index's count, added back to it
-    records_dropped: int  # index records whose frames were missing or invalid
-    bytes_zeroed: int  # torn-frame bytes cleared after the last valid frame
-    hash_index_rebuilt: bool
-
-
-def take_lock(run_dir: Path) -> int:
-    """Hold ``LOCK`` with flock; the kernel releases it when the process dies."""
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise LogBusyError(run_dir) from None
-    return fd
-
-
-def lock_is_held(run_dir: Path) -> bool:
-    """True when a live process holds the run's LOCK (its writer is still running)."""
-    try:
-        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-_new_object = object.__new__
-_set_attr = object.__setattr__
-_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
-
-
-def _fast_uuid(raw: bytes) -> uuid.UUID:
-    """``uuid.UUID(bytes=raw)`` without its argument parsing: 16 bytes are always valid."""
-    value = _new_object(uuid.UUID)
-    _set_attr(value, "int", int.from_bytes(raw, "big"))
-    _set_attr(value, "is_safe", _UNKNOWN_SAFETY)
-    return value
+_PAGE = 4096
+INDEX_SYNC_INTERVAL = 1.0  # seconds between fdatasyncs of index.idx and keys.hix
+# 256 KiB of slots: the first ~8k keys never pay for a table rebuild.
+_INITIAL_KEY_SLOTS = 1 << 14
 
 
 class MmapBackend:
@@ -240,7 +161,7 @@ class MmapBackend:
             self._open_segments(run_dir / SEGMENTS)
             self._manifest = manifest
             if self._writable and not manifest.is_sealed():
-                self.tail_repair = self._repair_tail()
+                self.tail_repair = _repair_tail(self)
             else:
                 self._hwm = self._committed_count()
             self._keys = self._open_keys(run_dir)
@@ -462,7 +383,7 @@ class MmapBackend:
 
     def _append_rows(self, rows: Sequence[_Row]) -> int:
         try:
-            return self._append(rows)
+            return _append(self, rows)
         except OSError as exc:
             raise classify_os_error(exc, "append batch") from exc
 
@@ -477,156 +398,6 @@ class MmapBackend:
             )
             self._name_ids[(topic, payload_type)] = names
         return names
-
-    def _append(self, rows: Sequence[_Row]) -> int:
-        index = self._require_index()
-        keys_index = self._require_keys()
-        seg = self._segments[self._cur]
-        seg_size = seg.size
-        pos = self._pos
-        chunk = bytearray()
-        chunk_start = pos
-        records = bytearray()
-        ts_max = self._max_ts if self._max_ts is not None else 0
-        postings: list[tuple[int, bytes, int]] = []
-        rolled: list[tuple[Segment, int, bytearray]] = []
-        checksum = _xxh3_64
-        digest_of = _xxh3_128
-        pack_head = FRAME_HEADER.pack
-        pack_record = INDEX_RECORD.pack
-        pack_times = _U64X3_BE.pack
-        names_for = self._names
-        limit = self.segment_size - SEGMENT_HEADER_SIZE - 8
-        for seq, ts_pub, topic, ptype, payload, ts_init, headers, index_keys, digest in rows:
-            topic_id, type_id, framed = names_for(topic, ptype)
-            corr = headers.correlation_id
-            caus = headers.causation_id
-            if not index_keys:
-                key_block = b""
-            elif len(index_keys) == 1 and index_keys[0].kind is not _CORR:
-                only = index_keys[0]
-                raw = only.key.encode()
-                if len(raw) > MAX_KEY_BYTES:
-                    raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes")
-                key_block = _KEY_HEADERS[only.kind] + len(raw).to_bytes(2, "little") + raw
-                postings.append((only.kind.value, raw, seq))
-            else:
-                key_block = _key_block(index_keys, seq, postings)
-            n_payload = len(payload)
-            if corr is None and caus is None:
-                flags = 0
-                corr_b = caus_b = EMPTY_UUID
-                tail = _EMPTY_TAIL
-            else:
-                flags = (FLAG_CORRELATION if corr else 0) | (FLAG_CAUSATION if caus else 0)
-                corr_b = corr.bytes if corr else EMPTY_UUID
-                caus_b = caus.bytes if caus else EMPTY_UUID
-                tail = (b"\x01" + corr_b if corr else b"\x00") + (
-                    b"\x01" + caus_b if caus else b"\x00"
-                )
-                if corr is not None:
-                    # The header's correlation id is indexed from the header itself (its raw
-                    # bytes), not repeated in the key block: a rebuild reads the header.
-                    postings.append((_CORR_KIND, corr_b, seq))
-            if digest is None:
-                digest = digest_of(
-                    b"".join(
-                        (
-                            ENTRY_HASH_DOMAIN,
-                            pack_times(seq, ts_init, ts_pub),
-                            framed,
-                            n_payload.to_bytes(8, "big"),
-                            payload,
-                            tail,
-                        )
-                    )
-                )
-            n_keys = len(key_block)
-            body_len = FRAME_HEADER_SIZE + n_payload + n_keys
-            pad = -body_len & 7
-            length = body_len + pad + 8
-            if length > limit:
-                raise BackendError(
-                    f"entry seq {seq} needs {length} bytes; a segment holds at most {limit}"
-                )
-            body = b"".join(
-                (
-                    pack_head(
-                        length,
-                        FRAME_MAGIC,
-                        seq,
-                        ts_init,
-                        ts_pub,
-                        topic_id,
-                        type_id,
-                        n_payload,
-                        flags,
-                        n_keys,
-                        corr_b,
-                        caus_b,
-                        digest,
-                    ),
-                    payload,
-                    key_block,
-                    _PADS[pad],
-                )
-            )
-            if pos + length + 8 > seg_size:
-                rolled.append((seg, chunk_start, chunk))
-                seg = self._next_segment(seg)
-                seg_size = seg.size
-                pos = chunk_start = SEGMENT_HEADER_SIZE
-                chunk = bytearray()
-            chunk += body
-            chunk += checksum(body).to_bytes(8, "little")
-            if ts_init > ts_max:
-                ts_max = ts_init
-            records += pack_record(
-                seq,
-                ts_init,
-                ts_pub,
-                ts_max,
-                seg.number,
-                pos,
-                length,
-                topic_id,
-                type_id,
-                flags,
-                corr_b,
-                caus_b,
-                0,
-            )
-            pos += length
-        rolled.append((seg, chunk_start, chunk))
-        for target, start, data in rolled:
-            self._write_frames(target, start, data)
-        # A segment we rolled away from ends with an explicit end-of-segment marker.
-        for target, start, data in rolled[:-1]:
-            target.write(COMMIT_WORD.pack(0, EOS_MAGIC), start + len(data))
-        first = rows[0][0]
-        last = rows[-1][0]
-        index.write_records(first, records)
-        keys_index.add_many(postings)
-        keys_index.commit(last)
-        # The committed count is written last: it is what makes the batch visible.
-        index.set_committed(last)
-        self._cur = seg.number
-        self._pos = pos
-        self._hwm = last
-        self._max_ts = ts_max
-        if pos > seg.size // 2:
-            self._prepare_next(seg)
-        return last
-
-    def _write_frames(self, seg: Segment, start: int, data: bytearray) -> None:
-        if not data:
-            return
-        # Body first, the first frame's commit word last: a crash in between leaves a frame
-        # the recovery scan rejects, never a half-written one it accepts.
-        view = memoryview(data)
-        seg.write(view[8:], start + 8)
-        seg.write(view[:8], start)
-        self._dirty.add(seg.number)
 
     def _next_segment(self, seg: Segment) -> Segment:
         if seg.number + 1 >= len(self._segments):
@@ -670,68 +441,7 @@ class MmapBackend:
         checksum over every byte, seq, and the canonical entry hash."""
         # A segment cut short under an existing mapping would SIGBUS the read: check first.
         self._segment(segment, seq).check_not_truncated()
-        return self._read_entry(seq, segment, offset, copy)
-
-    def _read_entry(self, seq: int, segment: int, offset: int, copy: bool) -> Entry:
-        """``read_entry`` for callers that checked the segments against truncation already."""
-        seg = self._segment(segment, seq)
-        view, length = seg.checked_frame(offset, seq)
-        (
-            _,
-            _,
-            fseq,
-            ts_init,
-            ts_pub,
-            topic_id,
-            type_id,
-            n_payload,
-            flags,
-            n_keys,
-            corr,
-            caus,
-            digest,
-        ) = _HEADER_AT(view, offset)
-        if fseq != seq:
-            raise CorruptionError(
-                f"seq mismatch: index says seq {seq}, frame holds seq {fseq}",
-                path=seg.path,
-                segment=seg.number,
-                offset=offset,
-                seq=seq,
-            )
-        if FRAME_HEADER_SIZE + n_payload + n_keys + 8 > length:
-            raise TornFrameError(
-                "frame lengths disagree", path=seg.path, segment=seg.number, offset=offset, seq=seq
-            )
-        names = self._framed.get((topic_id, type_id))
-        if names is None:
-            names = self._framed_names(topic_id, type_id)
-        start = offset + FRAME_HEADER_SIZE
-        payload = view[start : start + n_payload]
-        if flags:
-            corr_id = _fast_uuid(corr) if flags & FLAG_CORRELATION else None
-            caus_id = _fast_uuid(caus) if flags & FLAG_CAUSATION else None
-            headers = Headers(corr_id, caus_id)
-            tail = (b"\x01" + corr if corr_id else b"\x00") + (
-                b"\x01" + caus if caus_id else b"\x00"
-            )
-        else:
-            headers = _EMPTY_HEADERS
-            tail = b"\x00\x00"
-        if hash_with_framing(fseq, ts_init, ts_pub, names[2], payload, tail) != digest:
-            raise HashMismatchError(
-                "entry hash mismatch", path=seg.path, segment=seg.number, offset=offset, seq=seq
-            )
-        return Entry(
-            fseq,
-            ts_init,
-            ts_pub,
-            names[0],
-            names[1],
-            bytes(payload) if copy else payload,
-            headers,
-            digest,
-        )
+        return _read_entry(self, seq, segment, offset, copy)
 
     def _framed_names(self, topic_id: int, type_id: int) -> tuple[str, str, bytes]:
         symbols = self._require_symbols()
@@ -786,7 +496,7 @@ class MmapBackend:
                 raise IndexCorruptError(
                     f"seq index record {seq} holds seq {seqs[i]}", path=index.path, seq=seq
                 )
-            yield self._read_entry(seq, segs[i], offs[i], copy)
+            yield _read_entry(self, seq, segs[i], offs[i], copy)
 
     def scan_range(
         self, from_seq: int, to_seq: int, direction: ScanDirection = ScanDirection.FORWARD
@@ -955,213 +665,3 @@ class MmapBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # --- crash repair -----------------------------------------------------------------------
-    def _frame_ok(self, seq: int, segment: int, offset: int) -> bool:
-        try:
-            self.read_entry(seq, segment, offset, copy=False)
-        except MmapLogError:
-            return False
-        return True
-
-    def _repair_tail(self) -> TailRepair:
-        """Make the index agree with the frames after a crash.
-
-        Scans from the index's last committed record (time proportional to the unsynced tail,
-        not to the run): drops records whose frames are invalid (possible after a power loss),
-        re-indexes complete frames the index had not counted yet, and zeroes the torn bytes
-        after the last valid frame. Never skips over an invalid frame.
-        """
-        index = self._require_index()
-        claimed = index.committed()
-        count = min(claimed, index.records_on_disk())
-        dropped = claimed - count
-        arr = index.array(count) if count else None
-        while count > 0:
-            assert arr is not None
-            rec = arr[count - 1]
-            if int(rec["seq"]) == count and self._frame_ok(
-                count, int(rec["segment"]), int(rec["offset"])
-            ):
-                break
-            count -= 1
-            dropped += 1
-        if count:
-            assert arr is not None
-            rec = arr[count - 1]
-            seg_no, pos = int(rec["segment"]), int(rec["offset"]) + int(rec["length"])
-            ts_max = int(rec["ts_max"])
-        else:
-            seg_no, pos, ts_max = 0, SEGMENT_HEADER_SIZE, 0
-        records = bytearray()
-        keys: list[tuple[int, list[IndexKey]]] = []
-        first_new = count + 1
-        while True:
-            seg = self._segments[seg_no]
-            if seg.is_end_marker(pos):
-                if seg_no + 1 >= len(self._segments):
-                    break
-                seg_no, pos = seg_no + 1, SEGMENT_HEADER_SIZE
-                continue
-            try:
-                head, _ = seg.read_frame(pos, count + 1)
-                entry = self.read_entry(count + 1, seg_no, pos, copy=False)
-                frame_keys = _frame_keys(seg, pos, head, count + 1)
-            except MmapLogError:
-                break
-            count += 1
-            ts_max = max(ts_max, entry.ts_init)
-            records += INDEX_RECORD.pack(
-                count,
-                entry.ts_init,
-                entry.ts_publish,
-                ts_max,
-                seg_no,
-                pos,
-                head.length,
-                head.topic_id,
-                head.type_id,
-                head.flags,
-                head.corr,
-                head.caus,
-                0,
-            )
-            keys.append((count, frame_keys))
-            pos += head.length
-        zeroed = self._zero_torn_tail(self._segments[seg_no], pos)
-        if records:
-            index.write_records(first_new, records)
-        index.truncate_records(count)
-        index.set_committed(count)
-        self._hwm = count
-        self._cur = seg_no
-        self._pos = pos
-        # Later segments past the repaired tail hold no committed frame: drop them.
-        for seg in self._segments[seg_no + 1 :]:
-            seg.close()
-            seg.path.unlink()
-        if len(self._segments) > seg_no + 1:
-            # The unlinks must not come back after a power loss: the seal says they are gone.
-            fsync_dir(self._segments[seg_no].path.parent)
-        del self._segments[seg_no + 1 :]
-        self._dirty.add(seg_no)
-        rebuilt = self._repair_keys(keys)
-        return TailRepair(
-            index_committed=claimed,
-            recovered_hwm=count,
-            frames_reindexed=len(keys),
-            records_dropped=dropped,
-            bytes_zeroed=zeroed,
-            hash_index_rebuilt=rebuilt,
-        )
-
-    def _repair_keys(self, new: list[tuple[int, list[IndexKey]]]) -> bool:
-        """Bring keys.hix up to the repaired hwm; rebuild it from the frames if it is damaged."""
-        assert self.run_dir is not None
-        path = self.run_dir / KEYS
-        try:
-            keys = HashIndex.open(path, writable=True)
-        except (MmapLogError, FileNotFoundError):
-            keys = None
-        if keys is not None and keys.indexed_through < self._hwm - len(new):
-            keys.close()  # behind by more than the re-indexed tail: it cannot catch up
-            keys = None
-        if keys is None:
-            keys = HashIndex.create(path)
-            try:
-                for seq in range(1, self._hwm + 1):
-                    for key in self.frame_keys(seq):
-                        keys.add(key.kind.value, posting_key(key.kind, key.key), seq)
-                keys.commit(self._hwm)
-            finally:
-                keys.close()
-            return True
-        try:
-            for seq, items in new:
-                if seq > keys.indexed_through:
-                    for key in items:
-                        keys.add(key.kind.value, posting_key(key.kind, key.key), seq)
-            if keys.indexed_through > self._hwm:
-                # Postings past the repaired tail name entries that no longer exist; the
-                # seqs will be reused by the next appends, so they must go.
-                keys.truncate(self._hwm)
-            else:
-                keys.commit(self._hwm)
-        finally:
-            keys.close()
-        return False
-
-    def _zero_torn_tail(self, seg: Segment, pos: int) -> int:
-        """Clear the bytes a torn batch left after ``pos``, to the end of the segment.
-
-        Not only up to the first zero chunk: a power loss can leave a zero hole inside a torn
-        batch with more of it behind. Reading the rest of a preallocated segment is cheap, and
-        only non-zero spans are written; the count is of bytes actually cleared.
-        """
-        zeroed = 0
-        while pos < seg.size:
-            data = os.pread(seg.fd, min(_ZERO_CHUNK, seg.size - pos), pos)
-            if not data:
-                break
-            end = len(data.rstrip(b"\0"))
-            if end:
-                start = len(data) - len(data.lstrip(b"\0"))
-                seg.zero(pos + start, end - start)
-                zeroed += end - start
-            pos += len(data)
-        return zeroed
-
-
-def posting_key(kind: IndexKind, key: str) -> bytes:
-    """The bytes a key is stored under in keys.hix: UTF-8, except correlation ids, which are
-    stored as their 16 raw UUID bytes (the header form). ValueError for a bad correlation id."""
-    if kind is _CORR:
-        return uuid.UUID(key).bytes
-    return key.encode()
-
-
-def _key_block(
-    index_keys: Sequence[IndexKey], seq: int, postings: list[tuple[int, bytes, int]]
-) -> bytes:
-    """The frame's index-key block; appends the entry's hash-index postings to ``postings``."""
-    blocks = []
-    for key in index_keys:
-        raw = key.key.encode()
-        if len(raw) > MAX_KEY_BYTES:
-            raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes: {key.key[:40]!r}")
-        try:
-            stored = posting_key(key.kind, key.key)
-        except ValueError:
-            raise BackendError(f"correlation id key is not a UUID: {key.key[:40]!r}") from None
-        blocks.append(_KEY_HEADERS[key.kind] + len(raw).to_bytes(2, "little") + raw)
-        postings.append((key.kind.value, stored, seq))
-    return b"".join(blocks)
-
-
-def _frame_keys(seg: Segment, offset: int, head: FrameView, seq: int) -> list[IndexKey]:
-    """Every key a frame is indexed under: its key block plus its header's correlation id."""
-    keys = _parse_keys(seg.keys_block(offset, head), seg, seq)
-    if head.flags & FLAG_CORRELATION:
-        corr = IndexKey(_CORR, str(_fast_uuid(head.corr)))
-        if corr not in keys:
-            keys.append(corr)
-    return keys
-
-
-def _parse_keys(block: memoryview, seg: Segment, seq: int) -> list[IndexKey]:
-    keys = []
-    pos = 0
-    raw = bytes(block)
-    while pos < len(raw):
-        if pos + KEY_HEADER.size > len(raw):
-            raise CorruptionError("index-key block cut short", path=seg.path, seq=seq)
-        kind, length = KEY_HEADER.unpack_from(raw, pos)
-        pos += KEY_HEADER.size
-        if pos + length > len(raw):
-            raise CorruptionError("index-key block cut short", path=seg.path, seq=seq)
-        try:
-            keys.append(IndexKey(IndexKind(kind), raw[pos : pos + length].decode()))
-        except (ValueError, UnicodeDecodeError):
-            raise CorruptionError("index key unreadable", path=seg.path, seq=seq) from None
-        pos += length
-    return keys

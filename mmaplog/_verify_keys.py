@@ -51,7 +51,7 @@ class _HixChunk:
 
 
 class _HixAudit:
-    """``keys.hix`` read as arrays (layout in ``_hash_index.py``), a stretch of slots at a
+    """``keys.hix`` read as arrays (layout in ``_hash_index_format.py``), a stretch of slots at a
     time: what a lookup of every key would return, without one Python lookup per key.
 
     A key counts as present only where ``HashIndex.lookup_all`` would find it: its record lies

@@ -15,25 +15,43 @@ The writer thread hashes each entry, groups entries into batches of up to ``max_
 Fail-stop, and nothing accepted is dropped silently: after a backpressure halt the thread keeps
 committing everything accepted; after a backend failure the halt reason reports how many accepted
 entries could not be committed.
+
+Alongside: the clocks in ``_clock``, ``WriterConfig`` and ``Durability`` in ``_writer_config``,
+the submit errors in ``_writer_errors``, the states and queued requests in ``_writer_state``,
+and inline mode in ``_writer_inline``.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Final
 
 from mmaplog._backend import EventStore
+from mmaplog._clock import Clock, MonotonicWallClock, TestClock
 from mmaplog._halt import BackpressureStall, HaltCallback, HaltReason, halt_reason_from_error
 from mmaplog._hash import framed_names, hash_with_framing, headers_tail
 from mmaplog._manifest import RunStatus, SnapshotAnchor
 from mmaplog._types import AppendEntry, Entry, EntryDraft, Headers, IndexKey
+from mmaplog._writer_config import Durability, WriterConfig
+from mmaplog._writer_errors import HaltSignaled, SubmitError, WriterClosed
+from mmaplog._writer_inline import _anchor_inline, _close_inline, _submit_inline
+from mmaplog._writer_state import (
+    _CLOSED,
+    _CLOSING,
+    _FAILED,
+    _FLUSH_REQUEST,
+    _HALTED,
+    _OPEN,
+    _STATE_NAMES,
+    _Control,
+    _Item,
+    _Kind,
+)
 from mmaplog.errors import BackendError, DiskError, LogClosedError, MmapLogError, WriterBrokenError
 
 __all__ = [
@@ -61,184 +79,6 @@ _EMPTY_HEADERS: Final = Headers.empty()
 _EMPTY_TAIL: Final = headers_tail(_EMPTY_HEADERS)
 _NO_KEYS: tuple[IndexKey, ...] = ()
 _NAMES_CACHE_MAX: Final = 4096
-
-
-class Durability(enum.Enum):
-    """What ``durable_seq`` promises: entries up to it survive **power loss** (an OS crash).
-
-    Every committed entry (``seq <= high_watermark``) already survives a *process* crash: it is
-    in the backend (for the mmap backend, in the page cache). Durability decides when
-    ``backend.sync()`` runs and so when ``durable_seq`` catches up with ``high_watermark``:
-
-    - ``NONE``: never while running; only ``close()`` (before sealing) and snapshot anchors sync.
-    - ``BATCH``: after every batch (group commit: one fdatasync per batch).
-    - ``INTERVAL``: at most once every ``WriterConfig.durability_interval_ms``, and within that
-      interval after the last batch when the writer goes idle.
-    - ``ALWAYS``: each entry is appended and synced on its own before the next one.
-    """
-
-    NONE = "none"
-    BATCH = "batch"
-    INTERVAL = "interval"
-    ALWAYS = "always"
-
-
-@dataclass(frozen=True, slots=True)
-class WriterConfig:
-    """Writer tuning; durations in seconds unless the name says otherwise.
-
-    ``inline=True`` runs no thread: ``submit`` commits a one-entry batch in the caller's thread
-    (deterministic capture order for tests and simulations). ``min_free_bytes`` is the free-space
-    floor checked before each batch when the backend offers ``free_bytes() -> int | None``.
-    """
-
-    channel_capacity: int = 10_000
-    max_batch_entries: int = 100
-    max_batch_latency: float = 0.005
-    halt_threshold: float = 0.25
-    durability: Durability = Durability.NONE
-    durability_interval_ms: int = 100
-    inline: bool = False
-    min_free_bytes: int = 64 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.channel_capacity < 1:
-            raise ValueError(f"channel_capacity must be >= 1, got {self.channel_capacity}")
-        if self.max_batch_entries < 1:
-            raise ValueError(f"max_batch_entries must be >= 1, got {self.max_batch_entries}")
-        if self.max_batch_latency < 0:
-            raise ValueError(f"max_batch_latency must be >= 0, got {self.max_batch_latency}")
-        if self.halt_threshold < 0:
-            raise ValueError(f"halt_threshold must be >= 0, got {self.halt_threshold}")
-        if self.durability_interval_ms < 1:
-            raise ValueError(
-                f"durability_interval_ms must be >= 1, got {self.durability_interval_ms}"
-            )
-        if self.min_free_bytes < 0:
-            raise ValueError(f"min_free_bytes must be >= 0, got {self.min_free_bytes}")
-
-
-@runtime_checkable
-class Clock(Protocol):
-    """Where ``ts_publish`` (and default ``ts_init`` values) come from."""
-
-    def now_ns(self) -> int: ...
-
-
-class MonotonicWallClock:
-    """Wall-clock nanoseconds (``time.time_ns``) that never repeat or go back.
-
-    Two readings in the same nanosecond, or a wall clock stepped backwards, yield the previous
-    value + 1, so ``ts_publish`` is strictly increasing in ``seq`` order. Thread-safe.
-    """
-
-    __slots__ = ("_last", "_lock")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = 0
-
-    def __repr__(self) -> str:
-        return f"MonotonicWallClock(last={self._last})"
-
-    def now_ns(self) -> int:
-        now = time.time_ns()
-        lock = self._lock
-        lock.acquire()
-        try:
-            if now <= self._last:
-                now = self._last + 1
-            self._last = now
-        finally:
-            lock.release()
-        return now
-
-
-class TestClock:
-    """A settable clock for tests and backtests: it returns the time it was last given."""
-
-    __test__ = False  # not a pytest test class despite the name
-    __slots__ = ("_now",)
-
-    def __init__(self, start_ns: int = 0) -> None:
-        self._now = start_ns
-
-    def __repr__(self) -> str:
-        return f"TestClock(now_ns={self._now})"
-
-    def now_ns(self) -> int:
-        return self._now
-
-    def set_time(self, ns: int) -> None:
-        self._now = ns
-
-    def advance(self, delta_ns: int) -> int:
-        self._now += delta_ns
-        return self._now
-
-
-class SubmitError(MmapLogError):
-    """``submit`` did not accept the entry."""
-
-
-class HaltSignaled(SubmitError):
-    """The submit stalled on a full channel past the halt threshold; the writer is halted."""
-
-    def __init__(self, stalled_for: float, threshold: float) -> None:
-        self.stalled_for = stalled_for
-        self.threshold = threshold
-        super().__init__(
-            f"event store writer halted: submit stalled for {stalled_for * 1e3:.1f} ms "
-            f"(threshold {threshold * 1e3:.1f} ms)"
-        )
-
-
-class WriterClosed(SubmitError):
-    """The writer is closed, halted or failed (a failure is chained as ``__cause__``)."""
-
-    def __init__(self, message: str = "event store writer is closed") -> None:
-        super().__init__(message)
-
-
-# Writer states. A plain int so that submit's check is one truth test.
-_OPEN: Final = 0
-_HALTED: Final = 1  # backpressure halt: no new entries, the thread still commits the accepted
-_CLOSING: Final = 2
-_CLOSED: Final = 3
-_FAILED: Final = 4
-_STATE_NAMES: Final = ("open", "halted", "closing", "closed", "failed")
-
-# One queued entry: (seq, ts_publish, topic, payload_type, payload, ts_init, headers, keys).
-_Item: TypeAlias = tuple[int, int, str, str, bytes | memoryview, int, Headers, tuple[IndexKey, ...]]
-
-
-class _Kind(enum.Enum):
-    FLUSH = 1
-    ANCHOR = 2
-    CLOSE = 3
-    STOP = 4
-
-
-class _Control:
-    """A request travelling the entry queue, so that it is ordered after every earlier entry."""
-
-    __slots__ = ("anchor_args", "cancelled", "done", "error", "kind", "result")
-
-    def __init__(self, kind: _Kind, anchor_args: tuple[str, str] = ("", "")) -> None:
-        self.kind = kind
-        self.anchor_args = anchor_args
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.result: SnapshotAnchor | int | None = None
-        self.cancelled = False  # the caller gave up waiting: do not act on it any more
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.done.set()
-
-
-# Nobody waits on a flush request, so one shared instance serves them all.
-_FLUSH_REQUEST: Final = _Control(_Kind.FLUSH)
 
 
 class EventStoreWriter:
@@ -402,7 +242,7 @@ class EventStoreWriter:
         from the same clock reading.
         """
         if self._inline:
-            return self._submit_inline(topic, payload_type, payload, ts_init, headers, index_keys)
+            return _submit_inline(self, topic, payload_type, payload, ts_init, headers, index_keys)
         lock = self._lock
         lock.acquire()
         try:
@@ -534,7 +374,7 @@ class EventStoreWriter:
         halts when it makes no progress towards the anchor for ``halt_threshold``.
         """
         if self._inline:
-            return self._anchor_inline(blob_ref, content_hash)
+            return _anchor_inline(self, blob_ref, content_hash)
         threshold = self._config.halt_threshold
         control = _Control(_Kind.ANCHOR, (blob_ref, content_hash))
         start = time.monotonic()
@@ -594,7 +434,7 @@ class EventStoreWriter:
         return the final high-watermark. Closing a closed writer returns the same value.
         """
         if self._inline:
-            return self._close_inline(run_ended)
+            return _close_inline(self, run_ended)
         control = _Control(_Kind.CLOSE)
         with self._lock:
             state = self._state
@@ -845,71 +685,3 @@ class EventStoreWriter:
                 break
             if isinstance(item, _Control) and item is not _FLUSH_REQUEST:
                 item.fail(exc)
-
-    # -- inline mode -------------------------------------------------------------------------
-
-    def _submit_inline(
-        self,
-        topic: str,
-        payload_type: str,
-        payload: bytes | memoryview,
-        ts_init: int | None,
-        headers: Headers,
-        index_keys: tuple[IndexKey, ...],
-    ) -> int:
-        with self._lock:
-            if self._state:
-                raise self._closed_error()
-            seq = self._accepted + 1
-            now = self._now()
-            stamp = now if ts_init is None else ts_init
-            item = (seq, now, topic, payload_type, payload, stamp, headers, index_keys)
-            try:
-                self._commit((self._prepare(item),))
-            except BaseException as exc:  # noqa: BLE001 - fail-stop: halt, then raise below
-                reason = self._fail_inline(exc)
-            else:
-                self._accepted = seq
-                return seq
-        self._fire_halt(reason)
-        raise self._closed_error()
-
-    def _fail_inline(self, exc: BaseException) -> HaltReason:
-        """Mark failed (the caller holds ``_lock``) and return the halt reason to fire."""
-        self._state = _FAILED
-        self._failure = exc
-        self._mark_stopped()
-        return halt_reason_from_error(exc, 0)
-
-    def _anchor_inline(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
-        with self._lock:
-            if self._state == _FAILED:
-                raise self._broken_error("record a snapshot anchor")
-            if self._state:
-                raise self._closed_error()
-            try:
-                return self._record_anchor(blob_ref, content_hash)
-            except BaseException as exc:  # noqa: BLE001 - fail-stop: halt, then raise below
-                reason = self._fail_inline(exc)
-        self._fire_halt(reason)
-        raise self._broken_error("record a snapshot anchor")
-
-    def _close_inline(self, run_ended: EntryDraft | None) -> int:
-        with self._lock:
-            if self._state == _CLOSED:
-                return self._hwm
-            if self._state == _FAILED:
-                raise self._broken_error("close")
-            seq = self._accepted + 1
-            try:
-                self._commit((self._prepare(self._run_ended_item(seq, run_ended)),))
-                self._accepted = seq
-                hwm = self._seal()
-            except BaseException as exc:  # noqa: BLE001 - fail-stop: halt, then raise below
-                reason = self._fail_inline(exc)
-            else:
-                self._state = _CLOSED
-                self._mark_stopped()
-                return hwm
-        self._fire_halt(reason)
-        raise self._broken_error("close")

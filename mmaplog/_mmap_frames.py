@@ -1,0 +1,261 @@
+"""How ``MmapBackend`` turns rows into frames and frames back into entries: ``_append``
+frames a batch, writes it into the segments and commits it to the seq index and the hash index;
+``_read_entry`` checks one frame and decodes it into an ``Entry``. Functions of the backend
+they are given; the frame layout is in ``_format``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import xxhash
+
+from mmaplog._format import (
+    COMMIT_WORD,
+    EMPTY_UUID,
+    EOS_MAGIC,
+    FLAG_CAUSATION,
+    FLAG_CORRELATION,
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC,
+    MAX_KEY_BYTES,
+    SEGMENT_HEADER_SIZE,
+)
+from mmaplog._hash import ENTRY_HASH_DOMAIN, hash_with_framing
+from mmaplog._index_keys import _CORR, _KEY_HEADERS, _fast_uuid, _key_block
+from mmaplog._segments import Segment
+from mmaplog._seqindex import INDEX_RECORD
+from mmaplog._types import Entry, Headers, IndexKey
+from mmaplog.errors import BackendError, CorruptionError, HashMismatchError, TornFrameError
+
+if TYPE_CHECKING:
+    from mmaplog._mmap_backend import MmapBackend
+
+_PADS = [bytes(n) for n in range(8)]
+_HEADER_AT = FRAME_HEADER.unpack_from
+_EMPTY_HEADERS = Headers.empty()
+_CORR_KIND = _CORR.value
+_xxh3_64 = xxhash.xxh3_64_intdigest
+_xxh3_128 = xxhash.xxh3_128_digest
+_U64X3_BE = struct.Struct(">QQQ")
+_EMPTY_TAIL = b"\x00\x00"
+
+
+# A row to frame: seq, ts_publish, topic, payload_type, payload, ts_init, headers, index keys,
+# and the entry hash when the caller already has it (None: compute it here).
+_Row = tuple[
+    int, int, str, str, "bytes | memoryview", int, Headers, "tuple[IndexKey, ...]", "bytes | None"
+]
+
+
+def _append(backend: MmapBackend, rows: Sequence[_Row]) -> int:
+    index = backend._require_index()
+    keys_index = backend._require_keys()
+    seg = backend._segments[backend._cur]
+    seg_size = seg.size
+    pos = backend._pos
+    chunk = bytearray()
+    chunk_start = pos
+    records = bytearray()
+    ts_max = backend._max_ts if backend._max_ts is not None else 0
+    postings: list[tuple[int, bytes, int]] = []
+    rolled: list[tuple[Segment, int, bytearray]] = []
+    checksum = _xxh3_64
+    digest_of = _xxh3_128
+    pack_head = FRAME_HEADER.pack
+    pack_record = INDEX_RECORD.pack
+    pack_times = _U64X3_BE.pack
+    names_for = backend._names
+    limit = backend.segment_size - SEGMENT_HEADER_SIZE - 8
+    for seq, ts_pub, topic, ptype, payload, ts_init, headers, index_keys, digest in rows:
+        topic_id, type_id, framed = names_for(topic, ptype)
+        corr = headers.correlation_id
+        caus = headers.causation_id
+        if not index_keys:
+            key_block = b""
+        elif len(index_keys) == 1 and index_keys[0].kind is not _CORR:
+            only = index_keys[0]
+            raw = only.key.encode()
+            if len(raw) > MAX_KEY_BYTES:
+                raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes")
+            key_block = _KEY_HEADERS[only.kind] + len(raw).to_bytes(2, "little") + raw
+            postings.append((only.kind.value, raw, seq))
+        else:
+            key_block = _key_block(index_keys, seq, postings)
+        n_payload = len(payload)
+        if corr is None and caus is None:
+            flags = 0
+            corr_b = caus_b = EMPTY_UUID
+            tail = _EMPTY_TAIL
+        else:
+            flags = (FLAG_CORRELATION if corr else 0) | (FLAG_CAUSATION if caus else 0)
+            corr_b = corr.bytes if corr else EMPTY_UUID
+            caus_b = caus.bytes if caus else EMPTY_UUID
+            tail = (b"\x01" + corr_b if corr else b"\x00") + (b"\x01" + caus_b if caus else b"\x00")
+            if corr is not None:
+                # The header's correlation id is indexed from the header itself (its raw
+                # bytes), not repeated in the key block: a rebuild reads the header.
+                postings.append((_CORR_KIND, corr_b, seq))
+        if digest is None:
+            digest = digest_of(
+                b"".join(
+                    (
+                        ENTRY_HASH_DOMAIN,
+                        pack_times(seq, ts_init, ts_pub),
+                        framed,
+                        n_payload.to_bytes(8, "big"),
+                        payload,
+                        tail,
+                    )
+                )
+            )
+        n_keys = len(key_block)
+        body_len = FRAME_HEADER_SIZE + n_payload + n_keys
+        pad = -body_len & 7
+        length = body_len + pad + 8
+        if length > limit:
+            raise BackendError(
+                f"entry seq {seq} needs {length} bytes; a segment holds at most {limit}"
+            )
+        body = b"".join(
+            (
+                pack_head(
+                    length,
+                    FRAME_MAGIC,
+                    seq,
+                    ts_init,
+                    ts_pub,
+                    topic_id,
+                    type_id,
+                    n_payload,
+                    flags,
+                    n_keys,
+                    corr_b,
+                    caus_b,
+                    digest,
+                ),
+                payload,
+                key_block,
+                _PADS[pad],
+            )
+        )
+        if pos + length + 8 > seg_size:
+            rolled.append((seg, chunk_start, chunk))
+            seg = backend._next_segment(seg)
+            seg_size = seg.size
+            pos = chunk_start = SEGMENT_HEADER_SIZE
+            chunk = bytearray()
+        chunk += body
+        chunk += checksum(body).to_bytes(8, "little")
+        if ts_init > ts_max:
+            ts_max = ts_init
+        records += pack_record(
+            seq,
+            ts_init,
+            ts_pub,
+            ts_max,
+            seg.number,
+            pos,
+            length,
+            topic_id,
+            type_id,
+            flags,
+            corr_b,
+            caus_b,
+            0,
+        )
+        pos += length
+    rolled.append((seg, chunk_start, chunk))
+    for target, start, data in rolled:
+        _write_frames(backend, target, start, data)
+    # A segment we rolled away from ends with an explicit end-of-segment marker.
+    for target, start, data in rolled[:-1]:
+        target.write(COMMIT_WORD.pack(0, EOS_MAGIC), start + len(data))
+    first = rows[0][0]
+    last = rows[-1][0]
+    index.write_records(first, records)
+    keys_index.add_many(postings)
+    keys_index.commit(last)
+    # The committed count is written last: it is what makes the batch visible.
+    index.set_committed(last)
+    backend._cur = seg.number
+    backend._pos = pos
+    backend._hwm = last
+    backend._max_ts = ts_max
+    if pos > seg.size // 2:
+        backend._prepare_next(seg)
+    return last
+
+
+def _write_frames(backend: MmapBackend, seg: Segment, start: int, data: bytearray) -> None:
+    if not data:
+        return
+    # Body first, the first frame's commit word last: a crash in between leaves a frame
+    # the recovery scan rejects, never a half-written one it accepts.
+    view = memoryview(data)
+    seg.write(view[8:], start + 8)
+    seg.write(view[:8], start)
+    backend._dirty.add(seg.number)
+
+
+def _read_entry(backend: MmapBackend, seq: int, segment: int, offset: int, copy: bool) -> Entry:
+    """``read_entry`` for callers that checked the segments against truncation already."""
+    seg = backend._segment(segment, seq)
+    view, length = seg.checked_frame(offset, seq)
+    (
+        _,
+        _,
+        fseq,
+        ts_init,
+        ts_pub,
+        topic_id,
+        type_id,
+        n_payload,
+        flags,
+        n_keys,
+        corr,
+        caus,
+        digest,
+    ) = _HEADER_AT(view, offset)
+    if fseq != seq:
+        raise CorruptionError(
+            f"seq mismatch: index says seq {seq}, frame holds seq {fseq}",
+            path=seg.path,
+            segment=seg.number,
+            offset=offset,
+            seq=seq,
+        )
+    if FRAME_HEADER_SIZE + n_payload + n_keys + 8 > length:
+        raise TornFrameError(
+            "frame lengths disagree", path=seg.path, segment=seg.number, offset=offset, seq=seq
+        )
+    names = backend._framed.get((topic_id, type_id))
+    if names is None:
+        names = backend._framed_names(topic_id, type_id)
+    start = offset + FRAME_HEADER_SIZE
+    payload = view[start : start + n_payload]
+    if flags:
+        corr_id = _fast_uuid(corr) if flags & FLAG_CORRELATION else None
+        caus_id = _fast_uuid(caus) if flags & FLAG_CAUSATION else None
+        headers = Headers(corr_id, caus_id)
+        tail = (b"\x01" + corr if corr_id else b"\x00") + (b"\x01" + caus if caus_id else b"\x00")
+    else:
+        headers = _EMPTY_HEADERS
+        tail = b"\x00\x00"
+    if hash_with_framing(fseq, ts_init, ts_pub, names[2], payload, tail) != digest:
+        raise HashMismatchError(
+            "entry hash mismatch", path=seg.path, segment=seg.number, offset=offset, seq=seq
+        )
+    return Entry(
+        fseq,
+        ts_init,
+        ts_pub,
+        names[0],
+        names[1],
+        bytes(payload) if copy else payload,
+        headers,
+        digest,
+    )
