@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 from benchmarks._peers import PeerMeasurement, all_peers, format_latency_table, measure_peer
-from benchmarks._workload import Workload, format_table, make_workload, progress
+from benchmarks._workload import (
+    Result,
+    Workload,
+    format_table,
+    make_workload,
+    progress,
+    timed,
+)
 from mmaplog import (
     AppendEntry,
     Entry,
@@ -97,6 +104,11 @@ class MmapPeer:
         assert self._reader is not None
         return sum(1 for _ in self._reader.scan())
 
+    def scan_batches(self, *, entry_hashes: bool) -> int:
+        """The batched verified scan (Reader.scan_batches): no Entry built per frame."""
+        assert self._reader is not None
+        return sum(len(b) for b in self._reader.scan_batches(entry_hashes=entry_hashes))
+
     def lookup_all(self, key: str) -> list[int]:
         assert self._reader is not None
         return self._reader.lookup_all(IndexKind.CLIENT_ORDER_ID, key)
@@ -123,20 +135,43 @@ class MmapPeer:
 
 def run(
     n: int, payload_size: int, batch: int, seed: int
-) -> tuple[list[PeerMeasurement], list[str]]:
+) -> tuple[list[PeerMeasurement], list[Result], list[str]]:
     workload = make_workload(n, payload_size, seed)
     peers, notes = all_peers()
     measured: list[PeerMeasurement] = []
+    batched: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="mmaplog-bench-") as tmp:
-        everyone = [MmapPeer(), *peers]
+        ours = MmapPeer()
+        everyone = [ours, *peers]
         for peer in progress(everyone, len(everyone), "storage"):
             sub = Path(tmp) / peer.name.replace(" ", "_").replace("=", "-")
             sub.mkdir()
             measured.append(measure_peer(peer, workload, sub, batch=batch, seed=seed + 1))
-    return measured, notes
+            if peer is ours:
+                batched = _batched_scans(ours)
+    return measured, batched, notes
 
 
-def to_json(measured: list[PeerMeasurement], notes: list[str], n: int) -> dict[str, object]:
+def _batched_scans(peer: MmapPeer) -> list[Result]:
+    """Reopen our run and time Reader.scan_batches, checksums only and with entry hashes."""
+    peer.open_time()
+    out = []
+    for hashes, label in ((False, "checksums"), (True, "checksums + entry hashes")):
+        count = 0
+
+        def scan(hashes: bool = hashes) -> None:
+            nonlocal count
+            count = peer.scan_batches(entry_hashes=hashes)
+
+        seconds = min(timed(scan) for _ in range(3))
+        out.append(Result(f"mmaplog batched scan: {label}", count, seconds))
+    peer.close()
+    return out
+
+
+def to_json(
+    measured: list[PeerMeasurement], batched: list[Result], notes: list[str], n: int
+) -> dict[str, object]:
     ours = measured[0]
     rows = {}
     for m in measured:
@@ -151,7 +186,15 @@ def to_json(measured: list[PeerMeasurement], notes: list[str], n: int) -> dict[s
             ),
             "scan_ratio_ours_over_peer": round(ours.scan.entries_per_s / m.scan.entries_per_s, 2),
         }
-    return {"benchmark": "storage", "n": n, "results": rows, "targets": TARGETS, "notes": notes}
+    scans = {r.name: round(r.entries_per_s) for r in batched}
+    return {
+        "benchmark": "storage",
+        "n": n,
+        "results": rows,
+        "batched_scans_entries_per_s": scans,
+        "targets": TARGETS,
+        "notes": notes,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,14 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.batch < 1 or args.payload_size < 0:
         print("benchmarks.storage: --n and --batch must be positive", file=sys.stderr)
         return 2
-    measured, notes = run(args.n, args.payload_size, args.batch, args.seed)
+    measured, batched, notes = run(args.n, args.payload_size, args.batch, args.seed)
     if args.json:
-        print(json.dumps(to_json(measured, notes, args.n), indent=2))
+        print(json.dumps(to_json(measured, batched, notes, args.n), indent=2))
         return 0
     print(f"n={args.n} payload={args.payload_size} B batch={args.batch}; ratio = ours / peer\n")
     print(format_table([m.append for m in measured], "mmaplog append"))
     print()
-    print(format_table([m.scan for m in measured], "mmaplog scan"))
+    scans = [measured[0].scan, *batched, *(m.scan for m in measured[1:])]
+    print(format_table(scans, "mmaplog batched scan: checksums"))
     print()
     print(format_latency_table(measured))
     for note in notes:

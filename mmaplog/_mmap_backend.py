@@ -542,7 +542,7 @@ class MmapBackend:
         return seg
 
     def iter_batches(
-        self, from_seq: int, to_seq: int, *, chunk: int = 4096, entry_hashes: bool = True
+        self, from_seq: int, to_seq: int, *, chunk: int = 1024, entry_hashes: bool = True
     ) -> Iterator[EntryBatch]:
         """Verified entries in columnar batches (see ``mmaplog._batch``)."""
         return iter_batches(self, from_seq, to_seq, chunk=chunk, entry_hashes=entry_hashes)

@@ -118,7 +118,7 @@ class Reader:
         from_seq: int = 1,
         to_seq: int | None = None,
         *,
-        chunk: int = 4096,
+        chunk: int = 1024,
         entry_hashes: bool = True,
     ) -> Iterator[EntryBatch]:
         """The fast verified scan: columnar batches with zero-copy payloads, every frame's
