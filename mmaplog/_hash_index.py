@@ -55,6 +55,7 @@ from mmaplog._hash_index_format import (
     _H_HEAP_USED,
     _H_INDEXED_THROUGH,
     _H_KEY_COUNT,
+    _H_SUPERSEDED,
     _HDR_DYNAMIC,
     _HDR_STATIC,
     _HEAP_AND_KEYS,
@@ -457,6 +458,17 @@ class HashIndex:
         self._check_open()
         if self._writable:
             return
+        self._follow_path()
+
+    def refresh_if_superseded(self) -> None:
+        """Reader: ``refresh`` only when the writer marked this file superseded (a table
+        rebuild renamed a new file over it): a memory read instead of a stat per lookup.
+        Growth of the heap is followed by the lookups themselves."""
+        self._check_open()
+        if not self._writable and _u64_unpack(self._mm, _H_SUPERSEDED)[0]:
+            self._follow_path()
+
+    def _follow_path(self) -> None:
         try:
             st = os.stat(self._path)
         except FileNotFoundError:

@@ -25,10 +25,12 @@ Header (128 bytes at offset 0)::
      48     8  key_count           u64, occupied slots (distinct (kind, key) pairs)
      56     8  indexed_through     u64, every posting with seq ≤ this is complete
      64     8  dirty               u64, 1 while postings above indexed_through may exist
-     72    56  reserved            zero
+     72     8  superseded          u64, 0; set to 1 in the old file once a table rebuild has
+                                   renamed a new file over it (readers then reopen the path)
+     80    48  reserved            zero
 
 Only bytes [0, 40) are static; they are covered by ``geometry_checksum``. The dynamic fields
-(40..72) change in place while readers have the file mapped.
+(40..80) change in place while readers have the file mapped.
 
 Slot (16 bytes at 128 + 16 × i)::
 
@@ -95,6 +97,7 @@ _H_HEAP_USED: Final = 40
 _H_KEY_COUNT: Final = 48
 _H_INDEXED_THROUGH: Final = 56
 _H_DIRTY: Final = 64
+_H_SUPERSEDED: Final = 72
 # Record / block field offsets.
 _R_LAST: Final = 8
 _R_COUNT: Final = 16

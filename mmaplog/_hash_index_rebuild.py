@@ -18,6 +18,7 @@ from mmaplog._hash_index_format import (
     _B_USED,
     _COPY_CHUNK,
     _H_INDEXED_THROUGH,
+    _H_SUPERSEDED,
     _R_COUNT,
     _R_LAST,
     _SEQS,
@@ -111,6 +112,9 @@ def _rebuild(ix: HashIndex, new_slots: int) -> None:
             pass
         raise
     ix._renamed = True
+    # Tell readers still mapping the old file that the path now names a new one: they check
+    # this word instead of stat-ing the path on every lookup.
+    _u64_pack(old_mm, _H_SUPERSEDED, 1)
     old_fd = ix._fd
     ix._fd, ix._mm, ix._size = fd, mm, size
     ix._ident = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)

@@ -201,6 +201,8 @@ class MmapBackend:
     def _committed_count(self) -> int:
         index = self._require_index()
         count = index.committed()
+        if count <= index.known_records:
+            return count  # within what the file was seen to hold: no fstat needed
         on_disk = index.records_on_disk()
         if count > on_disk:
             raise IndexCorruptError(
@@ -528,11 +530,11 @@ class MmapBackend:
     def _readable_keys(self) -> HashIndex:
         keys = self._require_keys()
         if not self._writable:
-            keys.refresh()
-            # refresh() follows a grown or replaced file, not a shrunk one: a keys.hix cut short
-            # under the mapping would SIGBUS the lookup, so refuse it here.
+            # A keys.hix cut short under the mapping would SIGBUS any read of it, even of the
+            # header word below: refuse it first.
             if os.fstat(keys._fd).st_size < keys._size:  # noqa: SLF001
                 raise IndexCorruptError("hash index was truncated while mapped", path=keys.path)
+            keys.refresh_if_superseded()
         return keys
 
     def segment_for_read(self, number: int, seq: int) -> Segment:
@@ -549,7 +551,11 @@ class MmapBackend:
 
     def index_array(self) -> npt.NDArray[np.void]:
         """The committed seq-index records as a zero-copy numpy structured array."""
-        return self._require_index().array(self.high_watermark())
+        index = self._require_index()
+        if not self._writable:
+            # Another process could cut the file under our mapping; reading it would SIGBUS.
+            index.check_not_truncated()
+        return index.array(self.high_watermark())
 
     def symbol_names(self) -> list[str]:
         return self._require_symbols().names()

@@ -48,6 +48,7 @@ class SeqIndex:
         self._map: mmap.mmap | None = None
         self._array: IndexArray | None = None
         self._mapped_records = 0
+        self.known_records = 0
 
     @classmethod
     def create(cls, path: Path) -> SeqIndex:
@@ -100,9 +101,10 @@ class SeqIndex:
         return count
 
     def records_on_disk(self) -> int:
-        """How many whole records the file can hold."""
+        """How many whole records the file can hold (remembered as ``known_records``)."""
         size = os.fstat(self._fd).st_size
-        return max(0, (size - INDEX_HEADER_SIZE) // INDEX_RECORD_SIZE)
+        self.known_records = max(0, (size - INDEX_HEADER_SIZE) // INDEX_RECORD_SIZE)
+        return self.known_records
 
     def set_committed(self, count: int) -> None:
         # Written after the records: a reader trusting the count never sees an unwritten record.

@@ -325,6 +325,26 @@ def test_reader_sees_a_writer_that_keeps_adding_after_refresh(path: Path) -> Non
     reader.close()
 
 
+def test_a_reader_follows_a_table_rebuild_by_the_superseded_mark_without_a_stat(
+    path: Path,
+) -> None:
+    writer = HashIndex.create(path, initial_slots=8)
+    writer.add(1, b"first", 1)
+    writer.commit(1)
+    reader = HashIndex.open(path)
+    reader.refresh_if_superseded()  # not superseded: nothing happens
+    old_slots = reader.slot_count
+    for seq in range(2, 100):
+        writer.add(2, b"k%d" % seq, seq)
+    writer.commit(99)
+    assert writer.slot_count > old_slots
+    reader.refresh_if_superseded()  # the old file carries the mark: reopen the path
+    assert reader.slot_count == writer.slot_count
+    assert reader.lookup_all(2, b"k50") == [50]
+    writer.close()
+    reader.close()
+
+
 # ---------------------------------------------------------------------------- damage
 
 
