@@ -11,6 +11,10 @@ instead of dropping accepted entries. ``HaltReason`` is a union of four frozen v
 
 The halt variant ``BackendError`` is a value, not an exception; it is distinct from the
 exception ``mmaplog.errors.BackendError`` and is re-exported as ``mmaplog.HaltBackendError``.
+
+A callback must be quick and must not call back into the writer: the writer reports its own
+failure while holding its submit lock (so the precise reason wins over a racing submit's).
+Record the reason (``HaltSignal``) and act on it from the engine's own thread.
 """
 
 from __future__ import annotations
