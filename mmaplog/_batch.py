@@ -25,7 +25,13 @@ from mmaplog._format import (
     FRAME_MAGIC,
 )
 from mmaplog._hash import ENTRY_HASH_DOMAIN
-from mmaplog.errors import ChecksumMismatchError, CorruptionError, HashMismatchError, TornFrameError
+from mmaplog.errors import (
+    ChecksumMismatchError,
+    CorruptionError,
+    GapError,
+    HashMismatchError,
+    TornFrameError,
+)
 
 if TYPE_CHECKING:
     from mmaplog._mmap_backend import MmapBackend
@@ -136,10 +142,9 @@ def _verify_chunk(
     expected = np.arange(first, first + n, dtype=np.uint64)
     bad = np.flatnonzero(records["seq"] != expected)
     if bad.size:
+        # The record of this seq names another entry: through the index, the seq is missing.
         seq = first + int(bad[0])
-        raise CorruptionError(
-            f"seq index record {seq} holds seq {int(records['seq'][bad[0]])}", seq=seq
-        )
+        raise GapError(seq - 1, seq + 1, seq, path=backend.index_path)
     payloads: list[memoryview] = [memoryview(b"")] * n
     segs = records["segment"]
     numbers = np.unique(segs).tolist()

@@ -537,6 +537,10 @@ class MmapBackend:
             keys.refresh_if_superseded()
         return keys
 
+    @property
+    def index_path(self) -> Path | None:
+        return None if self._index is None else self._index.path
+
     def segment_for_read(self, number: int, seq: int) -> Segment:
         """The segment holding ``seq``, checked against truncation under its mapping."""
         seg = self._segment(number, seq)

@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mmaplog import Entry, Reader, RunStatus
-from replay._source import EntrySource
+import numpy as np
+
+from mmaplog import CorruptionError, Entry, Reader, RunStatus
+from replay._source import EntrySource, classify_corruption
 from replay.decoders import (
     DecodeFn,
     DecoderRegistry,
@@ -27,7 +29,13 @@ from replay.decoders import (
     default_decoders,
     no_decoder_reason,
 )
-from replay.errors import HandlerError, QuarantinedRunError, ReplayError, ReplayIntegrityError
+from replay.errors import (
+    HandlerError,
+    QuarantinedRunError,
+    ReplayError,
+    ReplayGapError,
+    ReplayIntegrityError,
+)
 from replay.handlers import Handler, ReplayContext, StopReplay, handler_name
 from replay.options import ReplayOptions
 from replay.report import Dispatch, ErrorRecord, HandlerOutcome, ReplayReport, ReplayState
@@ -539,6 +547,10 @@ class ReplayEngine:
             self._decoded += decoded
 
     def _verify_loop(self) -> None:
+        opts = self.options
+        if not opts.has_filter and not opts.follow and self._pending is None:
+            self._verify_batches()
+            return
         it = self._iter
         assert it is not None
         progress = self.progress
@@ -560,6 +572,44 @@ class ReplayEngine:
                     progress(self._verified())
         finally:
             self._first_seq, self._last_seq = first, last
+
+    def _verify_batches(self) -> None:
+        """``--verify-only`` over the whole selection: the Reader's batched verified scan
+        (checksum and canonical hash of every frame, no Entry built), counted per type."""
+        source = self._source
+        assert source is not None
+        assert source.next_seq is not None
+        cursor: int = source.next_seq
+        last = cursor + self.expected - 1 - source.verified
+        first = self._first_seq
+        progress = self.progress
+        while cursor <= last and not self._stopping:
+            try:
+                for batch in self.reader.scan_batches(cursor, last):
+                    counts = np.bincount(batch.records["ptype"].astype(np.intp))
+                    for type_id in np.flatnonzero(counts).tolist():
+                        self._decoder(batch.names[type_id])[2][0] += int(counts[type_id])
+                    if first is None:
+                        first = batch.first_seq
+                    cursor = batch.first_seq + len(batch)
+                    source.verified += len(batch)
+                    source.next_seq = cursor
+                    self._first_seq, self._last_seq = first, cursor - 1
+                    if progress is not None:
+                        progress(self._verified())
+                    if self._stopping:
+                        break
+                else:
+                    if cursor <= last:  # the run ended before the selection: seqs are missing
+                        source.skipped_by_error += 1
+                        self._integrity_error(ReplayGapError("entry is missing", seq=cursor))
+                        cursor += 1
+            except CorruptionError as exc:
+                seq = exc.seq if exc.seq is not None and cursor <= exc.seq <= last else cursor
+                source.skipped_by_error += 1
+                self._integrity_error(classify_corruption(exc, seq))
+                cursor = seq + 1
+                source.next_seq = cursor
 
 
 def _call_no_args(fn: object) -> None:
