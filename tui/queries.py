@@ -198,8 +198,9 @@ def iter_verify(reader: Reader, *, batch: int = VERIFY_BATCH) -> Iterator[Verify
         findings: list[Finding] = []
         while cursor <= hi:
             try:
-                for entry in reader.scan(cursor, hi, chunk=batch):
-                    cursor = entry.seq + 1
+                # The batched verified scan: checksum and entry hash of every frame, no Entry.
+                for verified in reader.scan_batches(cursor, hi):
+                    cursor = verified.first_seq + len(verified)
                 cursor = hi + 1
             except CorruptionError as exc:
                 bad = exc.seq if exc.seq is not None and exc.seq >= cursor else cursor
