@@ -88,14 +88,15 @@ class EntrySource:
             hwm = reader.high_watermark
             last = hwm if last is None else min(last, hwm)
         cursor = self.first_seq
-        while not self._stop.is_set():
+        while True:
             hwm = reader.high_watermark
             hi = hwm if last is None else min(last, hwm)
             if cursor <= hi:
+                # A stop request does not end the source: the engine stops pulling entries
+                # (and a later step or continue resumes exactly here). Only waiting for a
+                # live run's next entries ends on stop, below.
                 for lo in range(cursor, hi + 1, CHUNK):
                     yield from self._chunk(lo, min(lo + CHUNK - 1, hi))
-                    if self._stop.is_set():
-                        return
                 cursor = hi + 1
                 self.next_seq = cursor
                 continue
@@ -115,7 +116,8 @@ class EntrySource:
                 continue
             if self._on_idle is not None:
                 self._on_idle()  # caught up with a live run: let handlers flush their output
-            self._stop.wait(opts.poll_interval)
+            if self._stop.wait(opts.poll_interval):
+                break
         self.next_seq = None
 
     # -- one chunk ---------------------------------------------------------------------------

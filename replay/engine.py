@@ -149,6 +149,9 @@ class ReplayEngine:
         Handler exceptions are recorded in the returned outcomes (and the report), not raised.
         """
         self._start()
+        self._stopping = False  # a step is a new command: an earlier stop() is spent
+        self._stop_event.clear()
+        self._stopped_by = None
         begin = time.perf_counter()
         try:
             entry = self._next()

@@ -462,9 +462,9 @@ def test_a_handler_raising_stop_replay_pauses_the_continue(
 def test_an_engine_stop_on_a_chunk_boundary_does_not_end_the_replay_early(
     demo_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """White-box: the engine's entry iterator ends for good when it finds its stop flag set at
-    a chunk boundary (65,536 entries; 4 here). The debugger clears the flag after a handler's
-    StopReplay, and picks a continue that was cut short up again in a new session."""
+    """A stop that lands on a chunk boundary (65,536 entries; 4 here) pauses the replay and a
+    later step resumes at the next seq: the engine's entry source no longer ends on a stop
+    (it used to, and the debugger had to reopen a session)."""
     import replay._source
 
     monkeypatch.setattr(replay._source, "CHUNK", 4)
@@ -485,10 +485,7 @@ def test_an_engine_stop_on_a_chunk_boundary_does_not_end_the_replay_early(
         def stop_on_the_boundary(entry: Entry, message: Any) -> None:
             # The new session starts at seq 6: its chunks are 6-9, 10-13, …
             if entry.seq == 9:  # as if escape landed between a chunk's last entry and the next
-                session = debugger._session
-                assert session is not None
-                debugger._stop.set()
-                session.engine._stop_event.set()
+                debugger.request_stop()
 
         debugger.set_handler(stop_on_the_boundary, "boundary")
         pause = debugger.run([])

@@ -253,7 +253,6 @@ class Debugger:
         self._stop = threading.Event()
         self._running = False
         self._closed = False
-        self._pending = False  # an entry was peeked (left pending) to clear an engine stop
         self._last: StepView | None = None
         self._session_start = self.start_seq
         self._base_dispatched = 0  # counts of sessions replaced by set_handler
@@ -289,11 +288,9 @@ class Debugger:
                 dispatch = session.step()
             except ReplayError as exc:
                 return self._pause("failed", f"the replay stopped: {exc}")
-            self._pending = False
             if dispatch is None:
                 return self._pause("end", "end of the run: every entry was dispatched")
             view = self._last = step_view(dispatch)
-            self._clear_engine_stop(session)
             if view.failed:
                 return self._handler_error(view)
             return self._pause("step", f"stepped seq {view.seq}")
@@ -319,8 +316,6 @@ class Debugger:
             finally:
                 with self._state_lock:
                     self._running = False
-                if self._session is not None:  # a new one if _stopped had to start over
-                    self._clear_engine_stop(self._session)
 
     def set_handler(self, handler: UserHandler | None, spec: str) -> Pause:
         """Attach (or, with None, remove) the user handler: the replay goes on from the next
@@ -340,7 +335,6 @@ class Debugger:
             old.close()
             self._session = None
             self.handler, self.handler_spec = handler, spec if handler is not None else ""
-            self._pending = False
             try:
                 self._session = self._new_session(start)
             except (ReplayError, MmapLogError, OSError) as exc:
@@ -411,21 +405,6 @@ class Debugger:
                     progress(base + tested[0] - 1, entry.seq - 1)
             return False
 
-        if self._pending:
-            # The entry peeked after a stop: run_until would dispatch it without testing it.
-            self._pending = False
-            dispatch = session.step()
-            if dispatch is None:
-                return self._pause("end", "end of the run: every entry was dispatched")
-            first = self._last = step_view(dispatch)
-            hit = matched(dispatch.entry)
-            if hit is not None:
-                return self._breakpoint(first, hit)
-            if first.failed:
-                return self._handler_error(first)
-            stopped_by = session.report().stopped_by
-            if stopped_by is not None:  # a handler raised StopReplay
-                return self._pause("stopped", f"stopped at seq {first.seq}: {stopped_by}")
         before = session.state().dispatched
         state = session.run_until(predicate)
         view = None
@@ -434,7 +413,7 @@ class Debugger:
         if hits and view is not None:
             return self._breakpoint(view, hits[0])
         if stop.is_set():
-            return self._stopped(session, state)
+            return self._stopped(state)
         if state.finished:
             return self._pause("end", "end of the run: every entry was dispatched")
         if view is not None and view.failed:
@@ -451,33 +430,10 @@ class Debugger:
         names = ", ".join(o.handler for o in view.failed)
         return self._pause("error", f"seq {view.seq}: {names} raised")
 
-    def _stopped(self, session: ReplaySession, state: ReplayState) -> Pause:
-        # A stop that lands on the engine's chunk boundary (every 65,536 entries) ends its entry
-        # iterator for good: the run looks finished early. Go on in a new session after it.
-        end = self._end_seq(session)
+    def _stopped(self, state: ReplayState) -> Pause:
         last = state.last_seq
-        if state.finished and last is not None and last < end:
-            self._base_dispatched += state.dispatched
-            self._base_errors += state.error_count
-            session.close()
-            self._session = self._new_session(last + 1)
         where = "before the first entry" if last is None else f"at seq {last}"
         return self._pause("stopped", f"stopped {where}")
-
-    def _end_seq(self, session: ReplaySession) -> int:
-        """The last seq the session replays (the high-watermark when it started)."""
-        return self._session_start + session.engine.expected - 1
-
-    def _clear_engine_stop(self, session: ReplaySession) -> None:
-        """After ``stop()`` (ours, or a handler's ``StopReplay``) the engine keeps a stop flag
-        that would end its entry iterator at the next chunk boundary; a zero-step
-        ``run_until(before=True)`` clears it, leaving the next entry pending."""
-        if session.engine.finished:
-            return
-        if session.report().stopped_by is None:
-            return
-        state = session.run_until(_always, before=True)
-        self._pending = not state.finished
 
     def failure(self, reason: str) -> Pause:
         """A pause for a command that could not run (or a bug): the replay cannot go on."""
@@ -567,10 +523,6 @@ def projection_lines(summary: dict[str, Any], *, max_listed: int = 20) -> tuple[
     for m in summary["mismatches"][:max_listed]:
         lines.append(f"· seq {m['seq']} {m['payload_type']} {m['subject']}: {m['message']}")
     return tuple(lines)
-
-
-def _always(entry: Entry) -> bool:
-    return True
 
 
 def _focus(projection: ProjectionHandler, message: Any) -> tuple[str, ...]:
