@@ -30,6 +30,7 @@ from mmaplog.errors import (
     CorruptionError,
     GapError,
     HashMismatchError,
+    IndexCorruptError,
     TornFrameError,
 )
 
@@ -114,11 +115,16 @@ def iter_batches(
     for lo in range(from_seq, hi + 1, chunk):
         top = min(lo + chunk - 1, hi)
         records = backend.index_array()[lo - 1 : top]
-        if int(records["topic"].max(initial=0)) >= len(names) or int(
-            records["ptype"].max(initial=0)
-        ) >= len(names):
-            names = ("", *backend.symbol_names())
+        ids = np.concatenate((records["topic"], records["ptype"]))
+        if int(ids.max(initial=0)) >= len(names):
+            names = ("", *backend.symbol_names())  # a reader may be behind the writer
             framed = _framed_names(names)
+        bad = np.flatnonzero((ids == 0) | (ids >= len(names)))
+        if bad.size:
+            seq = lo + int(bad[0]) % len(records)
+            raise IndexCorruptError(
+                f"unknown symbol id {int(ids[bad[0]])}", path=backend.index_path, seq=seq
+            )
         payloads = _verify_chunk(backend, lo, records, framed, entry_hashes)
         yield EntryBatch(lo, records, payloads, names)
 

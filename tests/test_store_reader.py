@@ -222,3 +222,21 @@ def test_scan_batches_raise_typed_errors_on_damage(tmp_path, where, error):
         for _ in reader.scan_batches(chunk=8):
             pass
     assert info.value.seq == 21
+
+
+@pytest.mark.parametrize("topic_id", [0, 9999])
+def test_scan_batches_refuse_an_index_record_naming_an_unknown_symbol(tmp_path, topic_id):
+    from mmaplog import IndexCorruptError
+
+    run_dir = build_run(tmp_path, "1700000000000000001-0000000a", n=20)
+    offset = 64 + 11 * 96 + 44  # record of seq 12, its topic id
+    with open(run_dir / "index.idx", "r+b") as f:
+        f.seek(offset)
+        f.write(topic_id.to_bytes(4, "little"))
+    with (
+        Reader(run_dir) as reader,
+        pytest.raises(IndexCorruptError, match="unknown symbol") as info,
+    ):
+        for _ in reader.scan_batches():
+            pass
+    assert info.value.seq == 12
