@@ -9,7 +9,6 @@ The first damaged frame raises the same typed errors as the per-entry path.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,12 +18,10 @@ import numpy.typing as npt
 import xxhash
 
 from mmaplog._format import (
-    FLAG_CAUSATION,
-    FLAG_CORRELATION,
     FRAME_HEADER_SIZE,
     FRAME_MAGIC,
 )
-from mmaplog._hash import ENTRY_HASH_DOMAIN
+from mmaplog._hash import framed, hash_with_framing, raw_headers_tail
 from mmaplog.errors import (
     ChecksumMismatchError,
     CorruptionError,
@@ -61,9 +58,7 @@ FRAME_DTYPE = np.dtype(
 )
 assert FRAME_DTYPE.itemsize == FRAME_HEADER_SIZE
 _HEADER_WORDS = np.arange(FRAME_HEADER_SIZE // 8, dtype=np.int64)
-_TIMES_BE = struct.Struct(">QQQ")
 _xxh64 = xxhash.xxh3_64_intdigest
-_xxh128 = xxhash.xxh3_128_digest
 _COMPARED = ("seq", "ts_init", "ts_publish", "topic", "ptype", "corr_hi", "corr_lo")
 _COMPARED_TAIL = ("caus_hi", "caus_lo")
 
@@ -130,11 +125,7 @@ def iter_batches(
 
 
 def _framed_names(names: tuple[str, ...]) -> list[bytes]:
-    out = []
-    for name in names:
-        raw = name.encode()
-        out.append(len(raw).to_bytes(8, "big") + raw)
-    return out
+    return [framed(name) for name in names]
 
 
 def _verify_chunk(
@@ -244,28 +235,14 @@ def _check_hashes(
     corr = head_bytes[:, 48:64].tobytes()
     caus = head_bytes[:, 64:80].tobytes()
     digests = head_bytes[:, 80:96].tobytes()
-    pack = _TIMES_BE.pack
     for k, i in enumerate(where.tolist()):
-        payload = payloads[i]
-        flag = flags[k]
-        if flag:
-            c = b"\x01" + corr[16 * k : 16 * k + 16] if flag & FLAG_CORRELATION else b"\x00"
-            a = b"\x01" + caus[16 * k : 16 * k + 16] if flag & FLAG_CAUSATION else b"\x00"
-            tail = c + a
-        else:
-            tail = b"\x00\x00"
-        digest = _xxh128(
-            b"".join(
-                (
-                    ENTRY_HASH_DOMAIN,
-                    pack(seqs[k], ts_init[k], ts_pub[k]),
-                    framed[topics[k]],
-                    framed[ptypes[k]],
-                    len(payload).to_bytes(8, "big"),
-                    payload,
-                    tail,
-                )
-            )
+        digest = hash_with_framing(
+            seqs[k],
+            ts_init[k],
+            ts_pub[k],
+            framed[topics[k]] + framed[ptypes[k]],
+            payloads[i],
+            raw_headers_tail(flags[k], corr[16 * k : 16 * k + 16], caus[16 * k : 16 * k + 16]),
         )
         if digest != digests[16 * k : 16 * k + 16]:
             raise HashMismatchError(

@@ -18,9 +18,18 @@ import uuid
 
 import xxhash
 
+from mmaplog._format import FLAG_CAUSATION, FLAG_CORRELATION
 from mmaplog._types import Headers
 
-__all__ = ["ENTRY_HASH_DOMAIN", "compute_entry_hash", "hash_hex"]
+__all__ = [
+    "ENTRY_HASH_DOMAIN",
+    "compute_entry_hash",
+    "framed",
+    "framed_names",
+    "hash_with_framing",
+    "headers_tail",
+    "raw_headers_tail",
+]
 
 ENTRY_HASH_DOMAIN = b"mmaplog/entry/v1"
 
@@ -32,6 +41,11 @@ _xxh3_128 = xxhash.xxh3_128_digest
 
 def _framed(data: bytes) -> bytes:
     return _U64.pack(len(data)) + data
+
+
+def framed(name: str) -> bytes:
+    """One name as it is hashed: u64 big-endian byte length, then the UTF-8 bytes."""
+    return _framed(name.encode())
 
 
 def header_bytes(value: uuid.UUID | None) -> bytes:
@@ -92,12 +106,17 @@ def hash_with_framing(
 
 
 def framed_names(topic: str, payload_type: str) -> bytes:
-    return _framed(topic.encode()) + _framed(payload_type.encode())
+    return framed(topic) + framed(payload_type)
 
 
 def headers_tail(headers: Headers) -> bytes:
     return header_bytes(headers.correlation_id) + header_bytes(headers.causation_id)
 
 
-def hash_hex(entry_hash: bytes) -> str:
-    return entry_hash.hex()
+def raw_headers_tail(flags: int, corr: bytes | memoryview, caus: bytes | memoryview) -> bytes:
+    """``headers_tail`` from a frame's header flags and its raw 16-byte ids."""
+    if not flags:
+        return b"\x00\x00"
+    return (b"\x01" + corr if flags & FLAG_CORRELATION else b"\x00") + (
+        b"\x01" + caus if flags & FLAG_CAUSATION else b"\x00"
+    )

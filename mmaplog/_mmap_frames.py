@@ -6,7 +6,6 @@ they are given; the frame layout is in ``_format``.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from mmaplog._format import (
     MAX_KEY_BYTES,
     SEGMENT_HEADER_SIZE,
 )
-from mmaplog._hash import ENTRY_HASH_DOMAIN, hash_with_framing
+from mmaplog._hash import hash_with_framing, raw_headers_tail
 from mmaplog._index_keys import _CORR, _KEY_HEADERS, _fast_uuid, _key_block
 from mmaplog._segments import Segment
 from mmaplog._seqindex import INDEX_RECORD
@@ -39,8 +38,6 @@ _HEADER_AT = FRAME_HEADER.unpack_from
 _EMPTY_HEADERS = Headers.empty()
 _CORR_KIND = _CORR.value
 _xxh3_64 = xxhash.xxh3_64_intdigest
-_xxh3_128 = xxhash.xxh3_128_digest
-_U64X3_BE = struct.Struct(">QQQ")
 _EMPTY_TAIL = b"\x00\x00"
 
 
@@ -64,10 +61,8 @@ def _append(backend: MmapBackend, rows: Sequence[_Row]) -> int:
     postings: list[tuple[int, bytes, int]] = []
     rolled: list[tuple[Segment, int, bytearray]] = []
     checksum = _xxh3_64
-    digest_of = _xxh3_128
     pack_head = FRAME_HEADER.pack
     pack_record = INDEX_RECORD.pack
-    pack_times = _U64X3_BE.pack
     names_for = backend._names
     limit = backend.segment_size - SEGMENT_HEADER_SIZE - 8
     for seq, ts_pub, topic, ptype, payload, ts_init, headers, index_keys, digest in rows:
@@ -94,24 +89,13 @@ def _append(backend: MmapBackend, rows: Sequence[_Row]) -> int:
             flags = (FLAG_CORRELATION if corr else 0) | (FLAG_CAUSATION if caus else 0)
             corr_b = corr.bytes if corr else EMPTY_UUID
             caus_b = caus.bytes if caus else EMPTY_UUID
-            tail = (b"\x01" + corr_b if corr else b"\x00") + (b"\x01" + caus_b if caus else b"\x00")
+            tail = raw_headers_tail(flags, corr_b, caus_b)
             if corr is not None:
                 # The header's correlation id is indexed from the header itself (its raw
                 # bytes), not repeated in the key block: a rebuild reads the header.
                 postings.append((_CORR_KIND, corr_b, seq))
         if digest is None:
-            digest = digest_of(
-                b"".join(
-                    (
-                        ENTRY_HASH_DOMAIN,
-                        pack_times(seq, ts_init, ts_pub),
-                        framed,
-                        n_payload.to_bytes(8, "big"),
-                        payload,
-                        tail,
-                    )
-                )
-            )
+            digest = hash_with_framing(seq, ts_init, ts_pub, framed, payload, tail)
         n_keys = len(key_block)
         body_len = FRAME_HEADER_SIZE + n_payload + n_keys
         pad = -body_len & 7
@@ -238,13 +222,13 @@ def _read_entry(backend: MmapBackend, seq: int, segment: int, offset: int, copy:
     start = offset + FRAME_HEADER_SIZE
     payload = view[start : start + n_payload]
     if flags:
-        corr_id = _fast_uuid(corr) if flags & FLAG_CORRELATION else None
-        caus_id = _fast_uuid(caus) if flags & FLAG_CAUSATION else None
-        headers = Headers(corr_id, caus_id)
-        tail = (b"\x01" + corr if corr_id else b"\x00") + (b"\x01" + caus if caus_id else b"\x00")
+        headers = Headers(
+            _fast_uuid(corr) if flags & FLAG_CORRELATION else None,
+            _fast_uuid(caus) if flags & FLAG_CAUSATION else None,
+        )
     else:
         headers = _EMPTY_HEADERS
-        tail = b"\x00\x00"
+    tail = raw_headers_tail(flags, corr, caus)
     if hash_with_framing(fseq, ts_init, ts_pub, names[2], payload, tail) != digest:
         raise HashMismatchError(
             "entry hash mismatch", path=seg.path, segment=seg.number, offset=offset, seq=seq

@@ -17,8 +17,6 @@ import numpy as np
 import xxhash
 
 from mmaplog._format import (
-    FLAG_CAUSATION,
-    FLAG_CORRELATION,
     FORMAT_VERSION,
     FRAME_HEADER_SIZE,
     SEGMENT_HEADER,
@@ -27,7 +25,7 @@ from mmaplog._format import (
     SYMBOLS_HEADER_SIZE,
     segment_name,
 )
-from mmaplog._hash import ENTRY_HASH_DOMAIN, framed_names
+from mmaplog._hash import ENTRY_HASH_DOMAIN, framed_names, raw_headers_tail
 from mmaplog._manifest import RunStatus, encode_manifest, read_manifest
 from mmaplog._mmap_backend import INDEX, MANIFEST, SEGMENTS, SYMBOLS
 from mmaplog._segments import run_hash
@@ -312,12 +310,7 @@ class _RunScan(_PostingsCheck):
                 names = framed.get(pair)
                 if names is None:
                     continue
-                if flag:
-                    tail = (
-                        b"\x01" + mv[off + 48 : off + 64] if flag & FLAG_CORRELATION else b"\x00"
-                    ) + (b"\x01" + mv[off + 64 : off + 80] if flag & FLAG_CAUSATION else b"\x00")
-                else:
-                    tail = b"\x00\x00"
+                tail = raw_headers_tail(flag, mv[off + 48 : off + 64], mv[off + 64 : off + 80])
                 body = off + FRAME_HEADER_SIZE
                 digest = _xxh128(
                     b"".join(
