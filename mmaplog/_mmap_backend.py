@@ -564,9 +564,6 @@ class MmapBackend:
     def symbol_names(self) -> list[str]:
         return self._require_symbols().names()
 
-    def symbol_id(self, name: str) -> int | None:
-        return self._require_symbols().get_id(name)
-
     def frame_keys(self, seq: int) -> list[IndexKey]:
         """The index keys stored in the frame of ``seq`` (the hash index's source of truth)."""
         hwm = self.high_watermark()

@@ -137,13 +137,6 @@ class SymbolTable:
             return self._names[sym_id]
         raise IndexCorruptError(f"unknown symbol id {sym_id}", path=self.path)
 
-    def get_id(self, name: str) -> int | None:
-        sym_id = self._ids.get(name)
-        if sym_id is None:
-            self._load()
-            sym_id = self._ids.get(name)
-        return sym_id
-
     def names(self) -> list[str]:
         self._load()
         return self._names[1:]
