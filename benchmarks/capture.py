@@ -48,8 +48,8 @@ from mmaplog import (
     build_run_id,
     noop_halt,
 )
-from mmaplog._mmap_backend import MmapBackend
 from mmaplog.demo import DemoEngine, demo_registry
+from mmaplog.storage.mmap_backend import MmapBackend
 
 TARGETS = {
     "NONE entries/s": 400_000,

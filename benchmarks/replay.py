@@ -34,9 +34,9 @@ import xxhash
 
 from benchmarks._workload import Result, format_table
 from mmaplog import MessageBus
-from mmaplog._hash import ENTRY_HASH_DOMAIN
-from mmaplog._reader import Reader
 from mmaplog.demo import run_demo
+from mmaplog.runs.reader import Reader
+from mmaplog.storage.entry_hash import ENTRY_HASH_DOMAIN
 from replay import BusHandler, CountHandler, ReplayEngine, ReplayOptions, default_decoders
 
 TARGETS = {"verify entries/s": 1_000_000, "decode+dispatch entries/s": 500_000}
@@ -280,7 +280,7 @@ def mmaplog_verify(run_dir: Path) -> list[Result]:
     """``mmaplog``'s own verifier (all checks, whole run), when the installed version has one:
     the path ``replay --verify-only`` could delegate to for an unfiltered sealed run."""
     try:
-        from mmaplog._verify import verify
+        from mmaplog.integrity.verify import verify
     except ImportError:
         return []
     rows = []

@@ -34,9 +34,9 @@ from mmaplog import (
     RunStatus,
     build_run_id,
 )
-from mmaplog._hash import framed_names, hash_with_framing, headers_tail
-from mmaplog._mmap_backend import MmapBackend
-from mmaplog._reader import Reader
+from mmaplog.runs.reader import Reader
+from mmaplog.storage.entry_hash import framed_names, hash_with_framing, headers_tail
+from mmaplog.storage.mmap_backend import MmapBackend
 
 TARGETS = {
     "append entries/s": 1_500_000,

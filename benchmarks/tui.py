@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmaplog._store import Store
+from mmaplog.runs.store import Store
 from tui.app import MmapLogApp
 from tui.demo import build_demo_run
 from tui.screens.browse import BrowseScreen

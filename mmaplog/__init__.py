@@ -1,10 +1,21 @@
-"""mmaplog: an embedded, memory-mapped, append-only event log."""
+"""mmaplog: an embedded, memory-mapped, append-only event log.
+
+The package is cut into layers, each importing only the ones before it (a test reads the
+import graph and fails on a cycle or an upward import):
+
+1. ``errors`` — the typed error tree;
+2. ``storage`` — the on-disk format and the two backends (and the native core);
+3. ``engine`` — writer thread, durability, halt, clocks, capture adapter, message bus;
+4. ``integrity`` — verify, crash recovery, retention;
+5. ``runs`` — store, session, reader;
+6. this module — the public names, re-exported with ``__all__``;
+7. ``demo`` — the simulated trading engine; 8. ``cli`` — the ``mmaplog`` command.
+"""
 
 from __future__ import annotations
 
-from mmaplog._backend import EventStore
-from mmaplog._bus import AuditCommitError, MessageBus
-from mmaplog._capture import (
+from mmaplog.engine.bus import AuditCommitError, MessageBus
+from mmaplog.engine.capture import (
     BusCaptureAdapter,
     CaptureEncodeError,
     CaptureError,
@@ -18,7 +29,7 @@ from mmaplog._capture import (
     TypeMismatch,
     halt_reason_from_submit_error,
 )
-from mmaplog._halt import (
+from mmaplog.engine.halt import (
     BackendCorrupted,
     BackendDisk,
     BackpressureStall,
@@ -28,42 +39,8 @@ from mmaplog._halt import (
     halt_reason_from_error,
     noop_halt,
 )
-from mmaplog._halt import BackendError as HaltBackendError
-from mmaplog._hash import compute_entry_hash
-from mmaplog._manifest import (
-    RegisteredComponents,
-    RunManifest,
-    RunStatus,
-    SnapshotAnchor,
-    build_run_id,
-    validate_instance_id,
-    validate_run_id,
-)
-from mmaplog._memory import MemoryBackend
-from mmaplog._mmap_backend import MmapBackend, TailRepair
-from mmaplog._reader import Reader
-from mmaplog._recovery import RecoveryReport, newest_parent, recover_predecessors, recover_run
-from mmaplog._retention import (
-    RetentionKind,
-    RetentionMode,
-    RetentionPlan,
-    apply_retention,
-    parse_duration,
-    plan_retention,
-)
-from mmaplog._session import RunIdentity, RunSession, SessionConfig
-from mmaplog._store import RunInfo, Store, default_root
-from mmaplog._types import (
-    AppendEntry,
-    Entry,
-    EntryDraft,
-    Headers,
-    IndexKey,
-    IndexKind,
-    ScanDirection,
-)
-from mmaplog._verify import Finding, FindingKind, VerifyReport, verify
-from mmaplog._writer import (
+from mmaplog.engine.halt import BackendError as HaltBackendError
+from mmaplog.engine.writer import (
     Clock,
     Durability,
     EventStoreWriter,
@@ -93,6 +70,46 @@ from mmaplog.errors import (
     TornFrameError,
     WriterBrokenError,
 )
+from mmaplog.integrity.recovery import (
+    RecoveryReport,
+    newest_parent,
+    recover_predecessors,
+    recover_run,
+)
+from mmaplog.integrity.retention import (
+    RetentionKind,
+    RetentionMode,
+    RetentionPlan,
+    apply_retention,
+    parse_duration,
+    plan_retention,
+)
+from mmaplog.integrity.verify import Finding, FindingKind, VerifyReport, verify
+from mmaplog.runs.reader import Reader
+from mmaplog.runs.session import RunIdentity, RunSession, SessionConfig
+from mmaplog.runs.store import RunInfo, Store, default_root
+from mmaplog.storage.backend import EventStore
+from mmaplog.storage.entry import (
+    AppendEntry,
+    Entry,
+    EntryDraft,
+    Headers,
+    IndexKey,
+    IndexKind,
+    ScanDirection,
+)
+from mmaplog.storage.entry_hash import compute_entry_hash
+from mmaplog.storage.manifest import (
+    RegisteredComponents,
+    RunManifest,
+    RunStatus,
+    SnapshotAnchor,
+    build_run_id,
+    validate_instance_id,
+    validate_run_id,
+)
+from mmaplog.storage.memory import MemoryBackend
+from mmaplog.storage.mmap_backend import MmapBackend, TailRepair
 
 __version__ = "0.1.0"
 

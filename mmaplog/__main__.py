@@ -1,3 +1,3 @@
-from mmaplog.cli import main
+from mmaplog.cli.commands import main
 
 raise SystemExit(main())

@@ -16,13 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog import CorruptionError, Entry, MmapLogError, Reader
-from mmaplog._mmap_backend import lock_is_held
 from mmaplog.errors import (
     ChecksumMismatchError,
     GapError,
     HashMismatchError,
     TornFrameError,
 )
+from mmaplog.storage.mmap_backend import lock_is_held
 from replay.errors import (
     ReplayGapError,
     ReplayHashError,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mmaplog import CorruptionError, MmapLogError, Reader, RunInfo, Store, default_root
-from mmaplog._text import silence_stdout
+from mmaplog.cli.text import silence_stdout
 from replay.decoders import default_decoders
 from replay.engine import ReplayEngine
 from replay.errors import (

@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 
 from mmaplog import Entry, MessageBus, Reader, RunManifest
-from mmaplog._text import align, entry_record, format_ns, short_uuid
+from mmaplog.cli.text import align, entry_record, format_ns, short_uuid
 from replay.decoders import RawEntry, import_attribute
 from replay.errors import HandlerSpecError
 

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from mmaplog import Entry
-from mmaplog._text import align
+from mmaplog.cli.text import align
 from mmaplog.demo import (
     AccountState,
     CancelOrder,

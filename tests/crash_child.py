@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from mmaplog import EncodedPayload, EncoderRegistry, IndexKey, IndexKind, Store
-from mmaplog._session import SessionConfig
-from mmaplog._writer import Durability, WriterConfig
+from mmaplog.engine.writer import Durability, WriterConfig
+from mmaplog.runs.session import SessionConfig
 
 
 class Order:

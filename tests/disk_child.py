@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from mmaplog import CaptureError, EncodedPayload, EncoderRegistry, Store
-from mmaplog._session import SessionConfig
-from mmaplog._writer import WriterConfig
+from mmaplog.engine.writer import WriterConfig
+from mmaplog.runs.session import SessionConfig
 
 
 class Blob:

@@ -36,7 +36,7 @@ from mmaplog import (
     WriterConfig,
     halt_reason_from_submit_error,
 )
-from mmaplog._capture import DEDUP_WINDOW
+from mmaplog.engine.capture import DEDUP_WINDOW
 from tests.conftest import START, make_manifest, uuid_n
 
 # -- messages ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mmaplog.cli import main
+from mmaplog.cli.commands import main
 from tests.test_store_reader import build_run
 
 RUN_A = "1700000000000000001-0000000a"
@@ -230,7 +230,7 @@ def test_gc_rejects_bad_arguments_in_one_line(root, capsys, argv, message):
 def test_every_admin_command_is_documented_in_the_cli_reference():
     from pathlib import Path
 
-    from mmaplog.cli import build_parser
+    from mmaplog.cli.commands import build_parser
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "CLI.md").read_text()
     section = doc.split("## mmaplog", 1)[1].split("\n## ", 1)[0]

@@ -26,7 +26,7 @@ from mmaplog import (
     WriterConfig,
     noop_halt,
 )
-from mmaplog.cli import main
+from mmaplog.cli.commands import main
 from mmaplog.demo import (
     DEMO_START_NS,
     DEMO_TYPES,

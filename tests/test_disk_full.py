@@ -42,8 +42,8 @@ def test_a_file_size_limit_halts_the_writer_with_backend_disk_and_loses_nothing_
 
 def test_a_run_is_not_created_when_free_space_is_below_the_floor(tmp_path):
     from mmaplog import DiskError
-    from mmaplog._session import SessionConfig
-    from mmaplog._writer import WriterConfig
+    from mmaplog.engine.writer import WriterConfig
+    from mmaplog.runs.session import SessionConfig
 
     # A floor larger than any disk: refused before any file of the run exists.
     config = SessionConfig(writer=WriterConfig(min_free_bytes=1 << 62), segment_size=128 * 1024)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mmaplog import Entry, Headers, compute_entry_hash
-from mmaplog._hash import framed_names, hash_with_framing, headers_tail
+from mmaplog.storage.entry_hash import framed_names, hash_with_framing, headers_tail
 
 TS = 1_700_000_000_000_000_000
 CORR = uuid.UUID(bytes=bytes(range(1, 17)))

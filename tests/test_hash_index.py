@@ -15,15 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mmaplog._hash_index as hix
-from mmaplog._hash_index import HIX_MAGIC, HIX_VERSION, HashIndex
-from mmaplog._types import IndexKind
+import mmaplog.storage.hash_index as hix
 from mmaplog.errors import (
     CorruptionError,
     FormatError,
     IndexCorruptError,
     LogClosedError,
 )
+from mmaplog.storage.entry import IndexKind
+from mmaplog.storage.hash_index import HIX_MAGIC, HIX_VERSION, HashIndex
 
 
 @contextlib.contextmanager

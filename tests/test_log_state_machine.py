@@ -25,8 +25,8 @@ from mmaplog import (
     RunStatus,
     ScanDirection,
 )
-from mmaplog._mmap_backend import MmapBackend
-from mmaplog._reader import Reader
+from mmaplog.runs.reader import Reader
+from mmaplog.storage.mmap_backend import MmapBackend
 from tests.conftest import make_entry, make_manifest, uuid_n
 
 SEG = 64 * 1024

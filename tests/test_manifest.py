@@ -16,8 +16,8 @@ from mmaplog import (
     validate_instance_id,
     validate_run_id,
 )
-from mmaplog._manifest import decode_manifest, encode_manifest, read_manifest, write_manifest
 from mmaplog.errors import FormatError
+from mmaplog.storage.manifest import decode_manifest, encode_manifest, read_manifest, write_manifest
 
 
 def sealed_manifest() -> RunManifest:

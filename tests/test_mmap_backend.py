@@ -5,7 +5,7 @@ import os
 import pytest
 
 from mmaplog import ChecksumMismatchError, CorruptionError, LogBusyError, RunStatus
-from mmaplog._mmap_backend import MmapBackend
+from mmaplog.storage.mmap_backend import MmapBackend
 from tests.backend_conformance import BackendConformance
 from tests.conftest import append_item, make_manifest
 
@@ -117,7 +117,7 @@ def test_a_torn_tail_is_truncated_at_the_first_invalid_frame_on_writable_open(tm
     run_dir = backend.run_dir
     backend.close()
     # Pretend the index never saw the last three entries, and tear the last frame.
-    from mmaplog._seqindex import SeqIndex
+    from mmaplog.storage.seqindex import SeqIndex
 
     idx = SeqIndex.open(run_dir / "index.idx", writable=True)
     idx.set_committed(7)

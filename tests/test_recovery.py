@@ -12,11 +12,16 @@ import uuid
 import pytest
 
 from mmaplog import IndexKind, RunStatus, Store
-from mmaplog._mmap_backend import MmapBackend
-from mmaplog._reader import Reader
-from mmaplog._recovery import RecoveryReport, newest_parent, recover_predecessors, recover_run
-from mmaplog._verify import FindingKind, verify
 from mmaplog.errors import LogBusyError, RunNotFoundError
+from mmaplog.integrity.recovery import (
+    RecoveryReport,
+    newest_parent,
+    recover_predecessors,
+    recover_run,
+)
+from mmaplog.integrity.verify import FindingKind, verify
+from mmaplog.runs.reader import Reader
+from mmaplog.storage.mmap_backend import MmapBackend
 from tests.test_verify import (
     INSTANCE,
     START,
@@ -308,7 +313,7 @@ def test_recover_predecessors_recovers_crashed_runs_oldest_first_and_leaves_the_
 
 
 def read_status(run_dir) -> RunStatus:
-    from mmaplog._manifest import read_manifest
+    from mmaplog.storage.manifest import read_manifest
 
     return read_manifest(run_dir / "manifest.json").status
 

@@ -541,7 +541,7 @@ def test_follow_prints_a_live_run_until_its_writer_seals_it(tmp_path, capsys):
     import threading
     import time
 
-    from mmaplog._mmap_backend import MmapBackend
+    from mmaplog.storage.mmap_backend import MmapBackend
     from tests.test_replay_fixtures import INSTANCE, SEG, make_entry, manifest
 
     backend = MmapBackend(tmp_path, INSTANCE, segment_size=SEG)

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from mmaplog import Headers, RegisteredComponents, compute_entry_hash
-from mmaplog._types import Entry
 from mmaplog.demo import DEMO_TYPES
+from mmaplog.storage.entry import Entry
 from replay import (
     DecodeFailure,
     DecoderRegistry,

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from mmaplog._reader import Reader
-from mmaplog._store import Store
-from mmaplog.cli import main as mmaplog_main
+from mmaplog.cli.commands import main as mmaplog_main
 from mmaplog.demo import run_demo
 from mmaplog.demo.components import VenueSimulator
+from mmaplog.runs.reader import Reader
+from mmaplog.runs.store import Store
 from replay import ProjectionHandler, ReplayEngine, ReplayOptionError, default_decoders, on_type
 from replay.cli import main
 from replay.recapture import compare_runs, recapture

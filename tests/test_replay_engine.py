@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from mmaplog import MessageBus, RunStatus
-from mmaplog._mmap_backend import MmapBackend
-from mmaplog._reader import Reader
+from mmaplog.runs.reader import Reader
+from mmaplog.storage.mmap_backend import MmapBackend
 from replay import (
     BusHandler,
     HandlerError,

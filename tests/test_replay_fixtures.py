@@ -22,7 +22,7 @@ from mmaplog import (
     SnapshotAnchor,
     compute_entry_hash,
 )
-from mmaplog._mmap_backend import MmapBackend
+from mmaplog.storage.mmap_backend import MmapBackend
 from replay import DecoderRegistry
 
 START = 1_700_000_000_000_000_000
@@ -120,7 +120,7 @@ def flip_payload_byte(run_dir: Path, seq: int) -> None:
     """Flip one payload byte of ``seq``'s frame in its segment file."""
     import numpy as np
 
-    from mmaplog._format import FRAME_HEADER_SIZE, INDEX_DTYPE, INDEX_HEADER_SIZE
+    from mmaplog.storage.layout import FRAME_HEADER_SIZE, INDEX_DTYPE, INDEX_HEADER_SIZE
 
     raw = (run_dir / "index.idx").read_bytes()
     records = np.frombuffer(raw, dtype=INDEX_DTYPE, offset=INDEX_HEADER_SIZE, count=seq)
@@ -136,7 +136,7 @@ def flip_payload_byte(run_dir: Path, seq: int) -> None:
 
 def break_index_record(run_dir: Path, seq: int) -> None:
     """Make ``seq``'s seq-index record claim another seq: the entry is unreachable (a gap)."""
-    from mmaplog._format import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE
+    from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE
 
     with open(run_dir / "index.idx", "r+b") as f:
         f.seek(INDEX_HEADER_SIZE + (seq - 1) * INDEX_RECORD_SIZE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmaplog import IndexKind
-from mmaplog._reader import Reader
+from mmaplog.runs.reader import Reader
 from replay import (
     ReplayEngine,
     ReplayOptions,

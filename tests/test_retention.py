@@ -9,14 +9,14 @@ import os
 import pytest
 
 from mmaplog import RunManifest, RunStatus, SnapshotAnchor, Store
-from mmaplog._mmap_backend import MmapBackend
-from mmaplog._retention import (
+from mmaplog.integrity.retention import (
     RetentionKind,
     RetentionMode,
     apply_retention,
     parse_duration,
     plan_retention,
 )
+from mmaplog.storage.mmap_backend import MmapBackend
 from tests.test_verify import INSTANCE, START, build_run, edit_manifest, set_committed
 
 SECOND = 1_000_000_000

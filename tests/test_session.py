@@ -26,10 +26,10 @@ from mmaplog import (
     RunStatus,
     Store,
 )
-from mmaplog._mmap_backend import MmapBackend, lock_is_held
-from mmaplog._session import RunIdentity, RunSession, SessionConfig
 from mmaplog.demo import DemoEngine, demo_registry
 from mmaplog.demo.messages import TimeEvent
+from mmaplog.runs.session import RunIdentity, RunSession, SessionConfig
+from mmaplog.storage.mmap_backend import MmapBackend, lock_is_held
 
 INSTANCE = "trader-001"
 COMPONENTS = RegisteredComponents(
@@ -167,17 +167,17 @@ def test_crashed_runs_chain_each_to_the_crashed_run_before_it(store):
 
 
 def test_the_newest_of_several_crashed_runs_is_the_parent(store, monkeypatch):
-    import mmaplog._recovery
+    import mmaplog.integrity.recovery
 
-    real = mmaplog._recovery.recover_predecessors
-    monkeypatch.setattr(mmaplog._recovery, "recover_predecessors", lambda *a: [])
+    real = mmaplog.integrity.recovery.recover_predecessors
+    monkeypatch.setattr(mmaplog.integrity.recovery, "recover_predecessors", lambda *a: [])
     crashed = []
     for seed in (1, 2, 3):  # no recovery between them: three RUNNING runs pile up
         session = open_session(store)
         DemoEngine(session.bus, seed=seed).run(20)
         crash(session)
         crashed.append(session.run_id)
-    monkeypatch.setattr(mmaplog._recovery, "recover_predecessors", real)
+    monkeypatch.setattr(mmaplog.integrity.recovery, "recover_predecessors", real)
     session = open_session(store)
     try:
         assert session.parent_run_id == crashed[-1]

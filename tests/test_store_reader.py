@@ -11,9 +11,9 @@ from mmaplog import (
     RunStatus,
     ScanDirection,
 )
-from mmaplog._mmap_backend import MmapBackend
-from mmaplog._reader import Reader
-from mmaplog._store import Store
+from mmaplog.runs.reader import Reader
+from mmaplog.runs.store import Store
+from mmaplog.storage.mmap_backend import MmapBackend
 from tests.conftest import START, append_item, make_manifest, uuid_n
 
 SEG = 64 * 1024

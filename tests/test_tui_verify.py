@@ -8,8 +8,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, ProgressBar
 
-from mmaplog._format import FRAME_HEADER_SIZE, segment_name
-from mmaplog._reader import Reader
+from mmaplog.runs.reader import Reader
+from mmaplog.storage.layout import FRAME_HEADER_SIZE, segment_name
 from tui.app import MmapLogApp
 from tui.demo import build_demo_run
 from tui.queries import iter_verify

@@ -29,12 +29,12 @@ from mmaplog import (
     SnapshotAnchor,
     compute_entry_hash,
 )
-from mmaplog._hash_index import HashIndex
-from mmaplog._manifest import read_manifest, write_manifest
-from mmaplog._mmap_backend import MmapBackend, posting_key
-from mmaplog._seqindex import SeqIndex
-from mmaplog._verify import MAX_FINDINGS_PER_KIND, FindingKind, VerifyReport, verify
 from mmaplog.errors import RunNotFoundError
+from mmaplog.integrity.verify import MAX_FINDINGS_PER_KIND, FindingKind, VerifyReport, verify
+from mmaplog.storage.hash_index import HashIndex
+from mmaplog.storage.manifest import read_manifest, write_manifest
+from mmaplog.storage.mmap_backend import MmapBackend, posting_key
+from mmaplog.storage.seqindex import SeqIndex
 
 SEG = 64 * 1024
 START = 1_700_000_000_000_000_000
@@ -530,7 +530,7 @@ def test_an_unreadable_hash_index_is_reported_and_the_frames_still_checked(tmp_p
 def test_the_array_audit_of_keys_hix_agrees_with_lookups_through_its_api(tmp_path):
     """The verifier reads keys.hix as arrays; it must see exactly what lookups return, also
     after the table has been rebuilt with more slots and for chains of many blocks."""
-    from mmaplog._verify import _KIND, _HixAudit, _xxh64
+    from mmaplog.integrity.verify_keys import _KIND, _HixAudit, _xxh64
 
     run_dir = build_run(tmp_path, 9000, batch=500, payload_size=4)
     with HashIndex.open(run_dir / "keys.hix") as keys:
@@ -693,8 +693,8 @@ IDENTITY = {
 def observe(run_dir: Path, keys: list[tuple[IndexKind, str]]):
     """Everything a reader can be asked, as (data, error). Entries are collected one by one,
     so the ones read before an error are still compared."""
-    from mmaplog._reader import Reader
     from mmaplog.errors import MmapLogError
+    from mmaplog.runs.reader import Reader
 
     data: dict[str, object] = {"entries": []}
     try:
@@ -852,8 +852,8 @@ def test_files_replaced_by_garbage_give_a_report_never_an_exception(tmp_path):
 TRUNCATE_UNDER_A_READER = r"""
 import json, os, random, sys
 from pathlib import Path
-from mmaplog._reader import Reader
-from mmaplog._types import IndexKind
+from mmaplog.runs.reader import Reader
+from mmaplog.storage.entry import IndexKind
 from mmaplog.errors import MmapLogError
 
 run_dir = Path(sys.argv[1])

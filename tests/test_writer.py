@@ -35,7 +35,7 @@ from mmaplog import (
     WriterConfig,
     compute_entry_hash,
 )
-from mmaplog._writer import RUN_ENDED_PAYLOAD_TYPE, RUN_ENDED_TOPIC
+from mmaplog.engine.writer import RUN_ENDED_PAYLOAD_TYPE, RUN_ENDED_TOPIC
 from tests.conftest import START, append_item, make_manifest
 
 THRESHOLD = 0.05  # seconds: small, so stall tests stay fast
@@ -493,7 +493,7 @@ def test_an_unexpected_thread_failure_halts_and_breaks_the_writer(caplog):
     backend = opened(FailingBackend(RuntimeError("bug in backend")))
     signal = HaltSignal()
     writer = spawn(backend, halt=signal.callback(), max_batch_entries=1)
-    with caplog.at_level(logging.ERROR, logger="mmaplog._writer"):
+    with caplog.at_level(logging.ERROR, logger="mmaplog.engine.writer"):
         writer.submit(draft(1))
         assert signal.wait(5)
     assert signal.reason == HaltBackendError("bug in backend", uncommitted=1)
@@ -685,7 +685,10 @@ def test_a_halt_callback_that_raises_is_logged_and_the_submit_still_reports_the_
     writer.submit(draft(1))
     assert backend.entered.wait(5)
     writer.submit(draft(2))
-    with caplog.at_level(logging.ERROR, logger="mmaplog._writer"), pytest.raises(HaltSignaled):
+    with (
+        caplog.at_level(logging.ERROR, logger="mmaplog.engine.writer"),
+        pytest.raises(HaltSignaled),
+    ):
         writer.submit(draft(3))
     assert "halt callback raised" in caplog.text
     backend.gate.set()

@@ -5,6 +5,9 @@ drives them with seeded timers on a simulated clock, so a seed always produces t
 messages. ``demo_registry()`` captures the twelve message types with order, venue order,
 position and trade ids as index keys and correlation/causation headers; ``DEMO_TYPES`` maps each
 payload type to its class for decoding. ``run_demo`` records a whole sealed run.
+
+It is a user of the library: it imports the package root's public names and the layers below
+(``runs``, ``engine``, ``storage``); only the CLI imports it.
 """
 
 from __future__ import annotations

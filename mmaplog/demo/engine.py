@@ -32,10 +32,6 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from mmaplog._manifest import RegisteredComponents, RunManifest, RunStatus
-from mmaplog._session import RunIdentity
-from mmaplog._store import Store
-from mmaplog._types import Headers
 from mmaplog.demo.components import (
     CANCEL_ORDER,
     DEMO_START_NS,
@@ -51,6 +47,10 @@ from mmaplog.demo.components import (
 )
 from mmaplog.demo.messages import DemoMessage, TimeEvent
 from mmaplog.demo.registry import demo_registry
+from mmaplog.runs.session import RunIdentity
+from mmaplog.runs.store import Store
+from mmaplog.storage.entry import Headers
+from mmaplog.storage.manifest import RegisteredComponents, RunManifest, RunStatus
 
 __all__ = [
     "SUBSCRIPTIONS",

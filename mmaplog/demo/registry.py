@@ -34,8 +34,6 @@ from typing import Any, Final
 
 import msgspec
 
-from mmaplog._capture import EncoderRegistry
-from mmaplog._types import Headers, IndexKey, IndexKind
 from mmaplog.demo.messages import (
     AccountState,
     CancelOrder,
@@ -51,6 +49,8 @@ from mmaplog.demo.messages import (
     SubmitOrder,
     TimeEvent,
 )
+from mmaplog.engine.capture import EncoderRegistry
+from mmaplog.storage.entry import Headers, IndexKey, IndexKind
 
 __all__ = ["DEMO_TYPES", "demo_index_keys", "demo_registry"]
 

@@ -1,0 +1,537 @@
+"""The ``mmaplog`` admin CLI: a thin layer over library calls.
+
+Library errors become one line on stderr and an exit code: 0 success, 1 integrity findings or
+a failed operation, 2 bad usage or a run that cannot be opened. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import msgspec
+
+from mmaplog.cli.text import (
+    align,
+    entry_record,
+    format_bytes,
+    format_ns,
+    format_span,
+    short_uuid,
+    silence_stdout,
+)
+from mmaplog.errors import CorruptionError, MmapLogError
+from mmaplog.integrity.recovery import recover_predecessors, recover_run
+from mmaplog.integrity.retention import (
+    RetentionKind,
+    RetentionMode,
+    apply_retention,
+    parse_duration,
+    plan_retention,
+)
+from mmaplog.integrity.verify import verify
+from mmaplog.runs.reader import Reader
+from mmaplog.runs.store import RunInfo, Store, default_root
+from mmaplog.storage.manifest import RunStatus
+
+__all__ = ["main"]
+
+PROG = "mmaplog"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _root_parent() -> _Parser:
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="store root (default: $MMAPLOG_ROOT or ./mmaplog-data)",
+    )
+    parent.add_argument("--instance", default=None, help="only runs of this instance id")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _root_parent()
+    parser = _Parser(prog=PROG, description="Inspect, verify, recover and prune mmaplog runs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("runs", parents=[common], help="list runs")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", parents=[common], help="manifest and per-topic / per-type counts")
+    p.add_argument("run", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("tail", parents=[common], help="print the last entries; -f follows")
+    p.add_argument("run", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("-n", "--lines", type=int, default=20, help="entries to print (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("export", parents=[common], help="write every entry as JSON lines")
+    p.add_argument("run", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("--format", choices=("jsonl",), default="jsonl")
+    p.add_argument("--out", type=Path, default=None, help="output file (default: stdout)")
+    p.add_argument("--decode", action="store_true", help="also decode msgpack payloads")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="run the simulated trading engine with capture on")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="store root (default: $MMAPLOG_ROOT or ./mmaplog-data)",
+    )
+    p.add_argument(
+        "--entries",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="about how many entries to capture (default 10000)",
+    )
+    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
+    p.add_argument("--instance", default="demo", metavar="I", help="instance id (default demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("verify", parents=[common], help="check a run; never modifies a file")
+    p.add_argument("run", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--fast", action="store_true", help="skip recomputing entry hashes (checksums only)"
+    )
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("recover", parents=[common], help="recover crashed runs and seal them")
+    p.add_argument("run", metavar="RUN", nargs="?", help="one run (default: use --all)")
+    p.add_argument("--all", action="store_true", help="every crashed run of every instance")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("gc", parents=[common], help="delete old sealed runs")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N runs")
+    mode.add_argument("--older-than", metavar="AGE", help="delete runs ended before AGE ago (7d)")
+    mode.add_argument(
+        "--snapshot-anchored",
+        action="store_true",
+        help="delete runs older than the newest run with a valid snapshot anchor",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_gc)
+    return parser
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def store_of(args: argparse.Namespace) -> Store:
+    return Store(args.root if args.root is not None else default_root())
+
+
+def resolve(args: argparse.Namespace) -> RunInfo:
+    info = store_of(args).resolve(args.run, args.instance)
+    if info.manifest is None:
+        raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
+    return info
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal; silent when stderr is not a TTY."""
+    if not sys.stderr.isatty() or total <= 0:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        f"[bold]{label}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def run_row(info: RunInfo) -> dict[str, Any]:
+    m = info.manifest
+    if m is None:
+        return {
+            "run_id": info.run_id,
+            "instance_id": info.instance_id,
+            "status": "unreadable",
+            "error": info.error,
+            "path": str(info.run_dir),
+        }
+    entries = m.high_watermark
+    live = False
+    if not m.is_sealed():
+        live = info.is_live()
+        try:
+            with Reader(info.run_dir) as reader:
+                entries = reader.high_watermark
+        except MmapLogError:
+            entries = m.high_watermark
+    return {
+        "run_id": m.run_id,
+        "instance_id": m.instance_id,
+        "status": m.status.value,
+        "live": live,
+        "entries": entries,
+        "start_ts_init": m.start_ts_init,
+        "end_ts_init": m.end_ts_init,
+        "size_bytes": info.size_bytes(),
+        "parent_run_id": m.parent_run_id,
+        "path": str(info.run_dir),
+    }
+
+
+# --- commands -------------------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    rows = [run_row(info) for info in store_of(args).runs(args.instance)]
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        out(f"no runs under {store_of(args).root}")
+        return EXIT_OK
+    table = [["RUN", "INSTANCE", "STATUS", "ENTRIES", "START (UTC)", "SPAN", "SIZE", "PARENT"]]
+    for r in rows:
+        if r["status"] == "unreadable":
+            table.append([r["run_id"], r["instance_id"], "unreadable", "-", "-", "-", "-", "-"])
+            continue
+        status = r["status"] + (" (live)" if r["live"] else "")
+        if r["status"] == "running" and not r["live"]:
+            status = "running (crashed)"
+        table.append(
+            [
+                r["run_id"],
+                r["instance_id"],
+                status,
+                f"{r['entries']:,}",
+                format_ns(r["start_ts_init"])[:19],
+                format_span(r["start_ts_init"], r["end_ts_init"]),
+                format_bytes(r["size_bytes"]),
+                r["parent_run_id"] or "-",
+            ]
+        )
+    for line in align(table, right=(3, 6)):
+        out(line)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    info = resolve(args)
+    with Reader(info.run_dir) as reader:
+        arr = reader.index()
+        names = reader.backend.symbol_names()
+        topics = collections.Counter(arr["topic"].tolist())
+        types = collections.Counter(arr["ptype"].tolist())
+        manifest = reader.manifest
+        by_topic = {names[i - 1]: n for i, n in topics.most_common()}
+        by_type = {names[i - 1]: n for i, n in types.most_common()}
+        first_ts = int(arr["ts_init"].min()) if len(arr) else None
+        last_ts = int(arr["ts_max"][-1]) if len(arr) else None
+    if args.json:
+        print_json(
+            {
+                "manifest": msgspec.to_builtins(manifest),
+                "entries": len(arr),
+                "first_ts_init": first_ts,
+                "last_ts_init": last_ts,
+                "by_topic": by_topic,
+                "by_payload_type": by_type,
+            }
+        )
+        return EXIT_OK
+    fields = [
+        ("run", manifest.run_id),
+        ("instance", manifest.instance_id),
+        ("status", manifest.status.value),
+        ("entries", f"{len(arr):,}"),
+        ("started", format_ns(manifest.start_ts_init)),
+        ("ended", format_ns(manifest.end_ts_init)),
+        ("span", format_span(first_ts, last_ts)),
+        ("parent", manifest.parent_run_id or "-"),
+        ("seed", "-" if manifest.seed is None else str(manifest.seed)),
+        ("path", str(info.run_dir)),
+    ]
+    for line in align([[k, v] for k, v in fields]):
+        out(line)
+    for title, counts in (("topic", by_topic), ("payload type", by_type)):
+        out()
+        rows = [[title.upper(), "ENTRIES"]] + [[k, f"{v:,}"] for k, v in counts.items()]
+        for line in align(rows, right=(1,)):
+            out(line)
+    return EXIT_OK
+
+
+def entry_line(entry_fields: dict[str, Any]) -> list[str]:
+    return [
+        str(entry_fields["seq"]),
+        entry_fields["time"],
+        entry_fields["topic"],
+        entry_fields["payload_type"],
+        short_uuid(entry_fields["correlation_id"]),
+        f"{entry_fields['payload_len']} B",
+    ]
+
+
+def _print_entries(entries: Sequence[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
+    if fmt == "jsonl":
+        for record in entries:
+            stream.write(json.dumps(record) + "\n")
+    else:
+        for line in align([entry_line(r) for r in entries], right=(0, 5)):
+            stream.write(line + "\n")
+    stream.flush()
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    if args.lines < 0:
+        raise UsageError("--lines must be >= 0")
+    info = resolve(args)
+    with Reader(info.run_dir) as reader:
+        hwm = reader.high_watermark
+        start = max(1, hwm - args.lines + 1)
+        records = [entry_record(e, include_payload=False) for e in reader.scan(start, hwm)]
+        _print_entries(records if args.lines else [], args.format, sys.stdout)
+        if not args.follow:
+            return EXIT_OK
+        batch: list[dict[str, Any]] = []
+        for entry in reader.follow(hwm + 1, poll_interval=0.1):
+            batch.append(entry_record(entry, include_payload=False))
+            if entry.seq >= reader.high_watermark:
+                _print_entries(batch, args.format, sys.stdout)
+                batch = []
+        _print_entries(batch, args.format, sys.stdout)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    info = resolve(args)
+    stream: IO[str]
+    with Reader(info.run_dir) as reader:
+        hwm = reader.high_watermark
+        if args.out is not None:
+            tmp = args.out.with_name(f".{args.out.name}.tmp")
+            stream = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        else:
+            stream = sys.stdout
+        try:
+            with progress_bar(hwm, "export") as advance:
+                for entry in reader.scan(1, hwm):
+                    decoded = _generic_decode(entry.payload) if args.decode else None
+                    stream.write(json.dumps(entry_record(entry, decoded=decoded)) + "\n")
+                    if entry.seq % 4096 == 0:
+                        advance(entry.seq)
+        except BaseException:
+            if args.out is not None:
+                stream.close()
+                os.unlink(tmp)
+            raise
+        if args.out is not None:
+            stream.close()
+            os.replace(tmp, args.out)
+            print(f"exported {hwm:,} entries to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    info = store_of(args).resolve(args.run, args.instance)
+    with progress_bar(1000, "verify") as advance:
+        report = verify(
+            info.run_dir,
+            entry_hashes=not args.fast,
+            progress=lambda done, total: advance(int(1000 * done / max(total, 1))),
+        )
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        status = "-" if report.status is None else report.status.value
+        state = "clean" if report.is_clean else f"corrupt findings={len(report.findings)}"
+        out(
+            f"{state} run_id={report.run_id} status={status} "
+            f"high_watermark={report.high_watermark} entries_scanned={report.entries_scanned} "
+            f"elapsed={report.elapsed_s:.2f}s"
+        )
+        for finding in report.findings:
+            out(f"- {finding.message}")
+    return EXIT_OK if report.is_clean else EXIT_FAIL
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    store = store_of(args)
+    if args.run is not None and args.all:
+        raise UsageError("give a RUN or --all, not both")
+    if args.run is not None:
+        reports = [recover_run(store.resolve(args.run, args.instance).run_dir)]
+    elif args.all:
+        instances = [args.instance] if args.instance else store.instances()
+        reports = [r for inst in instances for r in recover_predecessors(store, inst)]
+    else:
+        raise UsageError("give a RUN to recover, or --all")
+    if args.json:
+        print_json([r.to_dict() for r in reports])
+    elif not reports:
+        out("no crashed runs")
+    else:
+        rows = [["RUN", "STATUS", "HWM", "LOST", "TRUNCATED", "REBUILT"]]
+        for r in reports:
+            status = "already sealed" if r.already_sealed else r.status.value
+            if r.error:
+                status = f"failed: {r.error}"
+            lost = "-"
+            if r.lost_seq_range:
+                lost = f"{r.entries_lost} ({r.lost_seq_range[0]}..{r.lost_seq_range[1]})"
+            rows.append(
+                [
+                    r.run_id,
+                    status,
+                    f"{r.recovered_high_watermark:,}",
+                    lost,
+                    format_bytes(r.bytes_truncated),
+                    ",".join(r.indexes_rebuilt) or "-",
+                ]
+            )
+        for line in align(rows, right=(2, 4)):
+            out(line)
+    failed = any(r.error or r.status is RunStatus.QUARANTINED for r in reports)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    if args.keep_last is not None:
+        if args.keep_last < 0:
+            raise UsageError("--keep-last must be >= 0")
+        mode = RetentionMode.KEEP_LAST(args.keep_last)
+    elif args.older_than is not None:
+        try:
+            mode = RetentionMode.OLDER_THAN(parse_duration(args.older_than))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        mode = RetentionMode(RetentionKind.SNAPSHOT_ANCHORED)
+    plan = plan_retention(store_of(args), mode, instance_id=args.instance)
+    deleted = [] if args.dry_run else apply_retention(plan)
+    if args.json:
+        print_json(
+            {**plan.to_dict(), "dry_run": args.dry_run, "deleted": [str(p) for p in deleted]}
+        )
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    for info in plan.reclaim:
+        out(f"{verb} {info.instance_id}/{info.run_id}")
+    out(f"{verb} {len(plan.reclaim)} run(s), kept {len(plan.kept)} ({mode})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mmaplog.demo import run_demo
+
+    with progress_bar(args.entries, "demo") as advance:
+        summary = run_demo(
+            store_of(args).root,
+            entries=args.entries,
+            seed=args.seed,
+            instance_id=args.instance,
+            progress=advance,
+        )
+    rate = f"{summary.elapsed_s:.2f} s ({summary.entries_per_s:,.0f} entries/s)"
+    fields = [
+        ("run", summary.run_id),
+        ("instance", summary.instance_id),
+        ("status", summary.status.value),
+        ("entries", f"{summary.entries:,}"),
+        ("seed", str(summary.seed)),
+        ("elapsed", rate),
+        ("path", str(summary.run_dir)),
+    ]
+    for line in align([[k, v] for k, v in fields]):
+        out(line)
+    out()
+    rows = [["PAYLOAD TYPE", "ENTRIES"]] + [[k, f"{v:,}"] for k, v in summary.counts.items()]
+    for line in align(rows, right=(1,)):
+        out(line)
+    return EXIT_OK
+
+
+def _generic_decode(payload: bytes | memoryview) -> Any:
+    try:
+        return msgspec.to_builtins(msgspec.msgpack.decode(payload), enc_hook=str)
+    except (msgspec.DecodeError, TypeError, ValueError):
+        return None
+
+
+# --- entry point -------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"{PROG}: usage error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CorruptionError as exc:
+        print(f"{PROG}: corrupt: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except MmapLogError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        silence_stdout()  # the reader went away (| head): stop quietly, like other Unix tools
+        return EXIT_OK
+    except OSError as exc:
+        print(
+            f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,577 @@
+"""Where each seq's frame is (steps 3 and 4 of ``verify``'s docstring).
+
+``_Seg`` maps one segment read-only, ``_walk`` follows its frames by their own length words,
+and ``_FrameScan`` holds the state every check of a run shares: once the seq index and the
+segments are loaded, it resolves seqs 1..high-watermark to frames (the vectorised fast path
+per segment, else the walk), reports the seq index against the frames and, for sealed runs,
+the tails.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from mmaplog.integrity.findings import FindingKind, Progress, _Findings, _Throttle
+from mmaplog.integrity.verify_keys import _M32, _S32, _S48, I64, U64, _sorted_unique, _xxh64
+from mmaplog.storage.layout import (
+    CHECKSUM,
+    COMMIT_WORD,
+    EOS_MAGIC,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC,
+    INDEX_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+)
+from mmaplog.storage.manifest import RunManifest
+from mmaplog.storage.mmap_backend import INDEX
+from mmaplog.storage.seqindex import SeqIndex
+
+_EOS_WORD: Final = EOS_MAGIC << 32
+_MIN_FRAME: Final = FRAME_HEADER_SIZE + 8
+_FRAME_LENS = struct.Struct("<IHH")  # payload_len, flags, keys_len at frame offset 40
+_U64 = struct.Struct("<Q")
+_CHUNK: Final = 65_536  # frames checksummed between progress reports
+_RESYNC_BUDGET: Final = 100_000  # candidate frames tried per segment after damage
+
+# Per-seq state while verifying.
+_MISSING, _OK, _DAMAGED, _SEQ_MISMATCH, _HASH_MISMATCH = 0, 1, 2, 3, 4
+# What a probe finds at an offset.
+_P_OK, _P_DAMAGED, _P_ZERO, _P_EOS, _P_GARBAGE, _P_OUT = range(6)
+
+
+# --- one mapped segment -----------------------------------------------------------------------
+class _Seg:
+    """A read-only mapping of one segment, only as long as the file really is."""
+
+    def __init__(self, number: int, mm: mmap.mmap) -> None:
+        self.number = number
+        self.size = len(mm)
+        self.mv = memoryview(mm)
+        self.le: U64 = np.frombuffer(mm, dtype="<u8")
+        self.be: U64 = self.le.view(">u8")
+        self._candidates: I64 | None = None
+        self.resync_budget = _RESYNC_BUDGET
+
+    def release(self) -> None:
+        # Drop every view; the mapping is unmapped when the last reference goes.
+        self.mv.release()
+        self._candidates = None
+
+    def probe(self, off: int) -> tuple[int, int, int]:
+        """(what is at ``off``, frame length, embedded seq) without trusting the index."""
+        if off < SEGMENT_HEADER_SIZE or off & 7 or off + 8 > self.size:
+            return _P_OUT, 0, 0
+        length, magic = COMMIT_WORD.unpack_from(self.mv, off)
+        if magic == 0 and length == 0:
+            return _P_ZERO, 0, 0
+        if magic == EOS_MAGIC and length == 0:
+            return _P_EOS, 0, 0
+        if (
+            magic != FRAME_MAGIC
+            or length < _MIN_FRAME
+            or length & 7
+            or off + length + 8 > self.size
+        ):
+            return _P_GARBAGE, 0, 0
+        end = off + length - 8
+        if _xxh64(self.mv[off:end]) != CHECKSUM.unpack_from(self.mv, end)[0]:
+            return _P_DAMAGED, length, 0
+        plen, _, klen = _FRAME_LENS.unpack_from(self.mv, off + 40)
+        if FRAME_HEADER_SIZE + plen + klen + 8 > length:
+            return _P_DAMAGED, length, 0
+        return _P_OK, length, _U64.unpack_from(self.mv, off + 8)[0]
+
+    def resync(self, start: int) -> int | None:
+        """The next offset ≥ ``start`` holding a checksum-valid frame, or None."""
+        if self._candidates is None:
+            magic = np.frombuffer(self.mv, dtype="<u4")[1::2]
+            self._candidates = np.flatnonzero(magic == FRAME_MAGIC).astype(np.int64) * 8
+        cands = self._candidates
+        i = int(np.searchsorted(cands, start))
+        while i < cands.size and self.resync_budget > 0:
+            self.resync_budget -= 1
+            off = int(cands[i])
+            if self.probe(off)[0] == _P_OK:
+                return off
+            i += 1
+        return None
+
+    def first_nonzero(self, start: int) -> int | None:
+        if start >= self.size:
+            return None
+        tail = np.frombuffer(self.mv, dtype=np.uint8)[start:]
+        if not tail.any():
+            return None
+        return start + int(np.argmax(tail != 0))
+
+
+@dataclass(slots=True)
+class _Walk:
+    """Frames found by walking one segment from its first frame."""
+
+    ok: dict[int, int]  # embedded seq -> offset (first occurrence)
+    ok_order: list[tuple[int, int]]  # (offset, seq) in file order
+    damaged: list[int]  # offsets of frames whose checksum fails
+    end: int  # offset of the word that ended the walk
+    end_kind: int  # _P_EOS, _P_ZERO, _P_GARBAGE or _P_OUT
+
+
+def _walk(seg: _Seg) -> _Walk:
+    ok: dict[int, int] = {}
+    order: list[tuple[int, int]] = []
+    damaged: list[int] = []
+    pos = SEGMENT_HEADER_SIZE
+    while True:
+        kind, length, seq = seg.probe(pos)
+        if kind == _P_OK:
+            ok.setdefault(seq, pos)
+            order.append((pos, seq))
+            pos += length
+            continue
+        if kind == _P_DAMAGED:
+            damaged.append(pos)
+            if seg.probe(pos + length)[0] in (_P_OK, _P_ZERO, _P_EOS):
+                pos += length
+                continue
+        if kind in (_P_EOS, _P_OUT):
+            return _Walk(ok, order, damaged, pos, kind)
+        nxt = seg.resync(pos + 8)
+        if nxt is None:
+            return _Walk(ok, order, damaged, pos, _P_ZERO if kind == _P_ZERO else _P_GARBAGE)
+        pos = nxt
+
+
+# --- the frame scan ---------------------------------------------------------------------------
+class _FrameScan:
+    """The state a run's checks share, and the checks of the seq index against the frames.
+
+    ``_RunScan`` (in ``verify_run``) loads the files and adds the manifest, symbol and
+    ``keys.hix`` checks.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        progress: Progress | None = None,
+        entry_hashes: bool = True,
+    ) -> None:
+        self.run_dir = run_dir
+        self.progress = progress
+        self.entry_hashes = entry_hashes
+        self.f = _Findings()
+        self.manifest: RunManifest | None = None
+        self.names: list[str] | None = None  # index 0 unused
+        self.index: SeqIndex | None = None
+        self.records: npt.NDArray[np.void] | None = None  # committed records
+        self.index_on_disk: npt.NDArray[np.void] | None = None
+        self.claimed = 0  # committed count the index header claims
+        self.segs: list[_Seg | None] = []
+        self.hwm = 0
+        self.state: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
+        self.loc_seg: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
+        self.loc_off: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
+        self.embedded: dict[int, int] = {}  # seq -> the other seq its frame holds
+        self.drift: dict[int, list[str]] = {}
+        self.walks: dict[int, _Walk] = {}
+        self.seg_end: dict[int, tuple[int, int]] = {}  # segment -> (terminator offset, kind)
+        self.sym_pairs: dict[tuple[int, int], int] = {}  # (topic id, type id) -> first seq
+        self.entries_scanned = 0
+        self.bytes_scanned = 0
+        self.throttle = _Throttle(None, 1)
+
+    @property
+    def sealed(self) -> bool:
+        return self.manifest is not None and self.manifest.is_sealed()
+
+    def close(self) -> None:
+        for seg in self.segs:
+            if seg is not None:
+                seg.release()
+        self.segs = []
+        self.records = self.index_on_disk = None
+        if self.index is not None:
+            self.index.close()
+            self.index = None
+
+    # --- the high-watermark -----------------------------------------------------------------
+    def decide_hwm(self) -> None:
+        if self.records is not None:
+            self.hwm = len(self.records)
+        else:
+            # No usable seq index: walk every segment; the frames say where each seq is.
+            for number, seg in enumerate(self.segs):
+                if seg is not None:
+                    self.walks[number] = _walk(seg)
+            if self.sealed and self.manifest is not None:
+                self.hwm = self.manifest.high_watermark
+            else:
+                self.hwm = max((max(w.ok, default=0) for w in self.walks.values()), default=0)
+        self.alloc(self.hwm)
+
+    def alloc(self, hwm: int) -> None:
+        # Where each seq's frame is: 9 bytes a seq, the only memory that grows with the run.
+        self.state = np.zeros(hwm, np.uint8)
+        self.loc_seg = np.zeros(hwm, np.uint32)
+        self.loc_off = np.zeros(hwm, np.uint32)
+
+    # --- frames -----------------------------------------------------------------------------
+    def scan_frames(self) -> None:
+        """Resolve seqs 1..hwm to frames (step 3 of the module docstring)."""
+        hwm = self.hwm
+        if self.records is None:
+            self._resolve_from_walks(hwm)
+            return
+        recs = self.records[:hwm]
+        segview = recs["segment"]  # a strided view: no copy of the records
+        nseg = len(self.segs)
+        groups: list[I64]
+        if not hwm or not bool(np.any(segview[1:] < segview[:-1])):
+            # The normal layout: segments ascend with seq, each holding one run of seqs.
+            bounds = np.searchsorted(segview, np.arange(nseg + 1)).tolist()
+            groups = [np.arange(bounds[k], bounds[k + 1]) for k in range(nseg)]
+            stray = np.arange(bounds[nseg], hwm)
+        else:
+            order = np.argsort(segview, kind="stable")
+            bounds = np.searchsorted(segview[order], np.arange(nseg + 1)).tolist()
+            groups = [np.sort(order[bounds[k] : bounds[k + 1]]) for k in range(nseg)]
+            stray = order[bounds[nseg] :]  # records naming a segment that does not exist
+        last = int(segview.max()) if hwm else -1
+        unresolved: list[I64] = [stray]
+        for number, idx in enumerate(groups):
+            seg = self.segs[number]
+            if seg is None:
+                unresolved.append(idx)
+                continue
+            if idx.size and self._fast(seg, idx, number == last):
+                continue
+            if idx.size or number < last or self.sealed:
+                self.walks[number] = _walk(seg)
+            unresolved.append(idx)
+        self._resolve_records(np.sort(np.concatenate(unresolved)))
+
+    def _fast(self, seg: _Seg, idx: I64, is_last: bool) -> bool:
+        """Check a segment whose records are exactly where a walk would land; False if not.
+
+        Two passes of bounded chunks: the walk test (each record's offset is where the frame
+        before it ends, by that frame's own length word), then checksums and field checks.
+        """
+        n = idx.size
+        first = int(idx[0])
+        if int(idx[-1]) - first + 1 != n:
+            return False
+        offcol = self.records["offset"] if self.records is not None else None
+        assert offcol is not None
+        end = SEGMENT_HEADER_SIZE
+        for lo in range(0, n, _CHUNK):
+            offs = offcol[first + lo : first + min(lo + _CHUNK, n)].astype(np.int64)
+            if offs[0] != end or np.any(offs & 7) or np.any(offs + 8 > seg.size):
+                return False
+            cw = seg.le[offs >> 3]
+            lens = (cw & _M32).astype(np.int64)
+            if (
+                np.any((cw >> _S32) != FRAME_MAGIC)
+                or np.any(lens < _MIN_FRAME)
+                or np.any(lens & 7)
+                or np.any(offs + lens + 8 > seg.size)
+                or np.any(offs[1:] != offs[:-1] + lens[:-1])
+            ):
+                return False
+            end = int(offs[-1] + lens[-1])
+        term = int(seg.le[end >> 3])
+        if not is_last and term != _EOS_WORD:
+            return False
+        if is_last and self.sealed and term not in (0, _EOS_WORD):
+            return False
+        self.seg_end[seg.number] = (end, _P_EOS if term == _EOS_WORD else _P_ZERO)
+        step = max(4096, min(_CHUNK, self.hwm // 100))
+        mv = seg.mv
+        for lo in range(0, n, step):
+            part = idx[lo : min(lo + step, n)]
+            offs = offcol[first + lo : first + lo + part.size].astype(np.int64)
+            words = offs >> 3
+            lens = (seg.le[words] & _M32).astype(np.int64)
+            ends = offs + lens - 8
+            digests = np.array(
+                [_xxh64(mv[a:b]) for a, b in zip(offs.tolist(), ends.tolist(), strict=True)],
+                dtype=np.uint64,
+            )
+            ok = digests == seg.le[ends >> 3]
+            w5 = seg.le[words + 5]
+            ok &= (w5 & _M32) + (w5 >> _S48) + np.uint64(_MIN_FRAME) <= lens.astype(np.uint64)
+            embedded = seg.le[words + 1]
+            good = ok & (embedded == (part + 1).astype(np.uint64))
+            other = ok & ~good
+            self.loc_seg[part] = seg.number
+            self.loc_off[part] = offs
+            self.state[part[~ok]] = _DAMAGED
+            if other.any():
+                self.state[part[other]] = _SEQ_MISMATCH
+                for i, s in zip(part[other].tolist(), embedded[other].tolist(), strict=True):
+                    self.embedded[i + 1] = s
+            self._accept(seg, part[good], offs[good], lens[good])
+            self.entries_scanned += int(part.size)
+            self.bytes_scanned += int(lens.sum())
+            self.throttle(first + lo + part.size)
+        return True
+
+    def _accept(self, seg: _Seg, idx: I64, offs: I64, lens: I64) -> None:
+        """Mark frames as the good frames of their seqs and compare them with their records."""
+        if not idx.size:
+            return
+        self.state[idx] = _OK
+        self.loc_seg[idx] = seg.number
+        self.loc_off[idx] = offs
+        w = offs >> 3
+        le, be = seg.le, seg.be
+        w4, w5 = le[w + 4], le[w + 5]
+        topic, ptype = w4 & _M32, w4 >> _S32
+        pairs = (topic << _S32) | ptype
+        for pair in _sorted_unique(pairs).tolist():
+            key = (pair >> 32, pair & 0xFFFF_FFFF)
+            if key not in self.sym_pairs:
+                self.sym_pairs[key] = int(idx[int(np.argmax(pairs == pair))]) + 1
+        if self.records is None:
+            return
+        lo = int(idx[0])
+        if int(idx[-1]) - lo + 1 == idx.size:
+            rec = self.records[lo : lo + idx.size]  # a view: no copy of the records
+        else:
+            rec = self.records[idx]
+        checks = (
+            ("position", (rec["segment"] != seg.number) | (rec["offset"] != offs)),
+            ("length", rec["length"] != lens),
+            ("ts_init", rec["ts_init"] != le[w + 2]),
+            ("ts_publish", rec["ts_publish"] != le[w + 3]),
+            ("topic", rec["topic"] != topic),
+            ("payload_type", rec["ptype"] != ptype),
+            ("flags", rec["flags"] != ((w5 >> _S32) & np.uint64(0xFFFF))),
+            ("correlation_id", (rec["corr_hi"] != be[w + 6]) | (rec["corr_lo"] != be[w + 7])),
+            ("causation_id", (rec["caus_hi"] != be[w + 8]) | (rec["caus_lo"] != be[w + 9])),
+        )
+        for name, bad in checks:
+            if bad.any():
+                for i in idx[bad].tolist():
+                    self.drift.setdefault(i + 1, []).append(name)
+
+    def _resolve_records(self, rest: I64) -> None:
+        """Seqs the fast path could not place: the record's frame, else the walk's."""
+        assert self.records is not None
+        found: dict[int, tuple[int, int]] = {}
+        for number, walk in self.walks.items():
+            for seq, off in walk.ok.items():
+                found.setdefault(seq, (number, off))
+        accepted: dict[int, list[tuple[int, int, int]]] = {}
+        segcol, offcol = self.records["segment"], self.records["offset"]
+        for i in rest.tolist():
+            seq = i + 1
+            number, off = int(segcol[i]), int(offcol[i])
+            seg = self.segs[number] if 0 <= number < len(self.segs) else None
+            kind, length, embedded = seg.probe(off) if seg is not None else (_P_OUT, 0, 0)
+            self.loc_seg[i], self.loc_off[i] = number, off
+            if kind == _P_OK and embedded != seq:
+                self.state[i] = _SEQ_MISMATCH
+                self.embedded[seq] = embedded
+            elif kind != _P_OK and seq in found:
+                number, off = found[seq]
+                seg = self.segs[number]
+                assert seg is not None
+                length = seg.probe(off)[1]
+                kind = _P_OK
+            if kind == _P_OK and self.state[i] != _SEQ_MISMATCH:
+                accepted.setdefault(number, []).append((i, off, length))
+            elif kind in (_P_DAMAGED, _P_GARBAGE):
+                self.state[i] = _DAMAGED
+            if kind in (_P_OK, _P_DAMAGED, _P_GARBAGE):
+                self.entries_scanned += 1
+                self.bytes_scanned += length
+        for number, items in accepted.items():
+            seg = self.segs[number]
+            assert seg is not None
+            arr = np.array(items, dtype=np.int64).reshape(-1, 3)
+            self._accept(seg, arr[:, 0], arr[:, 1], arr[:, 2])
+        self.throttle(self.hwm)
+
+    def _resolve_from_walks(self, hwm: int) -> None:
+        """No seq index: place seqs by the frames the walks found, in file order."""
+        for number, walk in sorted(self.walks.items()):
+            seg = self.segs[number]
+            assert seg is not None
+            items = [
+                (seq - 1, off, seg.probe(off)[1]) for seq, off in walk.ok.items() if seq <= hwm
+            ]
+            items = [t for t in items if self.state[t[0]] == _MISSING]
+            if items:
+                arr = np.array(items, dtype=np.int64).reshape(-1, 3)
+                self._accept(seg, arr[:, 0], arr[:, 1], arr[:, 2])
+                self.entries_scanned += len(items)
+                self.bytes_scanned += int(arr[:, 2].sum())
+        # A damaged frame right after seq s (in file order) is taken to be seq s + 1.
+        prev = 0
+        for number, walk in sorted(self.walks.items()):
+            marks = sorted([*walk.ok_order, *((o, -1) for o in walk.damaged)])
+            for off, seq in marks:
+                if seq >= 0:
+                    prev = seq
+                    continue
+                prev += 1
+                if 0 < prev <= hwm and self.state[prev - 1] == _MISSING:
+                    self.state[prev - 1] = _DAMAGED
+                    self.loc_seg[prev - 1], self.loc_off[prev - 1] = number, off
+                    self.entries_scanned += 1
+        self.throttle(self.hwm)
+
+    def ok_by_segment(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, I64, I64]]:
+        """(segment, seq indexes, frame offsets) of the good frames among seq indexes
+        start..stop, in bounded chunks, in seq order when segments ascend with seq."""
+        stop = self.hwm if stop is None else stop
+        for lo in range(start, stop, _CHUNK):
+            idx = np.flatnonzero(self.state[lo : min(lo + _CHUNK, stop)] == _OK) + lo
+            if not idx.size:
+                continue
+            segs = self.loc_seg[idx]
+            if bool(np.any(segs[1:] < segs[:-1])):
+                order = np.argsort(segs, kind="stable")
+                idx, segs = idx[order], segs[order]
+            cuts = (np.flatnonzero(segs[1:] != segs[:-1]) + 1).tolist()
+            for part in np.split(idx, cuts):
+                yield int(self.loc_seg[part[0]]), part, self.loc_off[part].astype(np.int64)
+
+    # --- the seq index against the frames ---------------------------------------------------
+    def report_seq_states(self) -> None:
+        state = self.state
+        for i in np.flatnonzero(state == _HASH_MISMATCH).tolist():
+            self.f.add(
+                FindingKind.HASH_MISMATCH,
+                f"hash mismatch at seq {i + 1}",
+                seq=i + 1,
+                segment=int(self.loc_seg[i]),
+                offset=int(self.loc_off[i]),
+            )
+        for i in np.flatnonzero(state == _DAMAGED).tolist():
+            seg, off = int(self.loc_seg[i]), int(self.loc_off[i])
+            self.f.add(
+                FindingKind.CHECKSUM_MISMATCH,
+                f"checksum mismatch at seq {i + 1} (segment {seg} offset {off})",
+                seq=i + 1,
+                segment=seg,
+                offset=off,
+            )
+        for i in np.flatnonzero(state == _SEQ_MISMATCH).tolist():
+            seq = i + 1
+            self.f.add(
+                FindingKind.SEQ_MISMATCH,
+                f"seq mismatch at index record {seq}: embedded seq was {self.embedded.get(seq)}",
+                seq=seq,
+                segment=int(self.loc_seg[i]),
+                offset=int(self.loc_off[i]),
+            )
+        missing = np.flatnonzero(state == _MISSING)
+        if missing.size:
+            cuts = np.flatnonzero(np.diff(missing) != 1) + 1
+            for run in np.split(missing, cuts):
+                lo, hi = int(run[0]) + 1, int(run[-1]) + 1
+                text = f"gap at seq {lo}" if lo == hi else f"gap from seq {lo} to {hi}"
+                self.f.add(FindingKind.GAP, text, seq=lo, seq_to=hi)
+        self._index_only_checks()
+        for seq in sorted(self.drift):
+            fields = ", ".join(dict.fromkeys(self.drift[seq]))
+            self.f.add(
+                FindingKind.INDEX_DRIFT,
+                f"index drift at seq {seq}: record disagrees with its frame in {fields}",
+                seq=seq,
+                path=INDEX,
+            )
+
+    def _index_only_checks(self) -> None:
+        """Record fields no frame holds: seq, the running max of ts_init, reserved."""
+        recs = self.records
+        if recs is None:
+            return
+        carry = np.uint64(0)
+        for lo in range(0, len(recs), _CHUNK):
+            part = recs[lo : lo + _CHUNK]
+            seqs = np.arange(lo + 1, lo + 1 + len(part), dtype=np.uint64)
+            running = np.maximum(np.maximum.accumulate(part["ts_init"]), carry)
+            carry = running[-1]
+            for name, bad in (
+                ("seq", part["seq"] != seqs),
+                ("ts_max", part["ts_max"] != running),
+                ("reserved", part["reserved"] != 0),
+            ):
+                for i in np.flatnonzero(bad).tolist():
+                    self.drift.setdefault(lo + i + 1, []).append(name)
+
+    # --- tails ------------------------------------------------------------------------------
+    def check_tails(self) -> None:
+        """Sealed runs: nothing after the last frame, the markers where they belong."""
+        torn = FindingKind.TORN_TAIL
+        used = self.loc_seg[self.state != _MISSING]
+        last = int(used.max()) if used.size else 0
+        for number, seg in enumerate(self.segs):
+            if seg is None:
+                continue
+            walk = self.walks.get(number)
+            if walk is not None:
+                end, kind = walk.end, walk.end_kind
+                past = sorted(s for _, s in walk.ok_order if s > self.hwm)
+                if past:
+                    self.f.add(
+                        torn,
+                        f"torn tail: {len(past)} frames past the high-watermark (seqs {past[0]}.."
+                        f"{past[-1]}) in segment {number}",
+                        seq=past[0],
+                        seq_to=past[-1],
+                        segment=number,
+                    )
+            elif number in self.seg_end:
+                end, kind = self.seg_end[number]
+            else:
+                end, kind = SEGMENT_HEADER_SIZE, seg.probe(SEGMENT_HEADER_SIZE)[0]
+            if number < last and kind != _P_EOS:
+                self.f.add(
+                    torn,
+                    f"torn tail: segment {number} has no end-of-segment marker after its last "
+                    f"frame (offset {end})",
+                    segment=number,
+                    offset=end,
+                )
+            start = end + 8 if kind == _P_EOS else end
+            nonzero = seg.first_nonzero(start)
+            if nonzero is not None:
+                self.f.add(
+                    torn,
+                    f"torn tail: non-zero bytes after the last frame of segment {number} "
+                    f"(offset {nonzero})",
+                    segment=number,
+                    offset=nonzero,
+                )
+        if self.index_on_disk is not None and self.records is not None:
+            beyond = self.index_on_disk[len(self.records) :]
+            raw = beyond.view(np.uint8) if beyond.size else np.zeros(0, np.uint8)
+            if raw.any():
+                first = INDEX_HEADER_SIZE + len(self.records) * 96 + int(np.argmax(raw != 0))
+                self.f.add(
+                    FindingKind.INDEX_DRIFT,
+                    f"index drift: non-zero bytes after the committed records (offset {first})",
+                    path=INDEX,
+                    offset=first,
+                )
+            head = self.index.header_bytes() if self.index else b""
+            if head[32:] != bytes(len(head[32:])):
+                self.f.add(
+                    FindingKind.INDEX_DRIFT,
+                    "index drift: reserved header bytes of index.idx are set",
+                    path=INDEX,
+                    offset=32,
+                )

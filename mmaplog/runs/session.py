@@ -1,0 +1,243 @@
+"""Run sessions: recover crashed predecessors, open a run, start capturing.
+
+``Store.open_session`` follows the reference's boot sequence (§4.5 of the notes): recover the
+instance's crashed runs, open a new run whose ``parent_run_id`` is the newest one recovered
+``CRASHED_RECOVERED``, spawn the writer, commit ``RunStarted`` as seq 1 within a timeout, and
+hand back the writer, the capture adapter, a message bus tapped by it, and the halt signal.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
+
+from mmaplog.engine.bus import MessageBus
+from mmaplog.engine.capture import BusCaptureAdapter, EncoderRegistry
+from mmaplog.engine.halt import HaltReason, HaltSignal
+from mmaplog.engine.writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
+from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
+from mmaplog.storage.entry import EntryDraft, Headers
+from mmaplog.storage.layout import DEFAULT_SEGMENT_SIZE
+from mmaplog.storage.manifest import RegisteredComponents, RunManifest, build_run_id
+from mmaplog.storage.mmap_backend import MmapBackend
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mmaplog.integrity.recovery import RecoveryReport
+    from mmaplog.storage.catalog import RunCatalog
+
+__all__ = [
+    "RUN_STARTED_PAYLOAD_TYPE",
+    "RUN_STARTED_TOPIC",
+    "RunIdentity",
+    "RunSession",
+    "SessionConfig",
+    "open_session",
+]
+
+RUN_STARTED_TOPIC = "run.lifecycle.RunStarted"
+RUN_STARTED_PAYLOAD_TYPE = "RunStarted"
+
+
+@dataclass(frozen=True, slots=True)
+class RunIdentity:
+    """What identifies the code and configuration that produced a run (manifest fields)."""
+
+    binary_hash: str = ""
+    schema_version: int = 0
+    package_versions: str = ""
+    feature_flags: tuple[str, ...] = ()
+    adapter_versions: dict[str, str] = field(default_factory=dict)
+    config_hash: str = ""
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Writer knobs plus the session's own: segment size, boot timeout, bus audit mode."""
+
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    segment_size: int = DEFAULT_SEGMENT_SIZE
+    run_started_timeout: float = 5.0
+    audit: Literal["enqueue", "commit"] = "enqueue"
+
+
+class RunSession:
+    """One open run: its writer, capture adapter, bus and halt signal. Close it to seal."""
+
+    def __init__(
+        self,
+        *,
+        manifest: RunManifest,
+        run_dir: Path,
+        writer: EventStoreWriter,
+        adapter: BusCaptureAdapter,
+        bus: MessageBus,
+        halt_signal: HaltSignal,
+        recovered: list[RecoveryReport],
+        backend: MmapBackend,
+    ) -> None:
+        self.manifest = manifest
+        self._backend = backend
+        self.run_dir = run_dir
+        self.writer = writer
+        self.adapter = adapter
+        self.bus = bus
+        self.halt_signal = halt_signal
+        self.recovered = recovered
+        self._final: RunManifest | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._final else ("halted" if self.is_halted else "open")
+        return f"RunSession({self.run_id}, {state}, high_watermark={self.high_watermark})"
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.manifest.parent_run_id
+
+    @property
+    def is_halted(self) -> bool:
+        return self.halt_signal.is_halted
+
+    @property
+    def halt_reason(self) -> HaltReason | None:
+        """The first halt reason; later ones are ignored."""
+        return self.halt_signal.reason
+
+    @property
+    def high_watermark(self) -> int:
+        return self.writer.high_watermark
+
+    def close(self, ts_init: int | None = None) -> RunManifest:
+        """Commit ``RunEnded``, seal the run ``ENDED`` and return the final manifest."""
+        if self._final is not None:
+            return self._final
+        run_ended = None
+        if ts_init is not None:
+            run_ended = EntryDraft(
+                Headers.empty(), "run.lifecycle.RunEnded", "RunEnded", b"", ts_init
+            )
+        try:
+            self.writer.close(run_ended)
+        finally:
+            self._backend.close()  # releases the LOCK and the files
+        from mmaplog.runs.reader import Reader
+
+        with Reader(self.run_dir) as reader:
+            self._final = reader.manifest
+        return self._final
+
+    def abandon(self) -> None:
+        """Stop the writer without sealing: the run stays RUNNING, as after a crash, and its
+        LOCK is released so the next session recovers it."""
+        try:
+            self.writer.abandon()
+        finally:
+            self._backend.close()
+
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.is_halted:
+            self.abandon()  # a halted run is left for recovery to judge
+        else:
+            self.close()
+
+
+def open_session(
+    store: RunCatalog,
+    instance_id: str,
+    *,
+    identity: RunIdentity | None = None,
+    config: SessionConfig | None = None,
+    registry: EncoderRegistry | None = None,
+    components: RegisteredComponents | None = None,
+    clock: Clock | None = None,
+) -> RunSession:
+    from mmaplog.integrity.recovery import newest_parent, recover_predecessors
+
+    identity = identity or RunIdentity()
+    config = config or SessionConfig()
+    clock = clock or MonotonicWallClock()
+    components = components or RegisteredComponents()
+    recovered = recover_predecessors(store, instance_id)
+    start = clock.now_ns()
+    manifest = RunManifest(
+        run_id=build_run_id(start),
+        instance_id=instance_id,
+        start_ts_init=start,
+        parent_run_id=newest_parent(recovered),
+        binary_hash=identity.binary_hash,
+        schema_version=identity.schema_version,
+        package_versions=identity.package_versions,
+        feature_flags=list(identity.feature_flags),
+        adapter_versions=dict(identity.adapter_versions),
+        config_hash=identity.config_hash,
+        registered_components=components,
+        seed=identity.seed,
+    )
+    backend = MmapBackend(
+        store.root,
+        instance_id,
+        segment_size=config.segment_size,
+        min_free_bytes=config.writer.min_free_bytes,
+    )
+    manifest = backend.open_run(manifest)
+    assert backend.run_dir is not None
+    run_dir = backend.run_dir
+    halt = HaltSignal()
+    writer = EventStoreWriter.spawn(backend, clock, halt.callback(), config.writer)
+    started = EntryDraft(
+        Headers.empty(),
+        RUN_STARTED_TOPIC,
+        RUN_STARTED_PAYLOAD_TYPE,
+        msgspec.msgpack.encode(components),
+        start,
+    )
+    try:
+        writer.submit(started)
+        _wait_run_started(writer, halt, config.run_started_timeout)
+    except BaseException:
+        try:
+            writer.abandon()
+        except MmapLogError:
+            pass  # the writer already failed; its failure is what we are raising
+        finally:
+            backend.close()
+        raise
+    adapter = BusCaptureAdapter(writer, registry or EncoderRegistry(), halt.callback())
+    bus = MessageBus(adapter, audit=config.audit)
+    return RunSession(
+        manifest=manifest,
+        run_dir=run_dir,
+        writer=writer,
+        adapter=adapter,
+        bus=bus,
+        halt_signal=halt,
+        recovered=recovered,
+        backend=backend,
+    )
+
+
+def _wait_run_started(writer: EventStoreWriter, halt: HaltSignal, timeout: float) -> None:
+    """RunStarted must be committed as seq 1 before anything else is captured."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if writer.wait_for(1, 0.01, flush=True):
+                return
+        except WriterBrokenError as exc:
+            raise BackendError(f"event store halted during boot: {halt.reason}") from exc
+        if halt.is_halted:
+            raise BackendError(f"event store halted during boot: {halt.reason}")
+        if time.monotonic() >= deadline:
+            raise BackendError(f"RunStarted was not committed within {timeout:g} s")

@@ -1,0 +1,136 @@
+"""Value types of the log: entries, headers, index keys, drafts.
+
+Frozen ``msgspec.Struct``s rather than dataclasses: they are built on the capture hot path,
+where a Struct costs ~0.1 µs against ~0.8 µs for a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+import msgspec
+
+__all__ = [
+    "AppendEntry",
+    "DraftItem",
+    "Entry",
+    "EntryDraft",
+    "Headers",
+    "IndexKey",
+    "IndexKind",
+    "ScanDirection",
+]
+
+_EMPTY_KEYS: tuple[IndexKey, ...] = ()
+
+
+class Headers(msgspec.Struct, frozen=True):
+    """Correlation metadata: the workflow an entry belongs to and the message that caused it."""
+
+    correlation_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+
+    @classmethod
+    def empty(cls) -> Headers:
+        return _EMPTY_HEADERS
+
+    def is_empty(self) -> bool:
+        return self.correlation_id is None and self.causation_id is None
+
+
+_EMPTY_HEADERS = Headers()
+
+
+class IndexKind(enum.IntEnum):
+    """Secondary-index kinds. The values are stored on disk and never change."""
+
+    CLIENT_ORDER_ID = 1
+    VENUE_ORDER_ID = 2
+    POSITION_ID = 3
+    TRADE_ID = 4
+    CORRELATION_ID = 5
+
+    @classmethod
+    def parse(cls, text: str) -> IndexKind:
+        """``client_order_id`` / ``CLIENT_ORDER_ID`` → the kind; ValueError names the choices."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            choices = ", ".join(k.name.lower() for k in cls)
+            raise ValueError(f"unknown index kind {text!r}; expected one of {choices}") from None
+
+
+class IndexKey(msgspec.Struct, frozen=True):
+    """A secondary key, already stringified by the encoder."""
+
+    kind: IndexKind
+    key: str
+
+
+class ScanDirection(enum.Enum):
+    FORWARD = "forward"
+    REVERSE = "reverse"
+
+
+class EntryDraft(msgspec.Struct, frozen=True):
+    """Everything the capture side knows; the writer stamps seq, ts_publish and the hash."""
+
+    headers: Headers
+    topic: str
+    payload_type: str
+    payload: bytes
+    ts_init: int
+    index_keys: tuple[IndexKey, ...] = ()
+
+    @classmethod
+    def without_indices(
+        cls, headers: Headers, topic: str, payload_type: str, payload: bytes, ts_init: int
+    ) -> EntryDraft:
+        return cls(headers, topic, payload_type, payload, ts_init, _EMPTY_KEYS)
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One committed log entry. ``payload`` may be a zero-copy view into a mapped segment."""
+
+    seq: int
+    ts_init: int
+    ts_publish: int
+    topic: str
+    payload_type: str
+    payload: bytes | memoryview
+    headers: Headers
+    entry_hash: bytes
+
+    def recompute_hash(self) -> bytes:
+        from mmaplog.storage.entry_hash import compute_entry_hash
+
+        return compute_entry_hash(
+            self.seq,
+            self.ts_init,
+            self.ts_publish,
+            self.topic,
+            self.payload_type,
+            self.payload,
+            self.headers,
+        )
+
+    def verify(self) -> bool:
+        return self.recompute_hash() == self.entry_hash
+
+
+class AppendEntry(msgspec.Struct, frozen=True):
+    """An entry plus the secondary keys committed with it, in the same batch."""
+
+    entry: Entry
+    index_keys: tuple[IndexKey, ...] = ()
+
+    @classmethod
+    def without_indices(cls, entry: Entry) -> AppendEntry:
+        return cls(entry, _EMPTY_KEYS)
+
+
+# A draft stamped by the writer, in the order the writer queues it: seq, ts_publish, topic,
+# payload_type, payload, ts_init, headers, index keys. Backends with ``append_items`` take
+# these directly and compute the canonical hash while framing.
+DraftItem = tuple[int, int, str, str, "bytes | memoryview", int, Headers, "tuple[IndexKey, ...]"]

@@ -1,0 +1,92 @@
+"""A frame's index keys: the key block written into the frame, the keys read back from a
+frame (its key block plus its header's correlation id), and the bytes a key is posted under in
+``keys.hix``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from mmaplog.errors import BackendError, CorruptionError
+from mmaplog.storage.entry import IndexKey, IndexKind
+from mmaplog.storage.layout import FLAG_CORRELATION, KEY_HEADER, MAX_KEY_BYTES
+from mmaplog.storage.segments import FrameView, Segment
+
+__all__ = [
+    "CORRELATION_KIND",
+    "KEY_HEADERS",
+    "build_key_block",
+    "fast_uuid",
+    "keys_of_frame",
+    "posting_key",
+]
+
+KEY_HEADERS = {kind: bytes([kind.value]) for kind in IndexKind}
+CORRELATION_KIND = IndexKind.CORRELATION_ID
+_new_object = object.__new__
+_set_attr = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def fast_uuid(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(bytes=raw)`` without its argument parsing: 16 bytes are always valid."""
+    value = _new_object(uuid.UUID)
+    _set_attr(value, "int", int.from_bytes(raw, "big"))
+    _set_attr(value, "is_safe", _UNKNOWN_SAFETY)
+    return value
+
+
+def posting_key(kind: IndexKind, key: str) -> bytes:
+    """The bytes a key is stored under in keys.hix: UTF-8, except correlation ids, which are
+    stored as their 16 raw UUID bytes (the header form). ValueError for a bad correlation id."""
+    if kind is CORRELATION_KIND:
+        return uuid.UUID(key).bytes
+    return key.encode()
+
+
+def build_key_block(
+    index_keys: Sequence[IndexKey], seq: int, postings: list[tuple[int, bytes, int]]
+) -> bytes:
+    """The frame's index-key block; appends the entry's hash-index postings to ``postings``."""
+    blocks = []
+    for key in index_keys:
+        raw = key.key.encode()
+        if len(raw) > MAX_KEY_BYTES:
+            raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes: {key.key[:40]!r}")
+        try:
+            stored = posting_key(key.kind, key.key)
+        except ValueError:
+            raise BackendError(f"correlation id key is not a UUID: {key.key[:40]!r}") from None
+        blocks.append(KEY_HEADERS[key.kind] + len(raw).to_bytes(2, "little") + raw)
+        postings.append((key.kind.value, stored, seq))
+    return b"".join(blocks)
+
+
+def keys_of_frame(seg: Segment, offset: int, head: FrameView, seq: int) -> list[IndexKey]:
+    """Every key a frame is indexed under: its key block plus its header's correlation id."""
+    keys = _parse_keys(seg.keys_block(offset, head), seg, seq)
+    if head.flags & FLAG_CORRELATION:
+        corr = IndexKey(CORRELATION_KIND, str(fast_uuid(head.corr)))
+        if corr not in keys:
+            keys.append(corr)
+    return keys
+
+
+def _parse_keys(block: memoryview, seg: Segment, seq: int) -> list[IndexKey]:
+    keys = []
+    pos = 0
+    raw = bytes(block)
+    while pos < len(raw):
+        if pos + KEY_HEADER.size > len(raw):
+            raise CorruptionError("index-key block cut short", path=seg.path, seq=seq)
+        kind, length = KEY_HEADER.unpack_from(raw, pos)
+        pos += KEY_HEADER.size
+        if pos + length > len(raw):
+            raise CorruptionError("index-key block cut short", path=seg.path, seq=seq)
+        try:
+            keys.append(IndexKey(IndexKind(kind), raw[pos : pos + length].decode()))
+        except (ValueError, UnicodeDecodeError):
+            raise CorruptionError("index key unreadable", path=seg.path, seq=seq) from None
+        pos += length
+    return keys

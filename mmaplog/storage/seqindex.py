@@ -1,0 +1,173 @@
+"""``index.idx``: one fixed-size record per entry, readable as a numpy structured array.
+
+Layout: a 64-byte header (magic ``MMLOGIDX``, u32 version, u32 record size, u64 committed count
+at offset 16, u64 xxh3-64 of the first 16 bytes at offset 24, zero to 64), then record N (seq N)
+at ``64 + (N - 1) * 96`` with the fields of ``INDEX_DTYPE``. The committed count is the
+high-watermark; it is written after the records it covers. The index is a projection of the
+segments and is rebuilt from them when it disagrees.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import xxhash
+
+from mmaplog.errors import FormatError, IndexCorruptError
+from mmaplog.storage.fileio import FILE_MODE, open_ro, preallocate, pwrite_all
+from mmaplog.storage.layout import (
+    FORMAT_VERSION,
+    INDEX_COMMITTED_OFFSET,
+    INDEX_DTYPE,
+    INDEX_HEADER,
+    INDEX_HEADER_SIZE,
+    INDEX_MAGIC,
+    INDEX_RECORD_SIZE,
+)
+
+__all__ = ["INDEX_RECORD", "SeqIndex"]
+
+INDEX_RECORD = struct.Struct("<QQQQIIIIII16s16sQ")
+assert INDEX_RECORD.size == INDEX_RECORD_SIZE
+_COUNT = struct.Struct("<Q")
+_INITIAL_RECORDS = 16_384
+IndexArray = npt.NDArray[np.void]
+
+
+class SeqIndex:
+    def __init__(self, path: Path, fd: int, writable: bool) -> None:
+        self.path = path
+        self._fd = fd
+        self._writable = writable
+        self._capacity_bytes = os.fstat(fd).st_size
+        self._map: mmap.mmap | None = None
+        self._array: IndexArray | None = None
+        self._mapped_records = 0
+        self.known_records = 0
+
+    @classmethod
+    def create(cls, path: Path) -> SeqIndex:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        size = INDEX_HEADER_SIZE + _INITIAL_RECORDS * INDEX_RECORD_SIZE
+        preallocate(fd, size)
+        static = struct.pack("<8sII", INDEX_MAGIC, FORMAT_VERSION, INDEX_RECORD_SIZE)
+        pwrite_all(
+            fd,
+            INDEX_HEADER.pack(
+                INDEX_MAGIC, FORMAT_VERSION, INDEX_RECORD_SIZE, 0, xxhash.xxh3_64_intdigest(static)
+            ),
+            0,
+        )
+        return cls(path, fd, True)
+
+    @classmethod
+    def open(cls, path: Path, *, writable: bool = False) -> SeqIndex:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC) if writable else open_ro(path)
+        except FileNotFoundError:
+            raise IndexCorruptError("missing seq index", path=path) from None
+        try:
+            head = os.pread(fd, INDEX_HEADER.size, 0)
+            if len(head) < INDEX_HEADER.size:
+                raise IndexCorruptError("seq index shorter than its header", path=path)
+            magic, version, rsize, _, check = INDEX_HEADER.unpack(head)
+            if magic != INDEX_MAGIC:
+                raise FormatError("not a seq index (bad magic)", path=path)
+            if version != FORMAT_VERSION:
+                raise FormatError(
+                    f"unsupported seq index version {version}; supported version is "
+                    f"{FORMAT_VERSION}",
+                    path=path,
+                )
+            if rsize != INDEX_RECORD_SIZE or check != xxhash.xxh3_64_intdigest(head[:16]):
+                raise IndexCorruptError("seq index header damaged", path=path, offset=0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, writable)
+
+    # --- header -----------------------------------------------------------------------------
+    def committed(self) -> int:
+        """The committed count (high-watermark) the header claims, clamped to the file."""
+        raw = os.pread(self._fd, 8, INDEX_COMMITTED_OFFSET)
+        if len(raw) < 8:
+            raise IndexCorruptError("seq index truncated", path=self.path)
+        count: int = _COUNT.unpack(raw)[0]
+        return count
+
+    def records_on_disk(self) -> int:
+        """How many whole records the file can hold (remembered as ``known_records``)."""
+        size = os.fstat(self._fd).st_size
+        self.known_records = max(0, (size - INDEX_HEADER_SIZE) // INDEX_RECORD_SIZE)
+        return self.known_records
+
+    def set_committed(self, count: int) -> None:
+        # Written after the records: a reader trusting the count never sees an unwritten record.
+        pwrite_all(self._fd, _COUNT.pack(count), INDEX_COMMITTED_OFFSET)
+
+    # --- writing ----------------------------------------------------------------------------
+    def write_records(self, first_seq: int, data: bytes | bytearray) -> None:
+        offset = INDEX_HEADER_SIZE + (first_seq - 1) * INDEX_RECORD_SIZE
+        end = offset + len(data)
+        if end > self._capacity_bytes:
+            new = self._capacity_bytes
+            while new < end:
+                new = INDEX_HEADER_SIZE + 2 * (new - INDEX_HEADER_SIZE)
+            preallocate(self._fd, new)
+            self._capacity_bytes = new
+        pwrite_all(self._fd, data, offset)
+
+    def truncate_records(self, count: int) -> None:
+        """Zero every record after ``count`` that the file holds (recovery only)."""
+        start = INDEX_HEADER_SIZE + count * INDEX_RECORD_SIZE
+        size = os.fstat(self._fd).st_size
+        if size > start:
+            chunk = bytes(min(size - start, 1 << 20))
+            pos = start
+            while pos < size:
+                n = min(len(chunk), size - pos)
+                pwrite_all(self._fd, chunk[:n], pos)
+                pos += n
+
+    # --- reading ----------------------------------------------------------------------------
+    def array(self, count: int) -> IndexArray:
+        """A zero-copy structured view of records 1..count (row i is seq i + 1)."""
+        if count > self._mapped_records or self._array is None:
+            on_disk = self.records_on_disk()
+            if count > on_disk:
+                raise IndexCorruptError(
+                    f"seq index holds {on_disk} records, {count} are committed", path=self.path
+                )
+            size = INDEX_HEADER_SIZE + on_disk * INDEX_RECORD_SIZE
+            self._map = mmap.mmap(self._fd, size, prot=mmap.PROT_READ)
+            self._array = np.frombuffer(
+                self._map, dtype=INDEX_DTYPE, count=on_disk, offset=INDEX_HEADER_SIZE
+            )
+            self._mapped_records = on_disk
+        return self._array[:count]
+
+    def check_not_truncated(self) -> None:
+        if self._mapped_records and self.records_on_disk() < self._mapped_records:
+            self._array = None
+            self._map = None
+            self._mapped_records = 0
+            raise IndexCorruptError("seq index was truncated while mapped", path=self.path)
+
+    def header_bytes(self) -> bytes:
+        """The file's header as stored (a read, never through a mapping), for verify."""
+        return os.pread(self._fd, INDEX_HEADER_SIZE, 0)
+
+    def sync(self) -> None:
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        self._array = None
+        self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
