@@ -365,7 +365,7 @@ def test_a_trailing_gap_when_the_index_claims_more_entries_than_the_frames(tmp_p
         (44, struct.pack("<I", 99), "topic"),
         (52, struct.pack("<I", 9), "flags"),
         (56, b"\x01", "correlation_id"),
-        (88, b"\x01", "reserved"),
+        (88, b"\x01", "checksum"),
         (0, struct.pack("<Q", 7), "seq"),
     ],
 )

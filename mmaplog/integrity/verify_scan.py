@@ -32,7 +32,7 @@ from mmaplog.storage.layout import (
 )
 from mmaplog.storage.manifest import RunManifest
 from mmaplog.storage.mmap_backend import INDEX
-from mmaplog.storage.seqindex import SeqIndex
+from mmaplog.storage.seqindex import SeqIndex, record_checksums
 
 _EOS_WORD: Final = EOS_MAGIC << 32
 _MIN_FRAME: Final = FRAME_HEADER_SIZE + 8
@@ -494,10 +494,12 @@ class _FrameScan:
             )
 
     def _index_only_checks(self) -> None:
-        """Record fields no frame holds: seq, the running max of ts_init, reserved."""
+        """Record fields no frame holds: seq, the running max of ts_init, and the record's own
+        checksum (version 2; version 1 leaves those bytes zero)."""
         recs = self.records
         if recs is None:
             return
+        checksummed = self.index is not None and self.index.checksummed
         carry = np.uint64(0)
         for lo in range(0, len(recs), _CHUNK):
             part = recs[lo : lo + _CHUNK]
@@ -507,7 +509,11 @@ class _FrameScan:
             for name, bad in (
                 ("seq", part["seq"] != seqs),
                 ("ts_max", part["ts_max"] != running),
-                ("reserved", part["reserved"] != 0),
+                (
+                    ("checksum", part["reserved"] != record_checksums(part))
+                    if checksummed
+                    else ("reserved", part["reserved"] != 0)
+                ),
             ):
                 for i in np.flatnonzero(bad).tolist():
                     self.drift.setdefault(lo + i + 1, []).append(name)

@@ -92,6 +92,11 @@ INDEX_DTYPE = np.dtype(
 )
 INDEX_RECORD_SIZE = INDEX_DTYPE.itemsize
 assert INDEX_RECORD_SIZE == 96
+# index.idx versions: 1 leaves the last 8 bytes of a record zero; 2 (written since) stores
+# there the xxh3-64 of the record's first INDEX_RECORD_CHECKED bytes.
+INDEX_VERSION = 2
+INDEX_VERSIONS = (1, 2)
+INDEX_RECORD_CHECKED = 88
 
 # --- symbols --------------------------------------------------------------------------------
 SYMBOLS_MAGIC = b"MMLOGSYM"

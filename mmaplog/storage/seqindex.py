@@ -2,7 +2,9 @@
 
 Layout: a 64-byte header (magic ``MMLOGIDX``, u32 version, u32 record size, u64 committed count
 at offset 16, u64 xxh3-64 of the first 16 bytes at offset 24, zero to 64), then record N (seq N)
-at ``64 + (N - 1) * 96`` with the fields of ``INDEX_DTYPE``. The committed count is the
+at ``64 + (N - 1) * 96`` with the fields of ``INDEX_DTYPE``. In version 2 (written since) a
+record's last 8 bytes are the xxh3-64 of its first 88, so a damaged record is detected on its
+own; version 1 files (zero there) stay readable. The committed count is the
 high-watermark; it is written after the records it covers. The index is a projection of the
 segments and is rebuilt from them when it disagrees.
 """
@@ -21,27 +23,54 @@ import xxhash
 from mmaplog.errors import FormatError, IndexCorruptError
 from mmaplog.storage.fileio import FILE_MODE, open_ro, preallocate, pwrite_all
 from mmaplog.storage.layout import (
-    FORMAT_VERSION,
     INDEX_COMMITTED_OFFSET,
     INDEX_DTYPE,
     INDEX_HEADER,
     INDEX_HEADER_SIZE,
     INDEX_MAGIC,
+    INDEX_RECORD_CHECKED,
     INDEX_RECORD_SIZE,
+    INDEX_VERSION,
+    INDEX_VERSIONS,
 )
 
-__all__ = ["INDEX_RECORD", "SeqIndex"]
+__all__ = ["INDEX_RECORD", "SeqIndex", "record_checksums"]
 
 INDEX_RECORD = struct.Struct("<QQQQIIIIII16s16sQ")
 assert INDEX_RECORD.size == INDEX_RECORD_SIZE
 _COUNT = struct.Struct("<Q")
 _INITIAL_RECORDS = 16_384
 IndexArray = npt.NDArray[np.void]
+_CHECK = struct.Struct("<Q")
+_xxh3_64 = xxhash.xxh3_64_intdigest
+
+
+def with_checksums(data: bytes | bytearray) -> bytearray:
+    """Records with each one's last 8 bytes set to the xxh3-64 of its first 88 (version 2)."""
+    out = bytearray(data)
+    view = memoryview(out)
+    pack = _CHECK.pack_into
+    for at in range(0, len(out) - INDEX_RECORD_SIZE + 1, INDEX_RECORD_SIZE):
+        pack(out, at + INDEX_RECORD_CHECKED, _xxh3_64(view[at : at + INDEX_RECORD_CHECKED]))
+    view.release()
+    return out
+
+
+def record_checksums(records: IndexArray) -> npt.NDArray[np.uint64]:
+    """The checksum each record should carry (version 2), computed from its first 88 bytes."""
+    raw = np.ascontiguousarray(records).tobytes()
+    out = np.empty(len(records), dtype=np.uint64)
+    for i in range(len(records)):
+        at = i * INDEX_RECORD_SIZE
+        out[i] = _xxh3_64(raw[at : at + INDEX_RECORD_CHECKED])
+    return out
 
 
 class SeqIndex:
-    def __init__(self, path: Path, fd: int, writable: bool) -> None:
+    def __init__(self, path: Path, fd: int, writable: bool, version: int = INDEX_VERSION) -> None:
         self.path = path
+        self.version = version
+        self.checksummed = version >= 2  # records carry their own xxh3-64
         self._fd = fd
         self._writable = writable
         self._capacity_bytes = os.fstat(fd).st_size
@@ -51,19 +80,19 @@ class SeqIndex:
         self.known_records = 0
 
     @classmethod
-    def create(cls, path: Path) -> SeqIndex:
+    def create(cls, path: Path, *, version: int = INDEX_VERSION) -> SeqIndex:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         size = INDEX_HEADER_SIZE + _INITIAL_RECORDS * INDEX_RECORD_SIZE
         preallocate(fd, size)
-        static = struct.pack("<8sII", INDEX_MAGIC, FORMAT_VERSION, INDEX_RECORD_SIZE)
+        static = struct.pack("<8sII", INDEX_MAGIC, version, INDEX_RECORD_SIZE)
         pwrite_all(
             fd,
             INDEX_HEADER.pack(
-                INDEX_MAGIC, FORMAT_VERSION, INDEX_RECORD_SIZE, 0, xxhash.xxh3_64_intdigest(static)
+                INDEX_MAGIC, version, INDEX_RECORD_SIZE, 0, xxhash.xxh3_64_intdigest(static)
             ),
             0,
         )
-        return cls(path, fd, True)
+        return cls(path, fd, True, version)
 
     @classmethod
     def open(cls, path: Path, *, writable: bool = False) -> SeqIndex:
@@ -78,10 +107,10 @@ class SeqIndex:
             magic, version, rsize, _, check = INDEX_HEADER.unpack(head)
             if magic != INDEX_MAGIC:
                 raise FormatError("not a seq index (bad magic)", path=path)
-            if version != FORMAT_VERSION:
+            if version not in INDEX_VERSIONS:
                 raise FormatError(
-                    f"unsupported seq index version {version}; supported version is "
-                    f"{FORMAT_VERSION}",
+                    f"unsupported seq index version {version}; supported versions are "
+                    f"{', '.join(map(str, INDEX_VERSIONS))}",
                     path=path,
                 )
             if rsize != INDEX_RECORD_SIZE or check != xxhash.xxh3_64_intdigest(head[:16]):
@@ -89,7 +118,7 @@ class SeqIndex:
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, writable)
+        return cls(path, fd, writable, version)
 
     # --- header -----------------------------------------------------------------------------
     def committed(self) -> int:
@@ -112,6 +141,10 @@ class SeqIndex:
 
     # --- writing ----------------------------------------------------------------------------
     def write_records(self, first_seq: int, data: bytes | bytearray) -> None:
+        """Write whole records from ``first_seq`` on; in a version-2 file each record's last 8
+        bytes are set to its checksum here (callers leave them zero)."""
+        if self.checksummed:
+            data = with_checksums(data)
         offset = INDEX_HEADER_SIZE + (first_seq - 1) * INDEX_RECORD_SIZE
         end = offset + len(data)
         if end > self._capacity_bytes:
