@@ -214,15 +214,16 @@ class _DiskFull:
         self.armed = threading.Event()
         if armed:
             self.armed.set()
-        for name in ("append_items", "append_batch"):
+        # Every append path: the pure core's and the native core's.
+        for name in ("append_items", "append_batch", "append_channel"):
             original = getattr(MmapBackend, name)
             monkeypatch.setattr(MmapBackend, name, self._wrap(original))
 
-    def _wrap(self, original: Callable[[MmapBackend, Any], int]) -> Callable[..., int]:
-        def append(backend: MmapBackend, items: Any) -> int:
+    def _wrap(self, original: Callable[..., int]) -> Callable[..., int]:
+        def append(backend: MmapBackend, *args: Any) -> int:
             if self.armed.is_set():
                 raise DiskError("no space left on device (injected)")
-            return original(backend, items)
+            return original(backend, *args)
 
         return append
 
@@ -239,13 +240,15 @@ def test_a_halt_during_boot_fails_the_open_and_leaves_the_run_running(store, mon
 
 
 def test_a_run_started_that_does_not_commit_in_time_fails_the_open(store, monkeypatch):
-    original = MmapBackend.append_items
+    def slowed(original):
+        def slow(backend, *args):
+            time.sleep(0.3)
+            return original(backend, *args)
 
-    def slow(backend, items):
-        time.sleep(0.3)
-        return original(backend, items)
+        return slow
 
-    monkeypatch.setattr(MmapBackend, "append_items", slow)
+    for name in ("append_items", "append_channel"):  # the pure and the native path
+        monkeypatch.setattr(MmapBackend, name, slowed(getattr(MmapBackend, name)))
     with pytest.raises(MmapLogError, match="not committed within"):
         open_session(store, config=SessionConfig(run_started_timeout=0.05))
 

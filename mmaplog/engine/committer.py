@@ -82,21 +82,39 @@ class Committer:
     # -- committing ----------------------------------------------------------------------------
 
     def commit(self, batch: Sequence[AppendEntry | _Item]) -> None:
+        self._check_free_space()
+        if self._durability is Durability.ALWAYS:
+            for item in batch:
+                hwm = self._append((item,))
+                self._backend.sync()
+                self.publish(hwm, durable=True)
+            return
+        self._committed(self._append(batch))
+
+    def commit_channel(self, channel: object, n: int) -> None:
+        """``commit`` for ``n`` entries a native channel handed over (one at a time under
+        ``Durability.ALWAYS``: the channel then hands over batches of one)."""
+        self._check_free_space()
+        append_channel: Callable[[object, int], int] = self._backend.append_channel  # type: ignore[attr-defined]
+        hwm = append_channel(channel, n)
+        if self._durability is Durability.ALWAYS:
+            self._backend.sync()
+            self.publish(hwm, durable=True)
+            return
+        self._committed(hwm)
+
+    def _check_free_space(self) -> None:
         if self._free_bytes is not None:
             free = self._free_bytes()
             if free is not None and free < self._min_free:
                 raise DiskError(
                     f"free space below floor: {free} bytes free, floor is {self._min_free} bytes"
                 )
+
+    def _committed(self, hwm: int) -> None:
+        """After a batch reached ``hwm``: sync as the durability mode says, then publish."""
         backend = self._backend
         mode = self._durability
-        if mode is Durability.ALWAYS:
-            for item in batch:
-                hwm = self._append((item,))
-                backend.sync()
-                self.publish(hwm, durable=True)
-            return
-        hwm = self._append(batch)
         durable = False
         if mode is Durability.BATCH:
             backend.sync()

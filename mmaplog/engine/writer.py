@@ -33,6 +33,7 @@ from typing import Final
 from mmaplog.engine.clock import Clock, MonotonicWallClock, TestClock
 from mmaplog.engine.committer import Committer
 from mmaplog.engine.halt import BackpressureStall, HaltCallback, HaltReason, halt_reason_from_error
+from mmaplog.engine.native_queue import NativeQueue
 from mmaplog.engine.writer_config import Durability, WriterConfig
 from mmaplog.engine.writer_errors import HaltSignaled, SubmitError, WriterClosed
 from mmaplog.engine.writer_state import (
@@ -49,6 +50,7 @@ from mmaplog.engine.writer_state import (
 )
 from mmaplog.errors import BackendError, LogClosedError, MmapLogError, WriterBrokenError
 from mmaplog.storage.backend import EventStore
+from mmaplog.storage.core import native
 from mmaplog.storage.entry import AppendEntry, EntryDraft, Headers, IndexKey
 from mmaplog.storage.entry_hash import headers_tail
 from mmaplog.storage.manifest import SnapshotAnchor
@@ -124,6 +126,10 @@ class EventStoreWriter:
         self._dequeued = hwm
         self._queue: SimpleQueue[_Item | _Control] = SimpleQueue()
         self._put = self._queue.put
+        # The native core's queue, when it is loaded and the backend frames channel batches.
+        self._native: NativeQueue | None = None
+        if native is not None and not self._inline and hasattr(backend, "append_channel"):
+            self._native = NativeQueue(native, backend, config)
         # Commit side: the committer publishes the committed and durable high-watermarks.
         self._commit = committer.commit
 
@@ -231,7 +237,14 @@ class EventStoreWriter:
             if self._state:
                 raise self._closed_error()
             seq = self._accepted + 1
-            if seq - self._dequeued <= self._capacity:
+            queue = self._native
+            if queue is not None:
+                now = self._now()
+                stamp = now if ts_init is None else ts_init
+                if queue.offer(seq, now, topic, payload_type, payload, stamp, headers, index_keys):
+                    self._accepted = seq
+                    return seq
+            elif seq - self._dequeued <= self._capacity:
                 now = self._now()
                 self._put(
                     (
@@ -267,10 +280,10 @@ class EventStoreWriter:
                 if self._state:
                     raise self._closed_error()
                 seq = self._accepted + 1
-                if seq - self._dequeued <= self._capacity:
-                    now = self._now()
-                    stamp = now if ts_init is None else ts_init
-                    self._put((seq, now, topic, payload_type, payload, stamp, headers, index_keys))
+                now = self._now()
+                stamp = now if ts_init is None else ts_init
+                item = (seq, now, topic, payload_type, payload, stamp, headers, index_keys)
+                if self._offer(item):
                     self._accepted = seq
                     return seq
                 stalled = time.monotonic() - start
@@ -281,6 +294,22 @@ class EventStoreWriter:
                 self._fire_halt(BackpressureStall(stalled, threshold))
                 raise HaltSignaled(stalled, threshold)
             time.sleep(_STALL_POLL)
+
+    def _offer(self, item: _Item) -> bool:
+        """Queue one entry if the channel has room (the caller holds ``_lock``)."""
+        if self._native is not None:
+            return self._native.offer(*item)
+        if item[0] - self._dequeued > self._capacity:
+            return False
+        self._put(item)
+        return True
+
+    def _request(self, control: _Control) -> None:
+        """Queue a request behind every entry accepted so far (the caller holds ``_lock``)."""
+        if self._native is not None:
+            self._native.request(control, self._accepted)
+        else:
+            self._put(control)
 
     def _closed_error(self) -> WriterClosed:
         state = self._state
@@ -322,7 +351,10 @@ class EventStoreWriter:
         if flush and self._committer.hwm < seq:
             with self._lock:
                 if not self._inline and self._state in (_OPEN, _HALTED):
-                    self._put(_FLUSH_REQUEST)
+                    if self._native is not None:
+                        self._native.flush()
+                    else:
+                        self._put(_FLUSH_REQUEST)
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def failed() -> BaseException | None:
@@ -358,8 +390,13 @@ class EventStoreWriter:
                     raise self._broken_error("record a snapshot anchor")
                 if self._state:
                     raise self._closed_error()
-                if self._accepted - self._dequeued < self._capacity:
-                    self._put(control)
+                room = (
+                    self._native.has_room()
+                    if self._native is not None
+                    else self._accepted - self._dequeued < self._capacity
+                )
+                if room:
+                    self._request(control)
                     break
                 stalled = time.monotonic() - start
                 halted = stalled >= threshold
@@ -415,9 +452,18 @@ class EventStoreWriter:
             if state in (_OPEN, _HALTED):
                 self._state = _CLOSING
                 seq = self._accepted + 1
-                self._put(self._run_ended_item(seq, run_ended))
+                item = self._run_ended_item(seq, run_ended)
+                if self._native is None:
+                    self._put(item)
+                    self._accepted = seq
+                    self._request(control)
+        if state in (_OPEN, _HALTED) and self._native is not None:
+            # No producer submits once the state is CLOSING: offer the last entry until the
+            # writer thread has made room for it, then the request behind it.
+            self._offer_closing(item, timeout)
+            with self._lock:
                 self._accepted = seq
-                self._put(control)
+                self._request(control)
         if state == _CLOSED:
             return self._committer.hwm
         if state == _FAILED:
@@ -448,7 +494,7 @@ class EventStoreWriter:
                 self._state = _CLOSED
                 if not self._inline:
                     control = _Control(_Kind.STOP)
-                    self._put(control)
+                    self._request(control)
         if state == _CLOSING:
             raise WriterClosed("event store writer is closing")
         if control is not None:
@@ -456,6 +502,15 @@ class EventStoreWriter:
         self._join(timeout)
         self._committer.mark_stopped()
         return self._committer.hwm
+
+    def _offer_closing(self, item: _Item, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._offer(item):
+            if self._committer.stopped or time.monotonic() > deadline:
+                raise WriterBrokenError(
+                    f"event store writer could not take the run's last entry within {timeout} s"
+                )
+            time.sleep(_STALL_POLL)
 
     def _join(self, timeout: float) -> None:
         thread = self._thread
@@ -560,7 +615,10 @@ class EventStoreWriter:
 
     def _run(self) -> None:
         try:
-            self._loop()
+            if self._native is not None:
+                self._native.run(self._committer, self._handle)
+            else:
+                self._loop()
         except BaseException as exc:  # noqa: BLE001 - kept, reported by halt and re-raised
             self._fail(exc)
         finally:
@@ -639,6 +697,8 @@ class EventStoreWriter:
             # reason was reported, so "first reason wins" keeps the precise one.
             self._fire_halt(halt_reason_from_error(exc, uncommitted))
         # Release whoever waits on a request still queued; the entries are counted above.
+        if self._native is not None:
+            self._native.fail_requests(exc)
         while True:
             try:
                 item = self._queue.get_nowait()

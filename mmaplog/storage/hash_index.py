@@ -651,6 +651,43 @@ class HashIndex:
         _extend(self._fd, self._size, new_size, self._path)
         self._remap(new_size)
 
+    # ------------------------------------------------------------------ the native core
+
+    def native_geometry(self) -> tuple[mmap.mmap, int, int, int, int, int, bool]:
+        """What the native writer (``FrameWriter.set_hix``) works on: the writable map, slot
+        count, heap start, and the writer's copies of heap_used, key_count, the largest seq
+        added and the dirty flag."""
+        self._check_writer()
+        return (
+            self._mm,
+            self._slots,
+            self._hs,
+            self._heap_used,
+            self._key_count,
+            self._max_added,
+            self._dirty,
+        )
+
+    def adopt_native_state(
+        self, heap_used: int, key_count: int, max_added: int, dirty: bool
+    ) -> None:
+        """The native writer added postings through the map: take over its copies of the
+        writer state, so growth, commit and truncate see what it wrote."""
+        self._check_writer()
+        self._heap_used = heap_used
+        self._key_count = key_count
+        self._max_added = max_added
+        self._dirty = dirty
+
+    def grow_for_native(self, need_end: int | None) -> None:
+        """Double the slot table (``need_end`` None) or grow the heap to ``need_end`` bytes,
+        as an insert in Python would have before writing."""
+        self._check_writer()
+        if need_end is None:
+            self._grow_table(self._slots << 1)
+        else:
+            self._grow(need_end)
+
     # ------------------------------------------------------------------ rewriting
 
     def _grow_table(self, new_slots: int) -> None:

@@ -35,6 +35,7 @@ from mmaplog.errors import (
 )
 from mmaplog.storage.backend import check_anchor, check_batch, check_seal_status
 from mmaplog.storage.batch import EntryBatch, iter_batches
+from mmaplog.storage.core import native
 from mmaplog.storage.entry import (
     AppendEntry,
     DraftItem,
@@ -58,6 +59,7 @@ from mmaplog.storage.manifest import (
     validate_run_id,
     write_manifest,
 )
+from mmaplog.storage.native_append import Channel, NativeAppender
 from mmaplog.storage.repair import TailRepair, TailRepairer
 from mmaplog.storage.run_dir import (
     INDEX,
@@ -117,6 +119,7 @@ class MmapBackend:
         self._lock_fd = -1
         self._segments: SegmentSet | None = None
         self._framer: Framer | None = None
+        self._appender: NativeAppender | None = None
         self._index: SeqIndex | None = None
         self._keys: HashIndex | None = None
         self._symbols: SymbolTable | None = None
@@ -381,6 +384,36 @@ class MmapBackend:
             expected += 1
         return self._append_rows([(*item, None) for item in items])
 
+    # --- appending on the native core ------------------------------------------------------
+    def intern_names(self, topic: str, payload_type: str) -> tuple[int, int, bytes]:
+        """Symbol ids of a (topic, payload_type) pair, interned on first use, and the pair as
+        the entry hash frames it: the native channel's callback (engine thread)."""
+        return self._require_framer().ids_for(topic, payload_type)
+
+    def append_channel(self, channel: Channel, n: int) -> int:
+        """``append_items`` for the ``n`` entries a native channel's ``wait`` handed over:
+        the same frames, records and postings, written by the native core with the GIL
+        released. The caller releases the channel's batch afterwards."""
+        self._check_appendable()
+        if native is None:
+            raise BackendError("the native core is not loaded")
+        appender = self._appender
+        if appender is None:
+            appender = self._appender = NativeAppender(
+                native,
+                self._require_segments(),
+                self._require_index(),
+                self._require_keys(),
+                self._max_ts or 0,
+            )
+        try:
+            last, ts_max = appender.append(channel, n, self._hwm)
+        except OSError as exc:
+            raise classify_os_error(exc, "append batch") from exc
+        self._hwm = last
+        self._max_ts = ts_max
+        return last
+
     def _check_appendable(self) -> None:
         manifest = self._run()
         if not self._writable:
@@ -589,6 +622,9 @@ class MmapBackend:
             self._last_index_sync = now
 
     def close(self) -> None:
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
         if self._segments is not None:
             self._segments.close()
         self._segments = None

@@ -140,19 +140,27 @@ class SeqIndex:
         pwrite_all(self._fd, _COUNT.pack(count), INDEX_COMMITTED_OFFSET)
 
     # --- writing ----------------------------------------------------------------------------
-    def write_records(self, first_seq: int, data: bytes | bytearray) -> None:
-        """Write whole records from ``first_seq`` on; in a version-2 file each record's last 8
-        bytes are set to its checksum here (callers leave them zero)."""
-        if self.checksummed:
-            data = with_checksums(data)
-        offset = INDEX_HEADER_SIZE + (first_seq - 1) * INDEX_RECORD_SIZE
-        end = offset + len(data)
+    def ensure_capacity(self, end: int) -> None:
+        """The file holds at least ``end`` bytes, growing by doubling (``posix_fallocate``)."""
         if end > self._capacity_bytes:
             new = self._capacity_bytes
             while new < end:
                 new = INDEX_HEADER_SIZE + 2 * (new - INDEX_HEADER_SIZE)
             preallocate(self._fd, new)
             self._capacity_bytes = new
+
+    @property
+    def fd(self) -> int:
+        """The file descriptor, for the native writer's ``pwrite`` of records."""
+        return self._fd
+
+    def write_records(self, first_seq: int, data: bytes | bytearray) -> None:
+        """Write whole records from ``first_seq`` on; in a version-2 file each record's last 8
+        bytes are set to its checksum here (callers leave them zero)."""
+        if self.checksummed:
+            data = with_checksums(data)
+        offset = INDEX_HEADER_SIZE + (first_seq - 1) * INDEX_RECORD_SIZE
+        self.ensure_capacity(offset + len(data))
         pwrite_all(self._fd, data, offset)
 
     def truncate_records(self, count: int) -> None:

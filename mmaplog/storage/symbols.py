@@ -148,8 +148,15 @@ class SymbolTable:
     def sync(self) -> None:
         """fdatasync when a name was added since the last sync."""
         if self._unsynced:
-            os.fdatasync(self._fd)
+            # Cleared before the sync: with the native core the engine thread interns names
+            # while the writer thread syncs, and a name added during the fdatasync must keep
+            # the flag for the next sync.
             self._unsynced = False
+            try:
+                os.fdatasync(self._fd)
+            except BaseException:
+                self._unsynced = True
+                raise
 
     def close(self) -> None:
         if self._fd >= 0:

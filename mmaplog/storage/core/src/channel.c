@@ -1,0 +1,680 @@
+/*
+ * channel.c - the submit channel between the engine thread and the writer thread.
+ *
+ * Python twin: the SimpleQueue of mmaplog/engine/writer.py. One producer at a time (the
+ * writer's submit lock serialises producers) and one consumer (the writer thread).
+ *
+ * submit() copies an entry into a preallocated slot and the bytes it carries (payload, the
+ * frame's index-key block, the hash-index posting list) into a byte arena, then publishes the
+ * slot with a release store of `head`. Nothing is allocated per entry: payloads larger than a
+ * quarter of the arena are the exception and get their own buffer.
+ *
+ * wait() (GIL released) blocks until a batch is ready: at least one entry, then more until
+ * max_batch entries or the latency window ends, as the Python loop does. The slots it hands
+ * over stay the writer's until release(), so framing reads them without a copy.
+ */
+#include "native.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WAIT_EMPTY 1 /* the writer sleeps until the first entry arrives */
+#define WAIT_FILL 2  /* the writer sleeps until the batch is full (or the window ends) */
+
+static PyObject *str_correlation_id, *str_causation_id, *str_int, *str_kind, *str_key;
+
+/* --- small helpers ----------------------------------------------------------------------- */
+
+static uint64_t round_pow2(uint64_t v) {
+    uint64_t p = 1;
+    while (p < v) p <<= 1;
+    return p;
+}
+
+static void deadline_after(struct timespec *ts, double seconds) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    if (seconds < 0) seconds = 0;
+    time_t whole = (time_t)seconds;
+    long nanos = (long)((seconds - (double)whole) * 1e9);
+    ts->tv_sec += whole;
+    ts->tv_nsec += nanos;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static int before(const struct timespec *deadline) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec < deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec < deadline->tv_nsec);
+}
+
+/* A UUID object -> its 16 big-endian bytes, read from its `int` attribute. */
+static int uuid_bytes(PyObject *uuid, unsigned char out[16]) {
+    PyObject *value = PyObject_GetAttr(uuid, str_int);
+    if (value == NULL) return -1;
+    if (!PyLong_Check(value)) {
+        Py_DECREF(value);
+        PyErr_SetString(PyExc_TypeError, "header id is not a uuid.UUID");
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t n = PyLong_AsNativeBytes(
+        value, out, 16, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+    int rc = (n < 0 || n > 16) ? -1 : 0;
+    if (n > 16) PyErr_SetString(PyExc_OverflowError, "uuid int does not fit 16 bytes");
+#else
+    int rc = _PyLong_AsByteArray((PyLongObject *)value, out, 16, 0, 0);
+#endif
+    Py_DECREF(value);
+    return rc;
+}
+
+/* --- the pair table ------------------------------------------------------------------------ */
+
+const mml_pair *mml_channel_pair(const mml_channel *ch, uint32_t index) {
+    return &ch->chunks[index / MML_PAIR_CHUNK][index % MML_PAIR_CHUNK];
+}
+
+/* The pair index of (topic, payload_type), interning the names on first use. Returns -1 with
+ * a Python error set when interning failed (the entry is then submitted as a bad entry). */
+static long pair_index(mml_channel *ch, PyObject *topic, PyObject *ptype) {
+    PyObject *inner = PyDict_GetItemWithError(ch->pair_ids, topic);
+    if (inner != NULL) {
+        PyObject *found = PyDict_GetItemWithError(inner, ptype);
+        if (found != NULL) return PyLong_AsLong(found);
+    }
+    if (PyErr_Occurred()) return -1;
+    if (ch->npairs >= MML_PAIR_CHUNK * MML_PAIR_CHUNKS) {
+        PyErr_SetString(PyExc_OverflowError, "too many distinct (topic, payload_type) pairs");
+        return -1;
+    }
+    PyObject *got = PyObject_CallFunctionObjArgs(ch->intern, topic, ptype, NULL);
+    if (got == NULL) return -1;
+    unsigned long topic_id, type_id;
+    const char *names;
+    Py_ssize_t names_len;
+    if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 3 ||
+        !PyBytes_Check(PyTuple_GET_ITEM(got, 2))) {
+        Py_DECREF(got);
+        PyErr_SetString(PyExc_TypeError, "intern must return (topic_id, type_id, names)");
+        return -1;
+    }
+    topic_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(got, 0));
+    type_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(got, 1));
+    if (PyErr_Occurred() || topic_id > UINT32_MAX || type_id > UINT32_MAX) {
+        Py_DECREF(got);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_OverflowError, "symbol id too large");
+        return -1;
+    }
+    PyBytes_AsStringAndSize(PyTuple_GET_ITEM(got, 2), (char **)&names, &names_len);
+    uint32_t index = ch->npairs;
+    mml_pair **chunk = &ch->chunks[index / MML_PAIR_CHUNK];
+    if (*chunk == NULL) {
+        *chunk = calloc(MML_PAIR_CHUNK, sizeof(mml_pair));
+        if (*chunk == NULL) {
+            Py_DECREF(got);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    mml_pair *pair = &(*chunk)[index % MML_PAIR_CHUNK];
+    pair->names = malloc((size_t)names_len);
+    if (pair->names == NULL) {
+        Py_DECREF(got);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(pair->names, names, (size_t)names_len);
+    pair->names_len = (uint32_t)names_len;
+    pair->topic_id = (uint32_t)topic_id;
+    pair->type_id = (uint32_t)type_id;
+    Py_DECREF(got);
+    /* Visible to the writer thread through the release store of `head` of the first entry
+     * that names it. */
+    ch->npairs = index + 1;
+    if (inner == NULL) {
+        inner = PyDict_New();
+        if (inner == NULL) return -1;
+        int rc = PyDict_SetItem(ch->pair_ids, topic, inner);
+        Py_DECREF(inner); /* the outer dict holds it */
+        if (rc < 0) return -1;
+    }
+    PyObject *key = PyLong_FromUnsignedLong(index);
+    if (key == NULL) return -1;
+    int rc = PyDict_SetItem(inner, ptype, key);
+    Py_DECREF(key);
+    if (rc < 0) return -1;
+    return (long)index;
+}
+
+/* --- submit (engine thread, GIL held) ---------------------------------------------------- */
+
+/* One index key, parsed: its kind, its UTF-8 text (the key block) and the bytes it is posted
+ * under (the text, or the 16 UUID bytes for a correlation id). */
+typedef struct {
+    unsigned kind;
+    const char *text;
+    Py_ssize_t text_len;
+    unsigned char posted[16]; /* for correlation ids */
+    int posted_is_uuid;
+} key_view;
+
+#define MAX_KEYS 64
+#define DROP_KEYS()                                  \
+    do {                                             \
+        Py_DECREF(key_objs);                         \
+        if (views != few) PyMem_Free(views);         \
+    } while (0)
+
+/* Record a bad entry: the exception the pure path's writer would raise on meeting it. */
+static int remember_error(mml_channel *ch, uint64_t seq, PyObject *error) {
+    PyObject *key = PyLong_FromUnsignedLongLong(seq);
+    if (key == NULL) return -1;
+    int rc = PyDict_SetItem(ch->errors, key, error);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* The current Python exception becomes the entry's error. */
+static int remember_current(mml_channel *ch, uint64_t seq) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    int rc = value != NULL ? remember_error(ch, seq, value) : -1;
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return rc;
+}
+
+/* A BackendError built by the Python side for an index key the pure path rejects. */
+static int remember_key_error(mml_channel *ch, uint64_t seq, const char *why, PyObject *key) {
+    PyObject *error = PyObject_CallFunction(ch->make_error, "sO", why, key);
+    if (error == NULL) return -1;
+    int rc = remember_error(ch, seq, error);
+    Py_DECREF(error);
+    return rc;
+}
+
+/* Reserve `need` contiguous arena bytes; NULL when the arena is full (backpressure). */
+static unsigned char *arena_reserve(mml_channel *ch, size_t need, size_t *cost) {
+    size_t used = atomic_load_explicit(&ch->arena_used, memory_order_acquire);
+    size_t free_bytes = ch->arena_size - used;
+    size_t head = ch->arena_head;
+    if (head + need <= ch->arena_size) {
+        if (need > free_bytes) return NULL;
+        *cost = need;
+        ch->arena_head = head + need;
+        return ch->arena + head;
+    }
+    size_t waste = ch->arena_size - head; /* skip the arena's end, start again at 0 */
+    if (waste + need > free_bytes) return NULL;
+    *cost = waste + need;
+    ch->arena_head = need;
+    return ch->arena;
+}
+
+static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "submit(seq, ts_publish, topic, payload_type, payload, ts_init, "
+                        "headers, index_keys)");
+        return NULL;
+    }
+    uint64_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
+    uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_acquire);
+    if (head - taken >= ch->capacity) Py_RETURN_FALSE; /* channel_capacity entries wait */
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t ts_publish = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t ts_init = PyLong_AsUnsignedLongLong(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *headers = args[6];
+    PyObject *keys = args[7];
+
+    Py_buffer payload;
+    if (PyObject_GetBuffer(args[4], &payload, PyBUF_SIMPLE) < 0) return NULL;
+    mml_slot slot;
+    memset(&slot, 0, sizeof slot);
+    slot.seq = seq;
+    slot.ts_publish = ts_publish;
+    slot.ts_init = ts_init;
+    if ((uint64_t)payload.len > UINT32_MAX) {
+        PyBuffer_Release(&payload);
+        PyErr_SetString(PyExc_OverflowError, "payload larger than 4 GiB");
+        return NULL;
+    }
+    slot.payload_len = (uint32_t)payload.len;
+
+    /* headers: correlation and causation ids (None when absent) */
+    PyObject *corr = PyObject_GetAttr(headers, str_correlation_id);
+    PyObject *caus = corr != NULL ? PyObject_GetAttr(headers, str_causation_id) : NULL;
+    if (caus == NULL) {
+        Py_XDECREF(corr);
+        PyBuffer_Release(&payload);
+        return NULL;
+    }
+    int bad = 0; /* the entry is queued, but fails the writer when it reaches it */
+    if (corr != Py_None) {
+        slot.flags |= MML_FLAG_CORRELATION;
+        if (uuid_bytes(corr, slot.corr) < 0) bad = 1;
+    }
+    if (!bad && caus != Py_None) {
+        slot.flags |= MML_FLAG_CAUSATION;
+        if (uuid_bytes(caus, slot.caus) < 0) bad = 1;
+    }
+    Py_DECREF(corr);
+    Py_DECREF(caus);
+    if (bad && remember_current(ch, seq) < 0) goto fail;
+
+    /* index keys -> key block and posting list sizes */
+    key_view few[MAX_KEYS];
+    key_view *views = few;
+    PyObject *key_objs = PySequence_Fast(keys, "index_keys must be a sequence");
+    if (key_objs == NULL) goto fail;
+    Py_ssize_t nkeys = PySequence_Fast_GET_SIZE(key_objs);
+    if (nkeys > MAX_KEYS) { /* rare: more keys than the stack array holds */
+        views = PyMem_Malloc((size_t)nkeys * sizeof(key_view));
+        if (views == NULL) {
+            DROP_KEYS();
+            PyErr_NoMemory();
+            goto fail;
+        }
+    }
+    size_t keys_len = 0, postings_len = 0;
+    PyObject **items = PySequence_Fast_ITEMS(key_objs);
+    for (Py_ssize_t i = 0; i < nkeys && !bad; i++) {
+        PyObject *kind_obj = PyObject_GetAttr(items[i], str_kind);
+        PyObject *text_obj = kind_obj != NULL ? PyObject_GetAttr(items[i], str_key) : NULL;
+        if (text_obj == NULL) {
+            Py_XDECREF(kind_obj);
+            DROP_KEYS();
+            goto fail;
+        }
+        long kind = PyLong_AsLong(kind_obj);
+        key_view *v = &views[i];
+        v->kind = (unsigned)kind;
+        v->posted_is_uuid = 0;
+        v->text = PyErr_Occurred() ? NULL : PyUnicode_AsUTF8AndSize(text_obj, &v->text_len);
+        if (v->text == NULL) {
+            bad = 1;
+            if (remember_current(ch, seq) < 0) bad = -1;
+        } else if ((size_t)v->text_len > MML_MAX_KEY_BYTES) {
+            /* The pure path's two messages: one key (not a correlation id) is framed by the
+             * fast path, which does not quote the key. */
+            int single = nkeys == 1 && kind != (long)MML_KIND_CORRELATION;
+            bad = 1;
+            if (remember_key_error(ch, seq, single ? "long-single" : "long", text_obj) < 0)
+                bad = -1;
+        } else if (kind == (long)MML_KIND_CORRELATION) {
+            PyObject *stored = PyObject_CallFunctionObjArgs(ch->posting_key, kind_obj,
+                                                            text_obj, NULL);
+            if (stored == NULL || !PyBytes_Check(stored) || PyBytes_GET_SIZE(stored) != 16) {
+                Py_XDECREF(stored);
+                PyErr_Clear();
+                bad = 1;
+                if (remember_key_error(ch, seq, "uuid", text_obj) < 0) bad = -1;
+            } else {
+                memcpy(v->posted, PyBytes_AS_STRING(stored), 16);
+                v->posted_is_uuid = 1;
+                Py_DECREF(stored);
+            }
+        } else if (kind < 1 || kind > 255) {
+            bad = 1;
+            if (remember_key_error(ch, seq, "kind", kind_obj) < 0) bad = -1;
+        }
+        Py_DECREF(kind_obj);
+        Py_DECREF(text_obj); /* the UTF-8 buffer lives as long as the key object does */
+        if (!bad) {
+            keys_len += 3 + (size_t)v->text_len;
+            postings_len += 3 + (v->posted_is_uuid ? 16 : (size_t)v->text_len);
+        }
+    }
+    if (bad < 0) {
+        DROP_KEYS();
+        goto fail;
+    }
+    if (!bad && (slot.flags & MML_FLAG_CORRELATION)) postings_len += 3 + 16;
+    if (keys_len > UINT16_MAX) { /* the frame stores keys_len as u16 */
+        bad = 1;
+        PyErr_SetString(PyExc_OverflowError, "index-key block larger than 65535 bytes");
+        if (remember_current(ch, seq) < 0) {
+            DROP_KEYS();
+            goto fail;
+        }
+    }
+
+    /* names */
+    if (!bad) {
+        long pair = pair_index(ch, args[2], args[3]);
+        if (pair < 0) {
+            bad = 1;
+            if (remember_current(ch, seq) < 0) {
+                DROP_KEYS();
+                goto fail;
+            }
+        } else {
+            slot.pair = (uint32_t)pair;
+        }
+    }
+
+    /* copy the bytes into the arena (or an owned buffer for a big payload) */
+    size_t need = bad ? 0 : (size_t)payload.len + keys_len + postings_len;
+    size_t cost = 0;
+    unsigned char *data = NULL;
+    if (need > ch->arena_size / 4) {
+        data = malloc(need);
+        if (data == NULL) {
+            DROP_KEYS();
+            PyErr_NoMemory();
+            goto fail;
+        }
+    } else if (need) {
+        data = arena_reserve(ch, need, &cost);
+        if (data == NULL) { /* the arena is full: backpressure, nothing was consumed */
+            DROP_KEYS();
+            PyBuffer_Release(&payload);
+            Py_RETURN_FALSE;
+        }
+    }
+    if (!bad) {
+        unsigned char *p = data;
+        memcpy(p, payload.buf, (size_t)payload.len);
+        p += payload.len;
+        for (Py_ssize_t i = 0; i < nkeys; i++) { /* the frame's key block */
+            *p++ = (unsigned char)views[i].kind;
+            mml_put_u16(p, (uint16_t)views[i].text_len);
+            p += 2;
+            memcpy(p, views[i].text, (size_t)views[i].text_len);
+            p += views[i].text_len;
+        }
+        for (Py_ssize_t i = 0; i < nkeys; i++) { /* postings, in the pure path's order */
+            size_t n = views[i].posted_is_uuid ? 16 : (size_t)views[i].text_len;
+            *p++ = (unsigned char)views[i].kind;
+            mml_put_u16(p, (uint16_t)n);
+            p += 2;
+            memcpy(p, views[i].posted_is_uuid ? (const char *)views[i].posted : views[i].text,
+                   n);
+            p += n;
+        }
+        if (slot.flags & MML_FLAG_CORRELATION) { /* the header's correlation id, raw */
+            *p++ = MML_KIND_CORRELATION;
+            mml_put_u16(p, 16);
+            p += 2;
+            memcpy(p, slot.corr, 16);
+        }
+        slot.keys_len = (uint32_t)keys_len;
+        slot.postings_len = (uint32_t)postings_len;
+    } else {
+        slot.error = MML_SLOT_BAD;
+        slot.flags = 0;
+    }
+    DROP_KEYS();
+    PyBuffer_Release(&payload);
+    slot.data = data;
+    slot.arena_cost = cost;
+    slot.owned = need > 0 && cost == 0;
+    ch->slots[head & ch->mask] = slot;
+    /* Publish: the writer's acquire load of head sees the slot and its bytes. */
+    atomic_store_explicit(&ch->head, head + 1, memory_order_seq_cst);
+    int waiting = atomic_load_explicit(&ch->waiting, memory_order_seq_cst);
+    if (waiting == WAIT_EMPTY ||
+        (waiting == WAIT_FILL && head + 1 >= atomic_load(&ch->fill_target))) {
+        pthread_mutex_lock(&ch->lock);
+        pthread_cond_signal(&ch->cond);
+        pthread_mutex_unlock(&ch->lock);
+    }
+    Py_RETURN_TRUE;
+
+fail:
+    PyBuffer_Release(&payload);
+    return NULL;
+}
+
+/* --- the writer's side ------------------------------------------------------------------- */
+
+const mml_slot *mml_channel_slot(const mml_channel *ch, uint64_t index) {
+    return &ch->slots[index & ch->mask];
+}
+
+uint64_t mml_channel_tail(mml_channel *ch) {
+    return atomic_load_explicit(&ch->tail, memory_order_relaxed);
+}
+
+uint64_t mml_channel_taken(mml_channel *ch) {
+    return atomic_load_explicit(&ch->taken, memory_order_relaxed);
+}
+
+/* Sleep on the condition until `ready()` or the deadline; the caller holds ch->lock. */
+static int timed_wait(mml_channel *ch, const struct timespec *deadline) {
+    if (deadline == NULL) return pthread_cond_wait(&ch->cond, &ch->lock);
+    return pthread_cond_timedwait(&ch->cond, &ch->lock, deadline);
+}
+
+/* wait(max_batch, latency, timeout) -> n: take up to max_batch waiting entries.
+ * Blocks (GIL released) until one entry waits, or `timeout` seconds pass (timeout < 0: no
+ * limit), or wake() is called; then waits up to `latency` for the batch to fill. Returns the
+ * number of entries handed to the writer (0: timeout or wake with nothing waiting). */
+static PyObject *channel_wait(mml_channel *ch, PyObject *args) {
+    Py_ssize_t max_batch;
+    double latency, timeout;
+    if (!PyArg_ParseTuple(args, "ndd", &max_batch, &latency, &timeout)) return NULL;
+    if (max_batch < 1) max_batch = 1;
+    uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_relaxed);
+    if (taken != atomic_load_explicit(&ch->tail, memory_order_relaxed)) {
+        PyErr_SetString(PyExc_RuntimeError, "wait() before release() of the previous batch");
+        return NULL;
+    }
+    uint64_t avail;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec until;
+    if (timeout >= 0) deadline_after(&until, timeout);
+    avail = atomic_load_explicit(&ch->head, memory_order_acquire) - taken;
+    if (avail == 0 && !atomic_load(&ch->wake)) {
+        pthread_mutex_lock(&ch->lock);
+        atomic_store(&ch->waiting, WAIT_EMPTY);
+        for (;;) {
+            avail = atomic_load(&ch->head) - taken;
+            if (avail || atomic_load(&ch->wake)) break;
+            if (timed_wait(ch, timeout >= 0 ? &until : NULL) == ETIMEDOUT) {
+                avail = atomic_load(&ch->head) - taken;
+                break;
+            }
+        }
+        atomic_store(&ch->waiting, 0);
+        pthread_mutex_unlock(&ch->lock);
+    }
+    if (avail && avail < (uint64_t)max_batch && !atomic_load(&ch->wake) && latency > 0) {
+        /* Group commit: give the batch the latency window to fill. */
+        struct timespec window;
+        deadline_after(&window, latency);
+        pthread_mutex_lock(&ch->lock);
+        atomic_store(&ch->fill_target, taken + (uint64_t)max_batch);
+        atomic_store(&ch->waiting, WAIT_FILL);
+        for (;;) {
+            avail = atomic_load(&ch->head) - taken;
+            if (avail >= (uint64_t)max_batch || atomic_load(&ch->wake) || !before(&window))
+                break;
+            if (timed_wait(ch, &window) == ETIMEDOUT) {
+                avail = atomic_load(&ch->head) - taken;
+                break;
+            }
+        }
+        atomic_store(&ch->waiting, 0);
+        pthread_mutex_unlock(&ch->lock);
+    }
+    atomic_store(&ch->wake, 0);
+    if (avail > (uint64_t)max_batch) avail = (uint64_t)max_batch;
+    atomic_store_explicit(&ch->taken, taken + avail, memory_order_release);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromUnsignedLongLong(avail);
+}
+
+/* release(): the taken batch was committed (or abandoned); its slots and bytes are free. */
+static PyObject *channel_release(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
+    uint64_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+    uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_relaxed);
+    size_t arena = 0;
+    for (uint64_t i = tail; i < taken; i++) {
+        mml_slot *slot = &ch->slots[i & ch->mask];
+        if (slot->owned) free(slot->data); /* the buffer of a big payload */
+        arena += slot->arena_cost;
+        slot->data = NULL;
+        slot->owned = 0;
+    }
+    /* Release: the producer may reuse these bytes and slots only after we are done. */
+    atomic_fetch_sub_explicit(&ch->arena_used, arena, memory_order_release);
+    atomic_store_explicit(&ch->tail, taken, memory_order_release);
+    Py_RETURN_NONE;
+}
+
+/* wake(): a flush or a control request: the writer stops waiting for a fuller batch. */
+static PyObject *channel_wake(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
+    atomic_store(&ch->wake, 1);
+    pthread_mutex_lock(&ch->lock);
+    pthread_cond_signal(&ch->cond);
+    pthread_mutex_unlock(&ch->lock);
+    Py_RETURN_NONE;
+}
+
+/* has_room(): a submit would not wait (the anchor request obeys the same rule). */
+static PyObject *channel_has_room(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
+    uint64_t head = atomic_load(&ch->head), taken = atomic_load(&ch->taken);
+    return PyBool_FromLong(head - taken < ch->capacity);
+}
+
+/* take_error(seq) -> the exception recorded for a bad entry (removed), or None. */
+static PyObject *channel_take_error(mml_channel *ch, PyObject *seq) {
+    PyObject *error = PyDict_GetItemWithError(ch->errors, seq);
+    if (error == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(error);
+    if (PyDict_DelItem(ch->errors, seq) < 0) {
+        Py_DECREF(error);
+        return NULL;
+    }
+    return error;
+}
+
+static PyObject *channel_counts(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
+    return Py_BuildValue("KKK", (unsigned long long)atomic_load(&ch->head),
+                         (unsigned long long)atomic_load(&ch->taken),
+                         (unsigned long long)atomic_load(&ch->tail));
+}
+
+/* --- life cycle -------------------------------------------------------------------------- */
+
+static int channel_init(mml_channel *ch, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"capacity", "max_batch", "arena_bytes", "intern", "posting_key",
+                             "make_error", NULL};
+    Py_ssize_t capacity, max_batch, arena_bytes;
+    PyObject *intern, *posting_key, *make_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnOOO", kwlist, &capacity, &max_batch,
+                                     &arena_bytes, &intern, &posting_key, &make_error))
+        return -1;
+    if (ch->slots != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Channel is already initialised");
+        return -1;
+    }
+    if (capacity < 1 || max_batch < 1 || arena_bytes < 4096) {
+        PyErr_SetString(PyExc_ValueError, "capacity, max_batch >= 1 and arena_bytes >= 4096");
+        return -1;
+    }
+    uint64_t nslots = round_pow2((uint64_t)capacity + (uint64_t)max_batch);
+    ch->slots = calloc(nslots, sizeof(mml_slot));
+    ch->arena = malloc((size_t)arena_bytes);
+    if (ch->slots == NULL || ch->arena == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ch->mask = nslots - 1;
+    ch->capacity = (uint64_t)capacity;
+    ch->arena_size = (size_t)arena_bytes;
+    ch->pair_ids = PyDict_New();
+    ch->errors = PyDict_New();
+    if (ch->pair_ids == NULL || ch->errors == NULL) return -1;
+    Py_INCREF(intern);
+    ch->intern = intern;
+    Py_INCREF(posting_key);
+    ch->posting_key = posting_key;
+    Py_INCREF(make_error);
+    ch->make_error = make_error;
+    pthread_mutex_init(&ch->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&ch->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    ch->closed = 1; /* "closed" here means: the mutex and cond exist and need destroying */
+    return 0;
+}
+
+static void channel_dealloc(mml_channel *ch) {
+    if (ch->slots != NULL) {
+        uint64_t head = atomic_load(&ch->head);
+        for (uint64_t i = atomic_load(&ch->tail); i < head; i++) {
+            mml_slot *slot = &ch->slots[i & ch->mask];
+            if (slot->owned) free(slot->data);
+        }
+        free(ch->slots);
+    }
+    free(ch->arena);
+    for (uint32_t c = 0; c < MML_PAIR_CHUNKS && ch->chunks[c] != NULL; c++) {
+        for (uint32_t i = 0; i < MML_PAIR_CHUNK; i++) free(ch->chunks[c][i].names);
+        free(ch->chunks[c]);
+    }
+    Py_XDECREF(ch->pair_ids);
+    Py_XDECREF(ch->errors);
+    Py_XDECREF(ch->intern);
+    Py_XDECREF(ch->posting_key);
+    Py_XDECREF(ch->make_error);
+    if (ch->closed) {
+        pthread_mutex_destroy(&ch->lock);
+        pthread_cond_destroy(&ch->cond);
+    }
+    Py_TYPE(ch)->tp_free((PyObject *)ch);
+}
+
+static PyMethodDef channel_methods[] = {
+    {"submit", (PyCFunction)(void (*)(void))channel_submit, METH_FASTCALL,
+     "submit(seq, ts_publish, topic, payload_type, payload, ts_init, headers, index_keys) -> "
+     "bool: copy one entry in; False when the channel is full (nothing taken)."},
+    {"wait", (PyCFunction)channel_wait, METH_VARARGS,
+     "wait(max_batch, latency, timeout) -> n: take up to max_batch entries (GIL released)."},
+    {"release", (PyCFunction)channel_release, METH_NOARGS,
+     "release(): the taken batch is done; its slots and bytes are free again."},
+    {"wake", (PyCFunction)channel_wake, METH_NOARGS,
+     "wake(): stop waiting for a fuller batch (flush or control request)."},
+    {"has_room", (PyCFunction)channel_has_room, METH_NOARGS, "has_room() -> bool"},
+    {"take_error", (PyCFunction)channel_take_error, METH_O,
+     "take_error(seq) -> the exception of a bad entry, or None."},
+    {"counts", (PyCFunction)channel_counts, METH_NOARGS, "counts() -> (head, taken, tail)"},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject mml_ChannelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mmaplog.storage.core._native.Channel",
+    .tp_basicsize = sizeof(mml_channel),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The submit channel: preallocated slots and an arena between two threads.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)channel_init,
+    .tp_dealloc = (destructor)channel_dealloc,
+    .tp_methods = channel_methods,
+};
+
+int mml_channel_init_strings(void) {
+    str_correlation_id = PyUnicode_InternFromString("correlation_id");
+    str_causation_id = PyUnicode_InternFromString("causation_id");
+    str_int = PyUnicode_InternFromString("int");
+    str_kind = PyUnicode_InternFromString("kind");
+    str_key = PyUnicode_InternFromString("key");
+    return (str_correlation_id && str_causation_id && str_int && str_kind && str_key) ? 0 : -1;
+}

@@ -1,0 +1,136 @@
+/*
+ * native.h - shared structs of mmaplog's native core.
+ *
+ * The core has two halves that meet in one object, the Channel:
+ *
+ *   engine thread (GIL held)               writer thread (GIL released in the loops)
+ *   Channel.submit: copy one entry into    Channel.wait: block until a batch is ready
+ *   a preallocated slot + arena bytes,     FrameWriter.frame/.write/.postings: frame the
+ *   publish it with a release store.       taken slots into segments, index and keys.hix
+ *                                          Channel.release: give the slots back.
+ *
+ * The Python twin of every loop here is the readable specification:
+ * mmaplog/engine/writer.py (the queue), mmaplog/storage/frames.py (framing),
+ * mmaplog/storage/hash_index.py (postings). Both write byte-identical runs.
+ */
+#ifndef MML_NATIVE_H
+#define MML_NATIVE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "hix.h"
+#include "xxh3.h"
+
+/* --- on-disk constants (mmaplog/storage/layout.py) --------------------------------------- */
+#define MML_SEGMENT_HEADER_SIZE 64u
+#define MML_FRAME_HEADER_SIZE 96u
+#define MML_FRAME_MAGIC 0x31464C4Du /* "MLF1" */
+#define MML_EOS_MAGIC 0x534F454Du   /* "MEOS" */
+#define MML_INDEX_HEADER_SIZE 64u
+#define MML_INDEX_RECORD_SIZE 96u
+#define MML_INDEX_RECORD_CHECKED 88u /* v2: xxh3-64 of these bytes sits in the last 8 */
+#define MML_FLAG_CORRELATION 1u
+#define MML_FLAG_CAUSATION 2u
+#define MML_MAX_KEY_BYTES 1024u
+#define MML_KIND_CORRELATION 5u
+
+/* --- the pair table: (topic, payload_type) -> symbol ids and their hashed form ----------- */
+/* Chunked so that the writer thread can read entries while the engine thread appends: a
+ * chunk, once published, never moves. */
+#define MML_PAIR_CHUNK 256u
+#define MML_PAIR_CHUNKS 4096u /* at most 1 Mi distinct (topic, payload_type) pairs */
+
+typedef struct {
+    uint32_t topic_id;
+    uint32_t type_id;
+    uint32_t names_len; /* u64be(len) + topic + u64be(len) + payload_type */
+    unsigned char *names;
+} mml_pair;
+
+/* --- one queued entry ---------------------------------------------------------------------- */
+/* Slot errors: set by submit on the engine thread, raised by the writer thread when it meets
+ * the entry, so a bad entry fails the writer exactly where the pure path would. */
+enum { MML_SLOT_OK = 0, MML_SLOT_BAD = 1 };
+
+typedef struct {
+    uint64_t seq;
+    uint64_t ts_publish;
+    uint64_t ts_init;
+    uint32_t pair;         /* index into the pair table */
+    uint32_t payload_len;
+    uint32_t keys_len;     /* bytes of the frame's index-key block */
+    uint32_t postings_len; /* bytes of the posting list: (u8 kind, u16 len, bytes)* */
+    uint16_t flags;        /* FLAG_CORRELATION | FLAG_CAUSATION */
+    uint16_t error;        /* MML_SLOT_* */
+    uint32_t owned;        /* data is a buffer of its own (a big payload), freed on release */
+    unsigned char *data;   /* payload, key block, posting list (arena or owned) */
+    size_t arena_cost;     /* arena bytes this entry holds, wrap waste included */
+    unsigned char corr[16];
+    unsigned char caus[16];
+} mml_slot;
+
+typedef struct {
+    PyObject_HEAD
+    /* ring of slots: [tail, taken) belong to the writer's current batch, [taken, head) wait */
+    mml_slot *slots;
+    uint64_t mask;         /* slot count - 1 (a power of two) */
+    uint64_t capacity;     /* at most this many entries wait (channel_capacity) */
+    _Atomic uint64_t head; /* next slot the producer fills (published with release) */
+    _Atomic uint64_t taken; /* slots handed to the writer (producer's room check) */
+    _Atomic uint64_t tail; /* slots released by the writer */
+    /* arena: a byte ring for entry data, allocated in producer order */
+    unsigned char *arena;
+    size_t arena_size;
+    size_t arena_head;             /* producer's next free byte */
+    _Atomic size_t arena_tail;     /* start of the oldest unreleased entry's bytes */
+    _Atomic size_t arena_used;     /* bytes between tail and head, wrap waste included */
+    /* pairs */
+    mml_pair *chunks[MML_PAIR_CHUNKS];
+    uint32_t npairs;
+    PyObject *pair_ids;    /* dict: topic str -> dict: payload_type str -> int pair index */
+    PyObject *intern;      /* callable (topic, payload_type) -> (topic_id, type_id, names) */
+    PyObject *posting_key; /* callable (kind, key) -> 16 bytes, ValueError when not a UUID */
+    PyObject *errors;      /* dict: seq -> the exception a bad entry fails the writer with */
+    PyObject *make_error;  /* callable (why, key) -> BackendError, as the pure path words it */
+    /* waking the writer */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    _Atomic int waiting;   /* the writer sleeps on cond (WAIT_EMPTY or WAIT_FILL) */
+    _Atomic uint64_t fill_target; /* WAIT_FILL: wake the writer when head reaches this */
+    _Atomic int wake;      /* flush or control request: stop waiting for a fuller batch */
+    int closed;
+} mml_channel;
+
+extern PyTypeObject mml_ChannelType;
+extern PyTypeObject mml_FrameWriterType;
+
+/* channel.c, for framewriter.c */
+const mml_pair *mml_channel_pair(const mml_channel *ch, uint32_t index);
+const mml_slot *mml_channel_slot(const mml_channel *ch, uint64_t index);
+uint64_t mml_channel_tail(mml_channel *ch);
+uint64_t mml_channel_taken(mml_channel *ch);
+
+/* little-endian stores / loads (the format is little-endian; x86-64 is too, but say so) */
+static inline void mml_put_u16(unsigned char *p, uint16_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+static inline void mml_put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void mml_put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void mml_put_u64be(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+static inline uint16_t mml_get_u16(const unsigned char *p) {
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+#endif /* MML_NATIVE_H */
