@@ -424,12 +424,11 @@ def profile(messages: list[Message], registry: EncoderRegistry, tmp: Path) -> di
     writer = EventStoreWriter.spawn(backend, MonotonicWallClock(), noop_halt, config)
 
     def submit_only() -> None:
+        # The writer thread runs meanwhile (on the native core it holds the GIL only between
+        # batches; on the pure core it competes for it).
         sub = writer.submit_fields
-        # Holding the commit condition parks the writer thread after its first batch, so the
-        # loop below times the enqueue alone, without the thread competing for the GIL.
-        with writer._cond:
-            for item in items:
-                sub(*item)
+        for item in items:
+            sub(*item)
 
     stages = {
         "encode + headers (registry)": _per_entry_us(encode_only, n),

@@ -148,3 +148,6 @@ class NativeAppender:
                 )
             raise BackendError(f"hash index refused a posting of seq {value}")
         keys.commit(last)
+        # commit() cleared the dirty flag: the next batch's first posting must set it again
+        # before anything is written past indexed_through (recovery rolls back from it).
+        fw.set_hix_state(*keys.native_geometry()[3:])

@@ -207,17 +207,22 @@ static unsigned char *arena_reserve(mml_channel *ch, size_t need, size_t *cost) 
     size_t used = atomic_load_explicit(&ch->arena_used, memory_order_acquire);
     size_t free_bytes = ch->arena_size - used;
     size_t head = ch->arena_head;
+    unsigned char *at;
     if (head + need <= ch->arena_size) {
         if (need > free_bytes) return NULL;
         *cost = need;
         ch->arena_head = head + need;
-        return ch->arena + head;
+        at = ch->arena + head;
+    } else {
+        size_t waste = ch->arena_size - head; /* skip the arena's end, start again at 0 */
+        if (waste + need > free_bytes) return NULL;
+        *cost = waste + need;
+        ch->arena_head = need;
+        at = ch->arena;
     }
-    size_t waste = ch->arena_size - head; /* skip the arena's end, start again at 0 */
-    if (waste + need > free_bytes) return NULL;
-    *cost = waste + need;
-    ch->arena_head = need;
-    return ch->arena;
+    /* The writer gives the bytes back in release(), entry by entry, in the same order. */
+    atomic_fetch_add_explicit(&ch->arena_used, *cost, memory_order_relaxed);
+    return at;
 }
 
 static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize_t nargs) {
@@ -384,13 +389,13 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
     }
     if (!bad) {
         unsigned char *p = data;
-        memcpy(p, payload.buf, (size_t)payload.len);
+        mml_copy(p, payload.buf, (size_t)payload.len);
         p += payload.len;
         for (Py_ssize_t i = 0; i < nkeys; i++) { /* the frame's key block */
             *p++ = (unsigned char)views[i].kind;
             mml_put_u16(p, (uint16_t)views[i].text_len);
             p += 2;
-            memcpy(p, views[i].text, (size_t)views[i].text_len);
+            mml_copy(p, views[i].text, (size_t)views[i].text_len);
             p += views[i].text_len;
         }
         for (Py_ssize_t i = 0; i < nkeys; i++) { /* postings, in the pure path's order */
@@ -398,8 +403,8 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
             *p++ = (unsigned char)views[i].kind;
             mml_put_u16(p, (uint16_t)n);
             p += 2;
-            memcpy(p, views[i].posted_is_uuid ? (const char *)views[i].posted : views[i].text,
-                   n);
+            mml_copy(p, views[i].posted_is_uuid ? (const char *)views[i].posted : views[i].text,
+                     n);
             p += n;
         }
         if (slot.flags & MML_FLAG_CORRELATION) { /* the header's correlation id, raw */

@@ -137,7 +137,7 @@ static void entry_hash(const mml_slot *s, const mml_pair *pair, unsigned char ou
         p += pair->names_len;
         memcpy(p, plen, sizeof plen);
         p += sizeof plen;
-        memcpy(p, s->data, s->payload_len);
+        mml_copy(p, s->data, s->payload_len);
         p += s->payload_len;
         memcpy(p, tail, ntail);
         h = mml_xxh3_128(stream, total, 0);
@@ -147,7 +147,7 @@ static void entry_hash(const mml_slot *s, const mml_pair *pair, unsigned char ou
         mml_xxh3_update(&st, head, sizeof head);
         mml_xxh3_update(&st, pair->names, pair->names_len);
         mml_xxh3_update(&st, plen, sizeof plen);
-        mml_xxh3_update(&st, s->data, s->payload_len);
+        mml_xxh3_update(&st, s->data, s->payload_len); /* > SMALL_HASH_INPUT: never empty */
         mml_xxh3_update(&st, tail, ntail);
         h = mml_xxh3_128_digest(&st);
     }
@@ -255,7 +255,7 @@ static frame_result frame_batch(mml_framewriter *fw) {
         if (s->flags & MML_FLAG_CAUSATION) memcpy(f + 64, s->caus, 16);
         else memset(f + 64, 0, 16);
         entry_hash(s, pair, f + 80);
-        memcpy(f + MML_FRAME_HEADER_SIZE, s->data, (size_t)s->payload_len + s->keys_len);
+        mml_copy(f + MML_FRAME_HEADER_SIZE, s->data, (size_t)s->payload_len + s->keys_len);
         memset(f + body, 0, pad);
         mml_put_u64(f + length - 8, mml_xxh3_64(f, length - 8, 0));
         if (s->ts_init > ts_max) ts_max = s->ts_init;
@@ -382,6 +382,7 @@ static PyObject *fw_postings(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) 
     Py_BEGIN_ALLOW_THREADS
     for (; fw->post_slot < fw->n; fw->post_slot++, fw->post_off = 0) {
         const mml_slot *s = mml_channel_slot(fw->channel, fw->tail + fw->post_slot);
+        if (s->postings_len == 0) continue; /* (and s->data may be NULL) */
         const unsigned char *list = s->data + s->payload_len + s->keys_len;
         while (fw->post_off < s->postings_len) {
             const unsigned char *p = list + fw->post_off;
@@ -480,6 +481,20 @@ static PyObject *fw_set_hix(mml_framewriter *fw, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* set_hix_state(heap_used, key_count, max_added, dirty): the Python HashIndex changed its
+ * writer copies (commit clears the dirty flag): the next postings must see that, or they
+ * would not mark the file dirty before writing past indexed_through. */
+static PyObject *fw_set_hix_state(mml_framewriter *fw, PyObject *args) {
+    unsigned long long heap_used, key_count, max_added;
+    int dirty;
+    if (!PyArg_ParseTuple(args, "KKKp", &heap_used, &key_count, &max_added, &dirty)) return NULL;
+    fw->hix.heap_used = heap_used;
+    fw->hix.key_count = key_count;
+    fw->hix.max_added = max_added;
+    fw->hix.dirty = dirty;
+    Py_RETURN_NONE;
+}
+
 /* hix_state() -> (heap_used, key_count, max_added, dirty): the writer copies, for HashIndex. */
 static PyObject *fw_hix_state(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue("KKKO", (unsigned long long)fw->hix.heap_used,
@@ -541,6 +556,8 @@ static PyMethodDef fw_methods[] = {
      "set_segments([(fd, size, number), ...], pos)"},
     {"set_hix", (PyCFunction)fw_set_hix, METH_VARARGS,
      "set_hix(mm, slots, heap_start, heap_used, key_count, max_added, dirty)"},
+    {"set_hix_state", (PyCFunction)fw_set_hix_state, METH_VARARGS,
+     "set_hix_state(heap_used, key_count, max_added, dirty)"},
     {"hix_state", (PyCFunction)fw_hix_state, METH_NOARGS,
      "hix_state() -> (heap_used, key_count, max_added, dirty)"},
     {"release_hix", (PyCFunction)fw_release_hix, METH_NOARGS, "release_hix()"},

@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "hix.h"
 #include "xxh3.h"
@@ -128,6 +129,10 @@ static inline void mml_put_u64(unsigned char *p, uint64_t v) {
 }
 static inline void mml_put_u64be(unsigned char *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+/* memcpy that accepts a NULL pointer for zero bytes (an empty payload has no buffer). */
+static inline void mml_copy(void *dst, const void *src, size_t n) {
+    if (n) memcpy(dst, src, n);
 }
 static inline uint16_t mml_get_u16(const unsigned char *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
