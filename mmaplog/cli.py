@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import msgspec
+import numpy as np
 
 from mmaplog._manifest import RunStatus
 from mmaplog._reader import Reader
@@ -39,7 +40,7 @@ from mmaplog._text import (
     silence_stdout,
 )
 from mmaplog._verify import verify
-from mmaplog.errors import CorruptionError, MmapLogError
+from mmaplog.errors import CorruptionError, IndexCorruptError, MmapLogError
 
 __all__ = ["main"]
 
@@ -255,7 +256,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     info = resolve(args)
     with Reader(info.run_dir) as reader:
         arr = reader.index()
-        names = reader.backend.symbol_names()
+        names = _checked_symbol_names(reader, arr)
         topics = collections.Counter(arr["topic"].tolist())
         types = collections.Counter(arr["ptype"].tolist())
         manifest = reader.manifest
@@ -295,6 +296,22 @@ def cmd_show(args: argparse.Namespace) -> int:
         for line in align(rows, right=(1,)):
             out(line)
     return EXIT_OK
+
+
+def _checked_symbol_names(reader: Reader, arr: Any) -> list[str]:
+    """The run's symbol names, after checking every index record names one of them: a
+    truncated symbols.sym or a damaged record is an IndexCorruptError, never an IndexError."""
+    names = reader.backend.symbol_names()
+    ids = np.concatenate((arr["topic"], arr["ptype"]))
+    bad = np.flatnonzero((ids == 0) | (ids > len(names)))
+    if bad.size:
+        seq = int(bad[0]) % len(arr) + 1
+        raise IndexCorruptError(
+            f"unknown symbol id {int(ids[bad[0]])} ({len(names)} symbols in symbols.sym)",
+            path=reader.backend.index_path,
+            seq=seq,
+        )
+    return names
 
 
 def entry_line(entry_fields: dict[str, Any]) -> list[str]:

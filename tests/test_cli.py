@@ -242,3 +242,27 @@ def test_every_admin_command_is_documented_in_the_cli_reference():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag not in ("--help", "--root", "--instance"):
                     assert flag in section, f"mmaplog {name} {flag} is not documented"
+
+
+# --- issue 12 ---------------------------------------------------------------------------------
+def test_show_on_a_run_with_a_truncated_symbol_table_is_one_corrupt_line(root, capsys):
+    symbols = root / "trader-001" / RUN_A / "symbols.sym"
+    data = symbols.read_bytes()
+    first_record = 8 + len(b"exec.command") + 8
+    symbols.write_bytes(data[: 16 + first_record])  # the payload type's name is gone
+    code, out, err = run_cli(capsys, "show", RUN_A, "--root", str(root))
+    assert code == 1
+    assert err.startswith("mmaplog: corrupt: unknown symbol id 2")
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_show_on_a_run_whose_index_names_an_unknown_topic_is_one_corrupt_line(root, capsys):
+    offset = 64 + 11 * 96 + 44  # record of seq 12, its topic id
+    with open(root / "trader-001" / RUN_A / "index.idx", "r+b") as f:
+        f.seek(offset)
+        f.write((9999).to_bytes(4, "little"))
+    code, _, err = run_cli(capsys, "show", RUN_A, "--root", str(root), "--json")
+    assert code == 1
+    assert err.startswith("mmaplog: corrupt: unknown symbol id 9999")
+    assert "seq=12" in err
