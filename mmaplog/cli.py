@@ -11,14 +11,27 @@ import collections
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import msgspec
 import numpy as np
 
+from mmaplog._cli_common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    Parser,
+    UsageError,
+    out,
+    print_json,
+    progress_bar,
+    resolve,
+    store_of,
+)
+from mmaplog._cli_salvage import add_salvage_parser
 from mmaplog._manifest import RunStatus
 from mmaplog._reader import Reader
 from mmaplog._recovery import recover_predecessors, recover_run
@@ -29,7 +42,7 @@ from mmaplog._retention import (
     parse_duration,
     plan_retention,
 )
-from mmaplog._store import RunInfo, Store, default_root
+from mmaplog._store import RunInfo
 from mmaplog._text import (
     align,
     entry_record,
@@ -44,21 +57,9 @@ from mmaplog.errors import CorruptionError, IndexCorruptError, MmapLogError
 
 __all__ = ["main"]
 
-PROG = "mmaplog"
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-
-class UsageError(Exception):
-    """Bad arguments: exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _root_parent() -> _Parser:
-    parent = _Parser(add_help=False)
+def _root_parent() -> Parser:
+    parent = Parser(add_help=False)
     parent.add_argument(
         "--root",
         type=Path,
@@ -71,8 +72,8 @@ def _root_parent() -> _Parser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _root_parent()
-    parser = _Parser(prog=PROG, description="Inspect, verify, recover and prune mmaplog runs.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = Parser(prog=PROG, description="Inspect, verify, recover and prune mmaplog runs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
@@ -142,49 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_gc)
+
+    add_salvage_parser(sub, common)
     return parser
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def store_of(args: argparse.Namespace) -> Store:
-    return Store(args.root if args.root is not None else default_root())
-
-
-def resolve(args: argparse.Namespace) -> RunInfo:
-    info = store_of(args).resolve(args.run, args.instance)
-    if info.manifest is None:
-        raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
-    return info
-
-
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-
-
-def print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
-
-
-@contextmanager
-def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on a terminal; silent when stderr is not a TTY."""
-    if not sys.stderr.isatty() or total <= 0:
-        yield lambda done: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        f"[bold]{label}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-        console=None,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=done)
-
-
 def run_row(info: RunInfo) -> dict[str, Any]:
     m = info.manifest
     if m is None:

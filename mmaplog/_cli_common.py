@@ -1,0 +1,79 @@
+"""What the ``mmaplog`` subcommands share: exit codes, the parser class that turns argparse
+errors into ``UsageError``, store resolution and plain output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+from mmaplog._store import RunInfo, Store, default_root
+from mmaplog.errors import MmapLogError
+
+__all__ = [
+    "EXIT_FAIL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "Parser",
+    "UsageError",
+    "out",
+    "print_json",
+    "progress_bar",
+    "resolve",
+    "store_of",
+]
+
+PROG = "mmaplog"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def store_of(args: argparse.Namespace) -> Store:
+    return Store(args.root if args.root is not None else default_root())
+
+
+def resolve(args: argparse.Namespace) -> RunInfo:
+    info = store_of(args).resolve(args.run, args.instance)
+    if info.manifest is None:
+        raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
+    return info
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal; silent when stderr is not a TTY."""
+    if not sys.stderr.isatty() or total <= 0:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        f"[bold]{label}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
