@@ -16,6 +16,9 @@ from mmaplog._capture import (
     SubmitCounter,
     TypedEncoder,
     TypeMismatch,
+    Unregistered,
+    UnregisteredMessageError,
+    UnregisteredMessageWarning,
     halt_reason_from_submit_error,
 )
 from mmaplog._halt import (
@@ -167,6 +170,9 @@ __all__ = [
     "TornFrameError",
     "TypeMismatch",
     "TypedEncoder",
+    "Unregistered",
+    "UnregisteredMessageError",
+    "UnregisteredMessageWarning",
     "VerifyReport",
     "WriterBrokenError",
     "WriterClosed",

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from mmaplog._bus import MessageBus
-from mmaplog._capture import BusCaptureAdapter, EncoderRegistry
+from mmaplog._capture import BusCaptureAdapter, EncoderRegistry, Unregistered
 from mmaplog._format import DEFAULT_SEGMENT_SIZE
 from mmaplog._halt import HaltReason, HaltSignal
-from mmaplog._manifest import RegisteredComponents, RunManifest, build_run_id
-from mmaplog._mmap_backend import MmapBackend
+from mmaplog._manifest import RegisteredComponents, RunManifest, build_run_id, write_manifest
+from mmaplog._mmap_backend import MANIFEST, MmapBackend
 from mmaplog._types import EntryDraft, Headers
 from mmaplog._writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
 from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
@@ -127,6 +127,7 @@ class RunSession:
             )
         try:
             self.writer.close(run_ended)
+            self._stamp_uncaptured()
         finally:
             self._backend.close()  # releases the LOCK and the files
         from mmaplog._reader import Reader
@@ -134,6 +135,15 @@ class RunSession:
         with Reader(self.run_dir) as reader:
             self._final = reader.manifest
         return self._final
+
+    def _stamp_uncaptured(self) -> None:
+        """Record the uncaptured publishes in the sealed manifest (we still hold the LOCK)."""
+        uncaptured = self.adapter.uncaptured
+        if not uncaptured:
+            return
+        sealed = self._backend.manifest()
+        counts = dict(sorted(uncaptured.items(), key=lambda item: (-item[1], item[0])))
+        write_manifest(self.run_dir / MANIFEST, sealed.replace(uncaptured=counts))
 
     def abandon(self) -> None:
         """Stop the writer without sealing: the run stays RUNNING, as after a crash, and its
@@ -162,7 +172,16 @@ def open_session(
     registry: EncoderRegistry | None = None,
     components: RegisteredComponents | None = None,
     clock: Clock | None = None,
+    unregistered: Unregistered = "ignore",
 ) -> RunSession:
+    """Recover the instance's crashed runs, open a new run and start capturing (module doc).
+
+    ``unregistered`` is what capture does with a message whose class ``registry`` does not
+    know: ``"ignore"`` (deliver it, capture nothing), ``"warn"`` (the same, plus one
+    ``UnregisteredMessageWarning`` per class) or ``"raise"`` (``UnregisteredMessageError``, no
+    handler runs). Either way the publishes are counted per class and stamped into the
+    manifest's ``uncaptured`` at close.
+    """
     from mmaplog._recovery import newest_parent, recover_predecessors
 
     identity = identity or RunIdentity()
@@ -214,7 +233,9 @@ def open_session(
         finally:
             backend.close()
         raise
-    adapter = BusCaptureAdapter(writer, registry or EncoderRegistry(), halt.callback())
+    adapter = BusCaptureAdapter(
+        writer, registry or EncoderRegistry(), halt.callback(), unregistered=unregistered
+    )
     bus = MessageBus(adapter, audit=config.audit)
     return RunSession(
         manifest=manifest,

@@ -250,6 +250,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("span", format_span(first_ts, last_ts)),
         ("parent", manifest.parent_run_id or "-"),
         ("seed", "-" if manifest.seed is None else str(manifest.seed)),
+        ("uncaptured", _uncaptured_text(manifest.uncaptured)),
         ("path", str(info.run_dir)),
     ]
     for line in align([[k, v] for k, v in fields]):
@@ -276,6 +277,14 @@ def _checked_symbol_names(reader: Reader, arr: Any) -> list[str]:
             seq=seq,
         )
     return names
+
+
+def _uncaptured_text(counts: dict[str, int]) -> str:
+    """Publishes of unregistered classes, e.g. ``3 (Heartbeat 2, Ping 1)``, or ``-``."""
+    if not counts:
+        return "-"
+    total = sum(counts.values())
+    return f"{total:,} ({', '.join(f'{name} {n:,}' for name, n in counts.items())})"
 
 
 def entry_line(entry_fields: dict[str, Any]) -> list[str]:

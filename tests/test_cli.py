@@ -66,7 +66,7 @@ def test_root_defaults_to_the_environment_variable(root, capsys, monkeypatch):
 def test_show_prints_manifest_and_counts(root, capsys):
     code, out, _ = run_cli(capsys, "show", RUN_A[:19], "--root", str(root))
     assert code == 0
-    assert "entries   30" in out
+    assert ["entries", "30"] in [line.split() for line in out.splitlines()]
     assert "exec.command" in out
 
 
