@@ -15,6 +15,7 @@ from mmaplog.errors import MmapLogError
 
 __all__ = [
     "EXIT_FAIL",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "PROG",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 PROG = "mmaplog"
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):

@@ -87,6 +87,9 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
     # by the session's capture adapter and stamped at close. Omitted from the file when empty,
     # so manifests written before the field existed keep their checksum and canonical form.
     uncaptured: dict[str, int] = {}
+    # The run this one re-derives (``replay --recapture``): its entries carry that run's times,
+    # and its start is that run's start. Omitted from the file when None (see uncaptured).
+    source_run_id: str | None = None
 
     def is_sealed(self) -> bool:
         return self.status is not RunStatus.RUNNING
@@ -138,12 +141,19 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RunManifest)
 
 
+# Fields added after format version 1 was released, with the value that leaves them out of the
+# file: a manifest that does not use them encodes (and checksums) exactly as before they existed.
+_OPTIONAL_FIELDS: dict[str, object] = {"uncaptured": {}, "source_run_id": None}
+
+
 def _encode(manifest: RunManifest) -> bytes:
-    """Compact JSON in field order; ``uncaptured`` left out when empty (see the field)."""
-    if manifest.uncaptured:
+    """Compact JSON in field order, the optional fields left out at their default."""
+    unused = [k for k, v in _OPTIONAL_FIELDS.items() if getattr(manifest, k) == v]
+    if not unused:
         return _encoder.encode(manifest)
     fields = msgspec.to_builtins(manifest)
-    del fields["uncaptured"]
+    for name in unused:
+        del fields[name]
     return _encoder.encode(fields)
 
 

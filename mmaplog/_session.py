@@ -18,7 +18,13 @@ from mmaplog._bus import MessageBus
 from mmaplog._capture import BusCaptureAdapter, EncoderRegistry, Unregistered
 from mmaplog._format import DEFAULT_SEGMENT_SIZE
 from mmaplog._halt import HaltReason, HaltSignal
-from mmaplog._manifest import RegisteredComponents, RunManifest, build_run_id, write_manifest
+from mmaplog._manifest import (
+    RegisteredComponents,
+    RunManifest,
+    build_run_id,
+    validate_run_id,
+    write_manifest,
+)
 from mmaplog._mmap_backend import MANIFEST, MmapBackend
 from mmaplog._types import EntryDraft, Headers
 from mmaplog._writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
@@ -173,6 +179,8 @@ def open_session(
     components: RegisteredComponents | None = None,
     clock: Clock | None = None,
     unregistered: Unregistered = "ignore",
+    start_ts_init: int | None = None,
+    source_run_id: str | None = None,
 ) -> RunSession:
     """Recover the instance's crashed runs, open a new run and start capturing (module doc).
 
@@ -181,6 +189,10 @@ def open_session(
     ``UnregisteredMessageWarning`` per class) or ``"raise"`` (``UnregisteredMessageError``, no
     handler runs). Either way the publishes are counted per class and stamped into the
     manifest's ``uncaptured`` at close.
+
+    ``start_ts_init`` (default: the clock's now) is the run's start, the ``ts_init`` of its
+    ``RunStarted`` and the time in its run id. ``source_run_id`` links a run that re-derives
+    another (a recapture, which also starts where its source did) to that run.
     """
     from mmaplog._recovery import newest_parent, recover_predecessors
 
@@ -189,7 +201,9 @@ def open_session(
     clock = clock or MonotonicWallClock()
     components = components or RegisteredComponents()
     recovered = recover_predecessors(store, instance_id)
-    start = clock.now_ns()
+    if source_run_id is not None:
+        validate_run_id(source_run_id)
+    start = clock.now_ns() if start_ts_init is None else start_ts_init
     manifest = RunManifest(
         run_id=build_run_id(start),
         instance_id=instance_id,
@@ -203,6 +217,7 @@ def open_session(
         config_hash=identity.config_hash,
         registered_components=components,
         seed=identity.seed,
+        source_run_id=source_run_id,
     )
     backend = MmapBackend(
         store.root,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,7 +118,7 @@ class Store:
                     found.append(RunInfo(child, inst, child.name, None, str(exc)))
                     continue
                 found.append(RunInfo(child, inst, child.name, manifest))
-        found.sort(key=lambda r: (r.start_ts_init, r.run_id))
+        found.sort(key=_sort_key(found))
         return found
 
     def resolve(self, spec: str, instance_id: str | None = None) -> RunInfo:
@@ -159,3 +160,19 @@ class Store:
         from mmaplog._session import open_session
 
         return open_session(self, validate_instance_id(instance_id), **options)
+
+
+def _sort_key(runs: list[RunInfo]) -> Callable[[RunInfo], tuple[int, int, str]]:
+    """By start; among equal starts a recapture after the run it came from (it starts where
+    its source did but was made later), then by run id."""
+    sources = {r.run_id: r.manifest.source_run_id for r in runs if r.manifest is not None}
+
+    def depth(run_id: str) -> int:
+        seen = 0
+        source = sources.get(run_id)
+        while source is not None and seen <= len(sources):
+            seen += 1
+            source = sources.get(source)
+        return seen
+
+    return lambda r: (r.start_ts_init, depth(r.run_id), r.run_id)

@@ -20,6 +20,7 @@ import numpy as np
 
 from mmaplog._cli_common import (
     EXIT_FAIL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     PROG,
@@ -32,7 +33,7 @@ from mmaplog._cli_common import (
     store_of,
 )
 from mmaplog._cli_salvage import add_salvage_parser
-from mmaplog._manifest import RunStatus
+from mmaplog._manifest import RunManifest, RunStatus
 from mmaplog._reader import Reader
 from mmaplog._recovery import recover_predecessors, recover_run
 from mmaplog._retention import (
@@ -161,11 +162,14 @@ def run_row(info: RunInfo) -> dict[str, Any]:
         }
     entries = m.high_watermark
     live = False
+    last_ts = m.end_ts_init
     if not m.is_sealed():
         live = info.is_live()
         try:
             with Reader(info.run_dir) as reader:
                 entries = reader.high_watermark
+                arr = reader.index()
+                last_ts = int(arr["ts_max"][-1]) if len(arr) else None
         except MmapLogError:
             entries = m.high_watermark
     return {
@@ -176,10 +180,19 @@ def run_row(info: RunInfo) -> dict[str, Any]:
         "entries": entries,
         "start_ts_init": m.start_ts_init,
         "end_ts_init": m.end_ts_init,
+        "span": run_span(m, last_ts),
         "size_bytes": info.size_bytes(),
         "parent_run_id": m.parent_run_id,
+        "source_run_id": m.source_run_id,
         "path": str(info.run_dir),
     }
+
+
+def run_span(manifest: RunManifest, last_ts: int | None) -> str:
+    """The one span of a run everywhere: from its start to its end (a sealed run's manifest
+    end, else the newest entry's ts_init so far)."""
+    end = manifest.end_ts_init if manifest.end_ts_init is not None else last_ts
+    return format_span(manifest.start_ts_init, end)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -206,7 +219,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 status,
                 f"{r['entries']:,}",
                 format_ns(r["start_ts_init"])[:19],
-                format_span(r["start_ts_init"], r["end_ts_init"]),
+                r["span"],
                 format_bytes(r["size_bytes"]),
                 r["parent_run_id"] or "-",
             ]
@@ -247,8 +260,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("entries", f"{len(arr):,}"),
         ("started", format_ns(manifest.start_ts_init)),
         ("ended", format_ns(manifest.end_ts_init)),
-        ("span", format_span(first_ts, last_ts)),
+        ("span", run_span(manifest, last_ts)),
         ("parent", manifest.parent_run_id or "-"),
+        ("source", manifest.source_run_id or "-"),
         ("seed", "-" if manifest.seed is None else str(manifest.seed)),
         ("uncaptured", _uncaptured_text(manifest.uncaptured)),
         ("path", str(info.run_dir)),
@@ -484,6 +498,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows = [["PAYLOAD TYPE", "ENTRIES"]] + [[k, f"{v:,}"] for k, v in summary.counts.items()]
     for line in align(rows, right=(1,)):
         out(line)
+    if summary.interrupted:
+        print(
+            f"{PROG}: interrupted: stopped after the message cascade in progress; the run is "
+            "sealed",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
@@ -511,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): stop quietly, like other Unix tools
         return EXIT_OK
