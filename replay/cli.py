@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from mmaplog import CorruptionError, MmapLogError, Reader, RunInfo, Store, default_root
 from mmaplog._text import silence_stdout
-from replay.decoders import default_decoders
+from replay.decoders import decoders_for
 from replay.engine import ReplayEngine
 from replay.errors import (
     DeterminismError,
@@ -267,11 +267,11 @@ def _progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int],
 def cmd_replay(args: argparse.Namespace) -> int:
     options = options_from(args)
     handlers = handlers_from(args)
-    decoders = default_decoders()
-    for spec in args.decoders:
-        decoders.register_module(spec)
     report_path = _json_report_target(args.json_report)
     info = resolve(args)
+    decoders = decoders_for(info.manifest)
+    for spec in args.decoders:
+        decoders.register_module(spec)
     # Lines on a terminal are their own progress; a bar would tear through them.
     printing = any(isinstance(h, PrintHandler) for h in handlers) and sys.stdout.isatty()
     with Reader(info.run_dir) as reader:

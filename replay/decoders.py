@@ -19,8 +19,8 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from mmaplog import Entry, RegisteredComponents
-from mmaplog.demo import DEMO_TYPES
+from mmaplog import Entry, RegisteredComponents, RunManifest
+from mmaplog.demo import DEMO_TYPES, is_demo_run
 from replay.errors import DecodeFailure, HandlerSpecError, UnknownPayloadTypeError
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "DecoderRegistry",
     "RawEntry",
     "RunEnded",
+    "decoders_for",
     "default_decoders",
     "import_attribute",
 ]
@@ -193,10 +194,22 @@ def no_decoder_reason(payload_type: str) -> str:
 
 
 def default_decoders(*, generic_fallback: bool = False) -> DecoderRegistry:
-    """A registry for the lifecycle entries and the demo engine's twelve message types."""
+    """A registry for the lifecycle entries and the demo engine's twelve message types (for
+    demo runs; ``decoders_for(manifest)`` picks the right registry for any run)."""
     registry = DecoderRegistry(generic_fallback=generic_fallback)
     registry.register_types(DEMO_TYPES)
     return registry
+
+
+def decoders_for(
+    manifest: RunManifest | None, *, generic_fallback: bool = False
+) -> DecoderRegistry:
+    """The decoders for one run: the lifecycle entries, plus the demo engine's twelve types
+    only for a run the demo captured. A user's own ``SubmitOrder`` is not the demo's, so it is
+    never decoded as one (register its class, or use ``--decoders``)."""
+    if manifest is not None and is_demo_run(manifest):
+        return default_decoders(generic_fallback=generic_fallback)
+    return DecoderRegistry(generic_fallback=generic_fallback)
 
 
 def import_attribute(spec: str) -> Any:

@@ -26,7 +26,7 @@ from replay.decoders import (
     DecoderRegistry,
     RawEntry,
     decode_failure_reason,
-    default_decoders,
+    decoders_for,
     no_decoder_reason,
 )
 from replay.errors import (
@@ -60,7 +60,7 @@ class ReplayEngine:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.reader = reader
-        self.decoders = decoders if decoders is not None else default_decoders()
+        self.decoders = decoders if decoders is not None else decoders_for(reader.manifest)
         self.handlers = list(handlers)
         self.options = options if options is not None else ReplayOptions()
         self.progress = progress

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from mmaplog import Entry, MmapLogError, Reader, RunIdentity, RunInfo, RunStatus, Store
-from mmaplog.demo import DemoConfig, DemoEngine, demo_components, demo_registry
+from mmaplog.demo import DemoConfig, DemoEngine, demo_components, demo_registry, is_demo_run
 from mmaplog.demo.components import TIME_EVENT
 from replay.decoders import DecoderRegistry, RawEntry, default_decoders
 from replay.engine import ReplayEngine
@@ -141,7 +141,7 @@ def recapture(
     manifest = info.manifest
     if manifest is None:
         raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
-    if "demo" not in manifest.feature_flags or manifest.seed is None:
+    if not is_demo_run(manifest) or manifest.seed is None:
         raise ReplayOptionError(
             f"run {manifest.run_id} was not captured by the demo engine (feature flags "
             f"{manifest.feature_flags}, seed {manifest.seed}): --recapture needs a demo run"

@@ -51,7 +51,7 @@ from mmaplog.demo.components import (
 )
 from mmaplog.demo.interrupt import deferred_sigint
 from mmaplog.demo.messages import DemoMessage, TimeEvent
-from mmaplog.demo.registry import demo_registry
+from mmaplog.demo.registry import DEMO_FEATURE_FLAG, demo_registry
 
 __all__ = [
     "SUBSCRIPTIONS",
@@ -286,7 +286,7 @@ def run_demo(
     config = DemoConfig(seed=seed)
     identity = RunIdentity(
         package_versions=f"mmaplog {__version__}",
-        feature_flags=("demo",),
+        feature_flags=(DEMO_FEATURE_FLAG,),
         config_hash=config.config_hash(),
         seed=seed,
     )
