@@ -43,6 +43,7 @@ from mmaplog._retention import (
     parse_duration,
     plan_retention,
 )
+from mmaplog._run_dir import lock_is_held
 from mmaplog._store import RunInfo
 from mmaplog._text import (
     align,
@@ -333,13 +334,32 @@ def cmd_tail(args: argparse.Namespace) -> int:
         _print_entries(records if args.lines else [], args.format, sys.stdout)
         if not args.follow:
             return EXIT_OK
+        crashed = False
+
+        def writer_gone() -> bool:
+            # Asked only when caught up: a RUNNING run whose LOCK no process holds will never
+            # get another entry (replay --follow stops the same way).
+            nonlocal crashed
+            crashed = not lock_is_held(info.run_dir) and not reader.refresh_manifest().is_sealed()
+            return crashed
+
         batch: list[dict[str, Any]] = []
-        for entry in reader.follow(hwm + 1, poll_interval=0.1):
+        last = hwm
+        for entry in reader.follow(hwm + 1, poll_interval=0.1, stop=writer_gone):
             batch.append(entry_record(entry, include_payload=False))
+            last = entry.seq
             if entry.seq >= reader.high_watermark:
                 _print_entries(batch, args.format, sys.stdout)
                 batch = []
+        # Entries the writer committed between our last look and its death.
+        batch += [entry_record(e, include_payload=False) for e in reader.scan(last + 1)]
         _print_entries(batch, args.format, sys.stdout)
+        if crashed:
+            print(
+                f"{PROG}: the run is not sealed and no writer holds it (crashed): stopped "
+                f"following after seq {reader.high_watermark}",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 

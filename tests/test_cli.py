@@ -266,3 +266,16 @@ def test_show_on_a_run_whose_index_names_an_unknown_topic_is_one_corrupt_line(ro
     assert code == 1
     assert err.startswith("mmaplog: corrupt: unknown symbol id 9999")
     assert "seq=12" in err
+
+
+def test_tail_follow_on_a_crashed_run_stops_and_says_why(root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmaplog", "tail", RUN_B, "-f", "-n", "2", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert [line.split()[0] for line in proc.stdout.splitlines()][-2:] == ["4", "5"]
+    assert "no writer holds it (crashed): stopped following after seq 5" in proc.stderr
