@@ -511,6 +511,7 @@ class MmapBackend:
         return seqs[0] if seqs else None
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
+        kind = IndexKind.of(kind)
         hwm = self.high_watermark()
         keys = self._readable_keys()
         try:
@@ -520,6 +521,7 @@ class MmapBackend:
         return keys.lookup_all(kind.value, stored, max_seq=hwm)
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
+        kind = IndexKind.of(kind)
         hwm = self.high_watermark()
         keys = self._readable_keys()
         pairs = keys.iter_keys(kind.value)
