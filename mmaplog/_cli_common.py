@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import NoReturn
 
 from mmaplog._store import RunInfo, Store, default_root
@@ -20,10 +23,12 @@ __all__ = [
     "EXIT_USAGE",
     "PROG",
     "Parser",
+    "Terminated",
     "UsageError",
     "out",
     "print_json",
     "progress_bar",
+    "raise_on_termination",
     "resolve",
     "store_of",
 ]
@@ -39,6 +44,39 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: raised in the main thread so that every ``finally`` and
+    cleanup handler runs (a temporary export file is removed, a staging copy deleted), as
+    Ctrl-C's KeyboardInterrupt does. Exit status 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def raise_on_termination() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise ``Terminated`` (main thread only: signal
+    handlers cannot be installed elsewhere, and the default there is as before)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def store_of(args: argparse.Namespace) -> Store:

@@ -25,10 +25,12 @@ from mmaplog._cli_common import (
     EXIT_USAGE,
     PROG,
     Parser,
+    Terminated,
     UsageError,
     out,
     print_json,
     progress_bar,
+    raise_on_termination,
     resolve,
     store_of,
 )
@@ -539,8 +541,12 @@ def _generic_decode(payload: bytes | memoryview) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        return int(args.func(args))
+        with raise_on_termination():
+            args = parser.parse_args(argv)
+            return int(args.func(args))
+    except Terminated as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UsageError as exc:
         print(f"{PROG}: usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -279,3 +279,38 @@ def test_tail_follow_on_a_crashed_run_stops_and_says_why(root):
     assert proc.returncode == 0
     assert [line.split()[0] for line in proc.stdout.splitlines()][-2:] == ["4", "5"]
     assert "no writer holds it (crashed): stopped following after seq 5" in proc.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_export_killed_by_a_catchable_signal_leaves_no_temporary_file(tmp_path, signame):
+    import signal
+    import time
+
+    build_run(tmp_path, RUN_A, n=2000)
+    target = tmp_path / "out" / "export.jsonl"
+    target.parent.mkdir()
+    slow_export = (
+        "import sys, time, mmaplog.cli as cli\n"
+        "record = cli.entry_record\n"
+        "def slow(*a, **k):\n"
+        "    time.sleep(0.002)\n"
+        "    return record(*a, **k)\n"
+        "cli.entry_record = slow\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slow_export, "export", RUN_A, "--out", str(target)]
+        + ["--root", str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tmp = target.with_name(f".{target.name}.tmp")
+    deadline = time.monotonic() + 30
+    while not (tmp.exists() and tmp.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + getattr(signal, signame)
+    assert f"terminated by {signame}" in err
+    assert "Traceback" not in err
+    assert list(target.parent.iterdir()) == []
