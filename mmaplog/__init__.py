@@ -66,6 +66,8 @@ from mmaplog._types import (
     ScanDirection,
 )
 from mmaplog._verify import Finding, FindingKind, VerifyReport, verify
+from mmaplog._version import __version__ as __version__
+from mmaplog._version import version_line
 from mmaplog._writer import (
     Clock,
     Durability,
@@ -97,8 +99,6 @@ from mmaplog.errors import (
     TornFrameError,
     WriterBrokenError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AppendEntry",
@@ -194,4 +194,5 @@ __all__ = [
     "validate_instance_id",
     "validate_run_id",
     "verify",
+    "version_line",
 ]

@@ -8,13 +8,13 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
 
 from mmaplog._store import RunInfo, Store, default_root
-from mmaplog.errors import MmapLogError
+from mmaplog.errors import CorruptionError
 
 __all__ = [
     "EXIT_FAIL",
@@ -26,6 +26,7 @@ __all__ = [
     "Terminated",
     "UsageError",
     "out",
+    "parse_args",
     "print_json",
     "progress_bar",
     "raise_on_termination",
@@ -79,15 +80,30 @@ def raise_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def store_of(args: argparse.Namespace) -> Store:
-    return Store(args.root if args.root is not None else default_root())
+def store_of(args: argparse.Namespace, *, must_exist: bool = True) -> Store:
+    """The store ``--root`` names; a root that is missing or not a directory is a usage error
+    (exit 2) unless ``must_exist`` is false (``demo`` creates it)."""
+    store = Store(args.root if args.root is not None else default_root())
+    return store.require_root() if must_exist else store
 
 
 def resolve(args: argparse.Namespace) -> RunInfo:
+    """The run ``RUN`` names, with a readable manifest: a damaged one is a ``CorruptionError``
+    (exit 1, like any other damage)."""
     info = store_of(args).resolve(args.run, args.instance)
     if info.manifest is None:
-        raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
+        raise CorruptionError(f"run {info.run_id} cannot be read: {info.error}")
     return info
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parse_args``, except that an unknown option is reported as such even when a required
+    argument is missing too (argparse names the missing one first: ``mmaplog --bogus`` said
+    "the following arguments are required: COMMAND")."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def out(line: str = "") -> None:

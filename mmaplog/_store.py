@@ -82,6 +82,15 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
+    def require_root(self) -> Store:
+        """Self, once the root is an existing directory; ``RunNotFoundError`` saying which it
+        is not otherwise (a typo in ``--root`` is not an empty store)."""
+        if not self.root.exists():
+            raise RunNotFoundError(f"store root {self.root} does not exist")
+        if not self.root.is_dir():
+            raise RunNotFoundError(f"store root {self.root} is not a directory")
+        return self
+
     def run_dir(self, instance_id: str, run_id: str) -> Path:
         return self.root / validate_instance_id(instance_id) / validate_run_id(run_id)
 

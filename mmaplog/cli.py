@@ -28,6 +28,7 @@ from mmaplog._cli_common import (
     Terminated,
     UsageError,
     out,
+    parse_args,
     print_json,
     progress_bar,
     raise_on_termination,
@@ -57,6 +58,7 @@ from mmaplog._text import (
     silence_stdout,
 )
 from mmaplog._verify import verify
+from mmaplog._version import version_line
 from mmaplog.errors import CorruptionError, IndexCorruptError, MmapLogError
 
 __all__ = ["main"]
@@ -76,9 +78,14 @@ def _root_parent() -> Parser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _root_parent()
-    parser = Parser(prog=PROG, description="Inspect, verify, recover and prune mmaplog runs.")
+    parser = Parser(
+        prog=PROG,
+        description="Inspect, verify, recover and prune mmaplog runs.",
+        epilog="Exit status: 0 success, 1 integrity findings or a failed operation, 2 bad usage "
+        "or nothing to open (docs/CLI.md).",
+    )
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
     p.add_argument("--json", action="store_true", help="print a JSON array")
@@ -498,7 +505,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with progress_bar(args.entries, "demo") as advance:
         summary = run_demo(
-            store_of(args).root,
+            store_of(args, must_exist=False).root,
             entries=args.entries,
             seed=args.seed,
             instance_id=args.instance,
@@ -537,12 +544,19 @@ def _generic_decode(payload: bytes | memoryview) -> Any:
         return None
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
 # --- entry point -------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         with raise_on_termination():
-            args = parser.parse_args(argv)
+            args = parse_args(parser, argv)
+            if args.command is None:
+                raise UsageError(f"give a COMMAND: {', '.join(_commands(parser))}")
             return int(args.func(args))
     except Terminated as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

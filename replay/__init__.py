@@ -11,6 +11,7 @@ from replay.decoders import DecoderRegistry, RawEntry, RunEnded, decoders_for, d
 from replay.engine import Predicate, ReplayEngine
 from replay.errors import (
     DecodeFailure,
+    DecoderSpecError,
     DeterminismError,
     HandlerError,
     HandlerSpecError,
@@ -55,6 +56,7 @@ __all__ = [
     "Handler",
     "HandlerError",
     "HandlerOutcome",
+    "DecoderSpecError",
     "HandlerSpecError",
     "Pace",
     "Predicate",

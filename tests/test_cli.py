@@ -51,9 +51,59 @@ def test_runs_json_is_valid_json_with_entry_counts(root, capsys):
 
 
 def test_runs_on_an_empty_root_says_so(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "runs", "--root", str(tmp_path / "none"))
+    code, out, _ = run_cli(capsys, "runs", "--root", str(tmp_path))
     assert code == 0
     assert "no runs" in out
+
+
+@pytest.mark.parametrize("command", ["runs", "gc --keep-last 1", "show latest", "verify latest"])
+@pytest.mark.parametrize(("make", "says"), [(None, "does not exist"), ("file", "is not a directory")])
+def test_a_missing_root_or_a_root_that_is_a_file_exits_2_saying_so(
+    tmp_path, capsys, command, make, says
+):
+    root = tmp_path / "store"
+    if make == "file":
+        root.write_text("not a store")
+    code, out, err = run_cli(capsys, *command.split(), "--root", str(root))
+    assert code == 2
+    assert err.strip() == f"mmaplog: error: store root {root} {says}"
+    assert out == ""
+
+
+def test_a_run_with_an_unreadable_manifest_is_damage_and_exits_1(root, capsys):
+    (root / "trader-001" / RUN_A / "manifest.json").write_text("{nope")
+    for command in ("show", "tail", "export"):
+        code, _, err = run_cli(capsys, command, RUN_A, "--root", str(root))
+        assert code == 1
+        assert err.startswith(f"mmaplog: corrupt: run {RUN_A} cannot be read")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--bogus", "runs"], "unrecognized arguments: --bogus"),
+        ([], "give a COMMAND: runs, show, tail"),
+    ],
+)
+def test_an_unknown_option_is_named_before_a_missing_command(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+
+
+def test_every_cli_prints_its_version_and_core(capsys):
+    from mmaplog import version_line
+    from replay.cli import main as replay_main
+    from tui.app import main as tui_main
+
+    for prog, entry in (("mmaplog", main), ("replay", replay_main), ("mmaplog-tui", tui_main)):
+        with pytest.raises(SystemExit) as done:
+            entry(["--version"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out.strip()
+        assert out == version_line(prog)
+        assert out.startswith(f"{prog} 0.1.0 (core: ")
 
 
 def test_root_defaults_to_the_environment_variable(root, capsys, monkeypatch):

@@ -99,15 +99,26 @@ def test_bad_run_ids_exit_2_with_one_line(root, capsys, spec, message):
 
 
 def test_latest_on_an_empty_root_exits_2(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "latest", "--root", tmp_path / "none")
+    code, _, err = run_cli(capsys, "latest", "--root", tmp_path)
     assert code == 2
     assert "no runs under" in err
 
 
-def test_a_run_with_an_unreadable_manifest_exits_2(root, capsys):
+@pytest.mark.parametrize(("make", "says"), [(None, "does not exist"), ("file", "is not a directory")])
+def test_a_missing_root_or_a_root_that_is_a_file_exits_2_saying_so(tmp_path, capsys, make, says):
+    root = tmp_path / "store"
+    if make == "file":
+        root.write_text("not a store")
+    code, _, err = run_cli(capsys, "latest", "--root", root)
+    assert code == 2
+    assert f"store root {root} {says}" in err
+
+
+def test_a_run_with_an_unreadable_manifest_is_damage_and_exits_1(root, capsys):
     (root / "trader-001" / RUN_A / "manifest.json").write_text("{nope")
     code, _, err = run_cli(capsys, RUN_A, "--root", root)
-    assert code == 2
+    assert code == 1
+    assert err.startswith("replay: corrupt: run")
     assert "cannot be read" in err
 
 
