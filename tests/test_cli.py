@@ -57,7 +57,9 @@ def test_runs_on_an_empty_root_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["runs", "gc --keep-last 1", "show latest", "verify latest"])
-@pytest.mark.parametrize(("make", "says"), [(None, "does not exist"), ("file", "is not a directory")])
+@pytest.mark.parametrize(
+    ("make", "says"), [(None, "does not exist"), ("file", "is not a directory")]
+)
 def test_a_missing_root_or_a_root_that_is_a_file_exits_2_saying_so(
     tmp_path, capsys, command, make, says
 ):
