@@ -487,16 +487,35 @@ def cmd_gc(args: argparse.Namespace) -> int:
     else:
         mode = RetentionMode(RetentionKind.SNAPSHOT_ANCHORED)
     plan = plan_retention(store_of(args), mode, instance_id=args.instance)
+    sizes = {info.run_dir: info.size_bytes() for info in plan.reclaim}
     deleted = [] if args.dry_run else apply_retention(plan)
+    gone = list(sizes) if args.dry_run else deleted
+    freed = sum(sizes[path] for path in gone)
     if args.json:
         print_json(
-            {**plan.to_dict(), "dry_run": args.dry_run, "deleted": [str(p) for p in deleted]}
+            {
+                **plan.to_dict(),
+                "dry_run": args.dry_run,
+                "deleted": [str(p) for p in deleted],
+                "bytes_freed": 0 if args.dry_run else freed,
+                "bytes_to_free": freed if args.dry_run else 0,
+            }
         )
         return EXIT_OK
     verb = "would delete" if args.dry_run else "deleted"
-    for info in plan.reclaim:
-        out(f"{verb} {info.instance_id}/{info.run_id}")
-    out(f"{verb} {len(plan.reclaim)} run(s), kept {len(plan.kept)} ({mode})")
+    rows = [
+        [verb, f"{info.instance_id}/{info.run_id}", format_bytes(sizes[info.run_dir])]
+        for info in plan.reclaim
+        if args.dry_run or info.run_dir in deleted
+    ]
+    rows += [["kept", f"{info.instance_id}/{info.run_id}", plan.reason(info)] for info in plan.kept]
+    for line in align(rows):
+        out(line)
+    freeing = "would free" if args.dry_run else "freed"
+    out(
+        f"{verb} {len(gone)} run{'' if len(gone) == 1 else 's'}, {freeing} "
+        f"{format_bytes(freed)}, kept {len(plan.kept)} ({mode})"
+    )
     return EXIT_OK
 
 

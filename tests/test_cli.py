@@ -255,12 +255,32 @@ def test_gc_dry_run_plans_without_deleting_then_deletes(root, capsys):
     build_run(root, "1700000000000000003-0000000c", n=3)
     code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--dry-run", "--root", str(root))
     assert code == 0
-    assert f"would delete trader-001/{RUN_A}" in out
+    assert ["would", "delete", f"trader-001/{RUN_A}"] == out.splitlines()[0].split()[:3]
     assert (root / "trader-001" / RUN_A).exists()
     code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--root", str(root))
     assert code == 0
     assert not (root / "trader-001" / RUN_A).exists()
     assert (root / "trader-001" / RUN_B).exists()  # RUNNING runs are never touched
+
+
+def test_gc_says_why_each_kept_run_is_kept_and_how_many_bytes_it_freed(root, capsys):
+    build_run(root, "1700000000000000003-0000000c", n=3)
+    size = sum(p.stat().st_blocks * 512 for p in (root / "trader-001" / RUN_A).rglob("*"))
+    code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--root", str(root))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["deleted", f"trader-001/{RUN_A}"]
+    kept = {line.split()[1]: line.split(None, 2)[2] for line in lines if line.startswith("kept ")}
+    assert kept == {
+        f"trader-001/{RUN_B}": "running but crashed: recover it first",
+        "trader-001/1700000000000000003-0000000c": "newest known-good restore point",
+    }
+    from mmaplog._text import format_bytes
+
+    assert lines[-1] == f"deleted 1 run, freed {format_bytes(size)}, kept 2 (keep_last(1))"
+    code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--root", str(root), "--json")
+    assert json.loads(out)["bytes_freed"] == 0  # nothing left to delete
+    assert json.loads(out)["reasons"][f"trader-001/{RUN_B}"].startswith("running")
 
 
 @pytest.mark.parametrize(
