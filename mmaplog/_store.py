@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmaplog._manifest import (
     RunManifest,
@@ -20,7 +20,10 @@ from mmaplog._mmap_backend import LOCK, MANIFEST, lock_is_held
 from mmaplog._reader import Reader
 
 if TYPE_CHECKING:
-    from mmaplog._session import RunSession
+    from mmaplog._capture import EncoderRegistry, Unregistered
+    from mmaplog._clock import Clock
+    from mmaplog._manifest import RegisteredComponents
+    from mmaplog._session import RunIdentity, RunSession, SessionConfig
 from mmaplog.errors import InvalidIdError, MmapLogError, RunNotFoundError
 
 __all__ = ["DEFAULT_ROOT", "ROOT_ENV", "RunInfo", "Store", "default_root"]
@@ -158,17 +161,47 @@ class Store:
         return matches[0]
 
     def open_reader(self, spec: str, instance_id: str | None = None) -> Reader:
+        """A ``Reader`` on the run ``spec`` names: a run id, a unique prefix, or ``latest``."""
         return Reader(self.resolve(spec, instance_id).run_dir)
 
-    def open_session(self, instance_id: str, **options: Any) -> RunSession:
+    def open_session(
+        self,
+        instance_id: str,
+        *,
+        identity: RunIdentity | None = None,
+        config: SessionConfig | None = None,
+        registry: EncoderRegistry | None = None,
+        components: RegisteredComponents | None = None,
+        clock: Clock | None = None,
+        unregistered: Unregistered = "ignore",
+        start_ts_init: int | None = None,
+        source_run_id: str | None = None,
+    ) -> RunSession:
         """Recover crashed predecessors, open a new run and start capturing.
 
-        Options: ``identity`` (RunIdentity), ``config`` (SessionConfig), ``registry``
-        (EncoderRegistry), ``components`` (RegisteredComponents), ``clock``.
+        ``identity`` (RunIdentity): what produced the run, stamped into the manifest.
+        ``config`` (SessionConfig): writer knobs, segment size, boot timeout, bus audit mode.
+        ``registry`` (EncoderRegistry): the message classes captured (default: none).
+        ``components`` (RegisteredComponents): the RunStarted payload.
+        ``clock`` (Clock): where ``ts_publish`` comes from (default: the wall clock).
+        ``unregistered``: ``"ignore"`` / ``"warn"`` / ``"raise"`` for a message whose class
+        ``registry`` does not know (see ``open_session`` in ``mmaplog._session``).
+        ``start_ts_init`` / ``source_run_id``: the run's start, and the run it re-derives.
         """
         from mmaplog._session import open_session
 
-        return open_session(self, validate_instance_id(instance_id), **options)
+        return open_session(
+            self,
+            validate_instance_id(instance_id),
+            identity=identity,
+            config=config,
+            registry=registry,
+            components=components,
+            clock=clock,
+            unregistered=unregistered,
+            start_ts_init=start_ts_init,
+            source_run_id=source_run_id,
+        )
 
 
 def _sort_key(runs: list[RunInfo]) -> Callable[[RunInfo], tuple[int, int, str]]:
