@@ -322,14 +322,43 @@ def entry_line(entry_fields: dict[str, Any]) -> list[str]:
     ]
 
 
-def _print_entries(entries: Sequence[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
+TAIL_HEADER = ["SEQ", "TIME (UTC)", "TOPIC", "PAYLOAD TYPE", "CORR", "SIZE"]
+
+
+def tail_widths(names: Sequence[str], hwm: int) -> list[int]:
+    """Column widths fixed before the first line, so the backlog and the followed lines
+    line up: seqs up to 10x the high-watermark; topics and types as wide as the run's longest
+    name, and at least 28 and 20 (a longer name that first appears while following is printed
+    whole, and only its line shifts)."""
+    longest = max((len(n) for n in names), default=0)
+    return [
+        max(len(TAIL_HEADER[0]), len(str(max(hwm, 1) * 10))),
+        len(format_ns(0)),
+        max(28, longest),
+        max(20, longest),
+        8,
+        max(len(TAIL_HEADER[5]), 10),
+    ]
+
+
+def _print_entries(
+    entries: Sequence[dict[str, Any]], fmt: str, stream: IO[str], widths: Sequence[int]
+) -> None:
     if fmt == "jsonl":
         for record in entries:
             stream.write(json.dumps(record) + "\n")
     else:
-        for line in align([entry_line(r) for r in entries], right=(0, 5)):
-            stream.write(line + "\n")
+        for cells in map(entry_line, entries):
+            stream.write(_row(cells, widths) + "\n")
     stream.flush()
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    right = (0, 5)
+    return "  ".join(
+        c.rjust(w) if i in right else c.ljust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    ).rstrip()
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -340,7 +369,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
         hwm = reader.high_watermark
         start = max(1, hwm - args.lines + 1)
         records = [entry_record(e, include_payload=False) for e in reader.scan(start, hwm)]
-        _print_entries(records if args.lines else [], args.format, sys.stdout)
+        widths = tail_widths(reader.backend.symbol_names(), hwm)
+        if args.format == "table":
+            out(_row(TAIL_HEADER, widths))
+        _print_entries(records if args.lines else [], args.format, sys.stdout, widths)
         if not args.follow:
             return EXIT_OK
         crashed = False
@@ -358,11 +390,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
             batch.append(entry_record(entry, include_payload=False))
             last = entry.seq
             if entry.seq >= reader.high_watermark:
-                _print_entries(batch, args.format, sys.stdout)
+                _print_entries(batch, args.format, sys.stdout, widths)
                 batch = []
         # Entries the writer committed between our last look and its death.
         batch += [entry_record(e, include_payload=False) for e in reader.scan(last + 1)]
-        _print_entries(batch, args.format, sys.stdout)
+        _print_entries(batch, args.format, sys.stdout, widths)
         if crashed:
             print(
                 f"{PROG}: the run is not sealed and no writer holds it (crashed): stopped "

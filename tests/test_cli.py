@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from mmaplog import RunStatus
 from mmaplog.cli import main
 from tests.test_store_reader import build_run
 
@@ -130,10 +131,45 @@ def test_show_json_carries_the_manifest_and_counts(root, capsys):
     assert data["by_topic"] == {"exec.command": 5}
 
 
-def test_tail_prints_the_last_n_entries(root, capsys):
+def test_tail_prints_the_last_n_entries(root, capsys):  # after a header row
     code, out, _ = run_cli(capsys, "tail", RUN_A, "-n", "3", "--root", str(root))
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()] == ["28", "29", "30"]
+    assert [line.split()[0] for line in out.splitlines()] == ["SEQ", "28", "29", "30"]
+
+
+def test_tail_has_a_labelled_header_and_the_same_columns_backlog_and_followed(tmp_path, capsys):
+    import threading
+    import time
+
+    from mmaplog._mmap_backend import MmapBackend
+    from tests.conftest import append_item, make_manifest
+
+    backend = MmapBackend(tmp_path, "trader-001", segment_size=64 * 1024)
+    backend.open_run(make_manifest(RUN_A))
+    backend.append_batch([append_item(s, topic="t") for s in range(1, 4)])
+
+    def write_later():
+        time.sleep(0.3)  # tail is following by now
+        backend.append_batch(
+            [append_item(s, topic="exec.event.OrderFilled", payload=b"x" * 999) for s in (4, 5)]
+        )
+        backend.seal(RunStatus.ENDED)
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    try:
+        code, out, _ = run_cli(capsys, "tail", RUN_A, "-f", "--root", str(tmp_path))
+    finally:
+        writer.join()
+        backend.close()
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header.split() == ["SEQ", "TIME", "(UTC)", "TOPIC", "PAYLOAD", "TYPE", "CORR", "SIZE"]
+    assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5"]
+    for line in lines:  # every column starts where its header starts
+        assert line.index("2023-") == header.index("TIME")
+        assert line.index(" SubmitOrder") + 1 == header.index("PAYLOAD TYPE")
+    assert lines[0].index(" B") == lines[-1].index(" B")
 
 
 def test_tail_jsonl_lines_are_json(root, capsys):
