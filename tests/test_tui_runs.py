@@ -160,7 +160,7 @@ def test_python_dash_m_tui_prints_help() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tui", "--help"], capture_output=True, text=True, check=True
     )
-    assert out.stdout.startswith("usage: mmaplog-tui [-h] [--run RUN_ID] [root]")
+    assert out.stdout.startswith("usage: mmaplog-tui [-h] [--run RUN_ID] [--version] [root]")
 
 
 def test_the_engine_does_not_import_the_tui() -> None:
