@@ -5,6 +5,7 @@ import graph and fails on a cycle or an upward import):
 
 1. ``errors`` — the typed error tree;
 2. ``storage`` — the on-disk format and the two backends (and the native core);
+   ``version`` — the package version and the core in use;
 3. ``engine`` — writer thread, durability, halt, clocks, capture adapter, message bus;
 4. ``integrity`` — verify, crash recovery, retention;
 5. ``runs`` — store, session, reader;
@@ -27,6 +28,9 @@ from mmaplog.engine.capture import (
     SubmitCounter,
     TypedEncoder,
     TypeMismatch,
+    Unregistered,
+    UnregisteredMessageError,
+    UnregisteredMessageWarning,
     halt_reason_from_submit_error,
 )
 from mmaplog.engine.halt import (
@@ -62,6 +66,7 @@ from mmaplog.errors import (
     HashMismatchError,
     IndexCorruptError,
     InvalidIdError,
+    InvalidIndexKindError,
     LogBusyError,
     LogClosedError,
     MmapLogError,
@@ -110,8 +115,8 @@ from mmaplog.storage.manifest import (
 )
 from mmaplog.storage.memory import MemoryBackend
 from mmaplog.storage.mmap_backend import MmapBackend, TailRepair
-
-__version__ = "0.1.0"
+from mmaplog.version import __version__ as __version__
+from mmaplog.version import version_line
 
 __all__ = [
     "AppendEntry",
@@ -153,6 +158,8 @@ __all__ = [
     "IndexKey",
     "IndexKind",
     "InvalidIdError",
+    "InvalidIndexKindError",
+    "InvalidIndexKindError",
     "LogBusyError",
     "LogClosedError",
     "MemoryBackend",
@@ -184,6 +191,9 @@ __all__ = [
     "TornFrameError",
     "TypeMismatch",
     "TypedEncoder",
+    "Unregistered",
+    "UnregisteredMessageError",
+    "UnregisteredMessageWarning",
     "VerifyReport",
     "WriterBrokenError",
     "WriterClosed",
@@ -203,4 +213,5 @@ __all__ = [
     "validate_instance_id",
     "validate_run_id",
     "verify",
+    "version_line",
 ]

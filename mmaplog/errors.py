@@ -18,6 +18,7 @@ Every error raised by ``mmaplog`` derives from one root::
     ├── LogBusyError                            another writer holds the run's LOCK
     ├── RunNotFoundError (also LookupError)     no run matches an id or prefix
     ├── InvalidIdError (also ValueError)        a run or instance id that could name a path
+    ├── InvalidIndexKindError (also ValueError) an index kind that is not one of IndexKind
     └── WriterBrokenError                       the writer thread failed (cause chained)
 
 Errors carry structured fields (path, segment, offset, seq) so callers and the CLIs can point at
@@ -39,6 +40,7 @@ __all__ = [
     "HashMismatchError",
     "IndexCorruptError",
     "InvalidIdError",
+    "InvalidIndexKindError",
     "LogBusyError",
     "LogClosedError",
     "MmapLogError",
@@ -163,6 +165,15 @@ class RunNotFoundError(MmapLogError, LookupError):
 
 class InvalidIdError(MmapLogError, ValueError):
     """A run or instance id that is malformed or could name a path outside the store."""
+
+
+class InvalidIndexKindError(MmapLogError, ValueError):
+    """An index kind that is neither an ``IndexKind`` nor the name of one."""
+
+    def __init__(self, kind: object, valid: list[str]) -> None:
+        self.kind = kind
+        self.valid = valid
+        super().__init__(f"unknown index kind {kind!r}; expected one of {', '.join(valid)}")
 
 
 class WriterBrokenError(MmapLogError):

@@ -7,10 +7,11 @@ Layers: ``mmaplog`` (engine) ← ``replay`` ← ``tui``; nothing here imports ``
 from __future__ import annotations
 
 from replay.breakpoints import Breakpoint, any_of, at_seq, on_header, on_key, on_topic, on_type
-from replay.decoders import DecoderRegistry, RawEntry, RunEnded, default_decoders
+from replay.decoders import DecoderRegistry, RawEntry, RunEnded, decoders_for, default_decoders
 from replay.engine import Predicate, ReplayEngine
 from replay.errors import (
     DecodeFailure,
+    DecoderSpecError,
     DeterminismError,
     HandlerError,
     HandlerSpecError,
@@ -55,6 +56,7 @@ __all__ = [
     "Handler",
     "HandlerError",
     "HandlerOutcome",
+    "DecoderSpecError",
     "HandlerSpecError",
     "Pace",
     "Predicate",
@@ -79,6 +81,7 @@ __all__ = [
     "UnknownPayloadTypeError",
     "any_of",
     "at_seq",
+    "decoders_for",
     "default_decoders",
     "load_handler",
     "on_header",

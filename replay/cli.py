@@ -16,9 +16,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mmaplog import CorruptionError, MmapLogError, Reader, RunInfo, Store, default_root
+from mmaplog import (
+    CorruptionError,
+    MmapLogError,
+    Reader,
+    RunInfo,
+    Store,
+    default_root,
+    version_line,
+)
 from mmaplog.cli.text import silence_stdout
-from replay.decoders import default_decoders
+from replay.decoders import DecoderRegistry, decoders_for
 from replay.engine import ReplayEngine
 from replay.errors import (
     DeterminismError,
@@ -61,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-dispatch the entries of a captured run, in seq order, to handlers.",
         epilog="Exit status: 0 success, 1 integrity or handler failure, 2 bad usage.",
     )
-    p.add_argument("run", metavar="RUN_ID", help="run id, unique prefix, or 'latest'")
+    p.add_argument("--version", action="version", version=version_line(PROG))
+    p.add_argument("run", metavar="RUN_ID", nargs="?", help="run id, unique prefix, or 'latest'")
     p.add_argument(
         "--root", type=Path, default=None, help="store root ($MMAPLOG_ROOT or ./mmaplog-data)"
     )
@@ -229,10 +238,12 @@ def write_report(path: Path | None, data: bytes) -> None:
 
 
 def resolve(args: argparse.Namespace) -> RunInfo:
-    store = Store(args.root if args.root is not None else default_root())
+    """The run RUN_ID names. A missing root is a usage error (exit 2); a run whose manifest is
+    damaged is a ``CorruptionError`` (exit 1), like any other damage."""
+    store = Store(args.root if args.root is not None else default_root()).require_root()
     info = store.resolve(args.run, args.instance)
     if info.manifest is None:
-        raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
+        raise CorruptionError(f"run {info.run_id} cannot be read: {info.error}")
     return info
 
 
@@ -267,11 +278,13 @@ def _progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int],
 def cmd_replay(args: argparse.Namespace) -> int:
     options = options_from(args)
     handlers = handlers_from(args)
-    decoders = default_decoders()
-    for spec in args.decoders:
-        decoders.register_module(spec)
+    extra_decoders = DecoderRegistry()
+    for spec in args.decoders:  # checked before the run is resolved, like every other option
+        extra_decoders.register_module(spec)
     report_path = _json_report_target(args.json_report)
     info = resolve(args)
+    decoders = decoders_for(info.manifest)
+    decoders.update(extra_decoders)
     # Lines on a terminal are their own progress; a bar would tear through them.
     printing = any(isinstance(h, PrintHandler) for h in handlers) and sys.stdout.isatty()
     with Reader(info.run_dir) as reader:
@@ -318,7 +331,8 @@ def _finish(
             where = "" if record.seq is None else f"seq {record.seq}: "
             _err(f"{record.kind}: {where}{record.message}")
         if report.error_count > len(shown):
-            _err(f"... and {report.error_count - len(shown)} more errors")
+            more = report.error_count - len(shown)
+            _err(f"... and {more} more error{'' if more == 1 else 's'}")
         return EXIT_FAIL
     return EXIT_OK
 
@@ -351,7 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            raise UsageError(f"unrecognized arguments: {' '.join(extras)}")
+        if args.run is None:
+            raise UsageError("give a RUN_ID: a run id, a unique prefix of one, or 'latest'")
         if args.recapture:
             return cmd_recapture(args)
         return cmd_replay(args)

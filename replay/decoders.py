@@ -19,15 +19,21 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from mmaplog import Entry, RegisteredComponents
-from mmaplog.demo import DEMO_TYPES
-from replay.errors import DecodeFailure, HandlerSpecError, UnknownPayloadTypeError
+from mmaplog import Entry, RegisteredComponents, RunManifest
+from mmaplog.demo import DEMO_TYPES, is_demo_run
+from replay.errors import (
+    DecodeFailure,
+    DecoderSpecError,
+    HandlerSpecError,
+    UnknownPayloadTypeError,
+)
 
 __all__ = [
     "DecodeFn",
     "DecoderRegistry",
     "RawEntry",
     "RunEnded",
+    "decoders_for",
     "default_decoders",
     "import_attribute",
 ]
@@ -134,14 +140,14 @@ class DecoderRegistry:
         """Register the decoders named by ``pkg.module:attr``; returns how many were added.
 
         ``attr`` may be a ``DecoderRegistry``, a mapping ``payload_type → class``, or a
-        function of no arguments returning either. Errors are ``HandlerSpecError``.
+        function of no arguments returning either. Errors are ``DecoderSpecError``.
         """
-        value = import_attribute(spec)
+        value = import_attribute(spec, DecoderSpecError)
         if callable(value) and not isinstance(value, type | DecoderRegistry):
             try:
                 value = value()
             except Exception as exc:
-                raise HandlerSpecError(
+                raise DecoderSpecError(
                     spec, f"calling it raised {type(exc).__name__}: {exc}"
                 ) from exc
         if isinstance(value, DecoderRegistry):
@@ -151,8 +157,8 @@ class DecoderRegistry:
             try:
                 return self.register_types(value)
             except TypeError as exc:
-                raise HandlerSpecError(spec, str(exc)) from exc
-        raise HandlerSpecError(
+                raise DecoderSpecError(spec, str(exc)) from exc
+        raise DecoderSpecError(
             spec,
             f"is a {type(value).__name__}; expected a DecoderRegistry, a mapping of "
             "payload_type to class, or a function returning one",
@@ -193,55 +199,65 @@ def no_decoder_reason(payload_type: str) -> str:
 
 
 def default_decoders(*, generic_fallback: bool = False) -> DecoderRegistry:
-    """A registry for the lifecycle entries and the demo engine's twelve message types."""
+    """A registry for the lifecycle entries and the demo engine's twelve message types (for
+    demo runs; ``decoders_for(manifest)`` picks the right registry for any run)."""
     registry = DecoderRegistry(generic_fallback=generic_fallback)
     registry.register_types(DEMO_TYPES)
     return registry
 
 
-def import_attribute(spec: str) -> Any:
+def decoders_for(
+    manifest: RunManifest | None, *, generic_fallback: bool = False
+) -> DecoderRegistry:
+    """The decoders for one run: the lifecycle entries, plus the demo engine's twelve types
+    only for a run the demo captured. A user's own ``SubmitOrder`` is not the demo's, so it is
+    never decoded as one (register its class, or use ``--decoders``)."""
+    if manifest is not None and is_demo_run(manifest):
+        return default_decoders(generic_fallback=generic_fallback)
+    return DecoderRegistry(generic_fallback=generic_fallback)
+
+
+def import_attribute(spec: str, error: type[HandlerSpecError] = HandlerSpecError) -> Any:
     """Import ``pkg.module:attr`` and return the attribute; ``HandlerSpecError`` explains what
     is wrong with a spec that is malformed, looks like a path, or does not resolve."""
     if not isinstance(spec, str) or not spec.strip():
-        raise HandlerSpecError(str(spec), "empty spec; expected pkg.module:attr")
+        raise error(str(spec), "empty spec; expected pkg.module:attr")
     text = spec.strip()
     module_part = text.split(":", 1)[0]
     if "/" in text or "\\" in text or module_part.endswith(".py") or text.startswith("."):
-        raise HandlerSpecError(
+        raise error(
             spec,
             "looks like a file path; name an importable module instead, e.g. "
             "mypkg.handlers:on_entry (the current directory is on the import path)",
         )
     if ":" not in text:
-        raise HandlerSpecError(spec, "expected pkg.module:attr (a colon before the attribute)")
+        raise error(spec, "expected pkg.module:attr (a colon before the attribute)")
     if not _SPEC.match(text):
-        raise HandlerSpecError(
+        raise error(
             spec, "expected pkg.module:attr with dotted Python identifiers, e.g. mypkg.mod:func"
         )
     module_name, attr_path = text.split(":", 1)
-    module = _import_module(spec, module_name)
+    module = _import_module(spec, module_name, error)
     value: Any = module
     walked = module_name
     for part in attr_path.split("."):
         try:
             value = getattr(value, part)
         except AttributeError:
-            raise HandlerSpecError(spec, f"{walked} has no attribute {part!r}") from None
+            raise error(spec, f"{walked} has no attribute {part!r}") from None
         walked = f"{walked}:{part}" if walked == module_name else f"{walked}.{part}"
     return value
 
 
-def _import_module(spec: str, module_name: str) -> ModuleType:
+def _import_module(spec: str, module_name: str, error: type[HandlerSpecError]) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
-            raise HandlerSpecError(spec, f"no module named {missing!r}") from exc
-        raise HandlerSpecError(
+            raise error(spec, f"no module named {missing!r}") from exc
+        raise error(
             spec, f"importing {module_name} failed: it needs {missing!r}, which is missing"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - user code: any import failure is a spec error
-        raise HandlerSpecError(
-            spec, f"importing {module_name} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise error(spec, f"importing {module_name} failed: {type(exc).__name__}: {exc}") from exc

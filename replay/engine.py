@@ -26,7 +26,7 @@ from replay.decoders import (
     DecoderRegistry,
     RawEntry,
     decode_failure_reason,
-    default_decoders,
+    decoders_for,
     no_decoder_reason,
 )
 from replay.errors import (
@@ -60,7 +60,7 @@ class ReplayEngine:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.reader = reader
-        self.decoders = decoders if decoders is not None else default_decoders()
+        self.decoders = decoders if decoders is not None else decoders_for(reader.manifest)
         self.handlers = list(handlers)
         self.options = options if options is not None else ReplayOptions()
         self.progress = progress
@@ -493,25 +493,38 @@ class ReplayEngine:
         lookup = self._decoder
         first = self._first_seq
         last = self._last_seq
-        dispatched = decoded = 0
+        raw_by_type = self._raw_by_type
+        dispatched = decoded = generic = raw = 0
         try:
             for entry in it:
-                found = cache.get(entry.payload_type)
-                fn, kind, cell = found if found is not None else lookup(entry.payload_type)
-                cell[0] += 1
-                if kind == _TYPED:
-                    try:
-                        message = fn(entry.payload)  # type: ignore[misc]
-                        decoded += 1
-                    except Exception as exc:  # noqa: BLE001 - delivered raw with the reason
-                        message = self._raw(entry, decode_failure_reason(entry.payload_type, exc))[
-                            0
-                        ]
+                payload_type = entry.payload_type
+                found = cache.get(payload_type)
+                fn, kind, cell = found if found is not None else lookup(payload_type)
+                reason = None
+                if fn is None:
+                    reason = no_decoder_reason(payload_type)
                 else:
-                    cell[0] -= 1  # _decode counts it again
-                    message = self._decode(entry)[0]
+                    try:
+                        message = fn(entry.payload)
+                    except Exception as exc:  # noqa: BLE001 - delivered raw with the reason
+                        reason = decode_failure_reason(payload_type, exc)
+                if reason is not None:
+                    message = RawEntry(entry, reason)
                 if pace is not None:
                     pace(entry.ts_init)
+                # The entry is counted from here to the dispatch count in one stretch without a
+                # call, so an interrupt (Ctrl-C lands at a call) never leaves it half-counted:
+                # decoded + generic + raw == dispatched, and by_type sums to it too.
+                cell[0] += 1
+                if reason is not None:
+                    raw += 1
+                    raw_by_type[payload_type] = (
+                        raw_by_type[payload_type] + 1 if payload_type in raw_by_type else 1
+                    )
+                elif kind == _TYPED:
+                    decoded += 1
+                else:
+                    generic += 1
                 last = entry.seq
                 if first is None:
                     first = last
@@ -541,13 +554,17 @@ class ReplayEngine:
                     self._first_seq, self._last_seq = first, last
                     self._dispatched += dispatched
                     self._decoded += decoded
-                    dispatched = decoded = 0
+                    self._generic += generic
+                    self._raw_count += raw
+                    dispatched = decoded = generic = raw = 0
                     if progress is not None:
                         progress(self._dispatched)
         finally:
             self._first_seq, self._last_seq = first, last
             self._dispatched += dispatched
             self._decoded += decoded
+            self._generic += generic
+            self._raw_count += raw
 
     def _verify_loop(self) -> None:
         opts = self.options

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "DecodeFailure",
+    "DecoderSpecError",
     "DeterminismError",
     "HandlerError",
     "HandlerSpecError",
@@ -92,9 +93,17 @@ class HandlerError(ReplayError):
 class HandlerSpecError(ReplayError, ValueError):
     """A handler spec is malformed, cannot be imported, or does not name a handler."""
 
+    what = "handler"
+
     def __init__(self, spec: str, message: str) -> None:
         self.spec = spec
-        super().__init__(f"handler {spec!r}: {message}")
+        super().__init__(f"{self.what} {spec!r}: {message}")
+
+
+class DecoderSpecError(HandlerSpecError):
+    """A ``--decoders`` spec is malformed, cannot be imported, or names no decoders."""
+
+    what = "decoders"
 
 
 class ReplayOptionError(ReplayError, ValueError):

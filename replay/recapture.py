@@ -22,8 +22,8 @@ from typing import Any
 
 import msgspec
 
-from mmaplog import Entry, MmapLogError, Reader, RunIdentity, RunInfo, Store
-from mmaplog.demo import DemoConfig, DemoEngine, demo_components, demo_registry
+from mmaplog import Entry, MmapLogError, Reader, RunIdentity, RunInfo, RunStatus, Store
+from mmaplog.demo import DemoConfig, DemoEngine, demo_components, demo_registry, is_demo_run
 from mmaplog.demo.components import TIME_EVENT
 from replay.decoders import DecoderRegistry, RawEntry, default_decoders
 from replay.engine import ReplayEngine
@@ -69,6 +69,7 @@ class RecaptureReport(msgspec.Struct, frozen=True, kw_only=True):
     identical: bool
     divergence: Divergence | None
     replay: ReplayReport
+    notes: list[str] = []
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2) + b"\n"
@@ -92,6 +93,7 @@ class RecaptureReport(msgspec.Struct, frozen=True, kw_only=True):
             lines.append(f"  {d.describe()}")
             lines.append(f"  original:   {d.original}")
             lines.append(f"  recaptured: {d.recaptured}")
+        lines.extend(f"note: {note}" for note in self.notes)
         return lines
 
 
@@ -139,7 +141,7 @@ def recapture(
     manifest = info.manifest
     if manifest is None:
         raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
-    if "demo" not in manifest.feature_flags or manifest.seed is None:
+    if not is_demo_run(manifest) or manifest.seed is None:
         raise ReplayOptionError(
             f"run {manifest.run_id} was not captured by the demo engine (feature flags "
             f"{manifest.feature_flags}, seed {manifest.seed}): --recapture needs a demo run"
@@ -169,6 +171,11 @@ def recapture(
         ),
         registry=demo_registry(),
         components=demo_components(config),
+        # The recapture re-derives the original in its simulated time: it starts where the
+        # original did (so its entries are not before its start, and a recapture of it builds
+        # the same engine), and it names the run it came from.
+        start_ts_init=manifest.start_ts_init,
+        source_run_id=manifest.run_id,
     )
     with session:
         # The engine run_demo built for the original: its seed, its clock at its start.
@@ -183,8 +190,17 @@ def recapture(
                 raise
             end = reader.manifest.end_ts_init
         session.close(end if end is not None else engine.clock.now + 1)
+    notes: list[str] = []
     with Reader(info.run_dir) as original, Reader(session.run_dir) as recaptured:
         compared, divergence = compare_runs(original, recaptured, default_decoders())
+        cut = 0 if divergence is None else _cut_short(original, recaptured, divergence)
+        if cut:
+            notes.append(
+                f"the original run ({manifest.status.value}) ends inside the follow-ups of its "
+                f"last input, as a killed run does: the recapture's last {cut:,} entries "
+                "complete them and are not a divergence"
+            )
+            divergence = None
     return RecaptureReport(
         original_run_id=manifest.run_id,
         recaptured_run_id=session.run_id,
@@ -195,7 +211,27 @@ def recapture(
         identical=divergence is None,
         divergence=divergence,
         replay=report,
+        notes=notes,
     )
+
+
+def _cut_short(original: Reader, recaptured: Reader, divergence: Divergence) -> int:
+    """How many trailing entries of the recapture only complete the original's last cascade,
+    or 0. That is expected of an original that did not end normally (killed, then recovered
+    ``CRASHED_RECOVERED``, or never recovered): its writer committed a prefix of the engine's
+    output, so the recapture matches it and then finishes the cascade it was in. They must
+    hold no input: a recaptured input the original lacks is a real divergence."""
+    status = original.manifest.status
+    if divergence.field != "extra" or divergence.recaptured_seq is None:
+        return 0
+    if status not in (RunStatus.CRASHED_RECOVERED, RunStatus.RUNNING):
+        return 0
+    rest = [
+        e
+        for e in recaptured.scan(divergence.recaptured_seq, recaptured.high_watermark)
+        if not e.topic.startswith(_LIFECYCLE)
+    ]
+    return 0 if any(_demo_input(e) for e in rest) else len(rest)
 
 
 def _recapture_instance(instance_id: str) -> str:

@@ -94,7 +94,8 @@ class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
             parts.append(f"{decoded}, {self.raw:,} raw")
         if self.skipped_by_filter:
             parts.append(f"{self.skipped_by_filter:,} skipped by filter")
-        parts.append("no errors" if self.ok else f"{self.error_count:,} errors")
+        n = self.error_count
+        parts.append("no errors" if self.ok else f"{n:,} error{'' if n == 1 else 's'}")
         if self.interrupted:
             parts.append("interrupted")
         elif self.stopped_by:

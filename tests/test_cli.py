@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import mmaplog
+from mmaplog import RunStatus
 from mmaplog.cli.commands import main
 from tests.test_store_reader import build_run
 
@@ -51,9 +53,61 @@ def test_runs_json_is_valid_json_with_entry_counts(root, capsys):
 
 
 def test_runs_on_an_empty_root_says_so(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "runs", "--root", str(tmp_path / "none"))
+    code, out, _ = run_cli(capsys, "runs", "--root", str(tmp_path))
     assert code == 0
     assert "no runs" in out
+
+
+@pytest.mark.parametrize("command", ["runs", "gc --keep-last 1", "show latest", "verify latest"])
+@pytest.mark.parametrize(
+    ("make", "says"), [(None, "does not exist"), ("file", "is not a directory")]
+)
+def test_a_missing_root_or_a_root_that_is_a_file_exits_2_saying_so(
+    tmp_path, capsys, command, make, says
+):
+    root = tmp_path / "store"
+    if make == "file":
+        root.write_text("not a store")
+    code, out, err = run_cli(capsys, *command.split(), "--root", str(root))
+    assert code == 2
+    assert err.strip() == f"mmaplog: error: store root {root} {says}"
+    assert out == ""
+
+
+def test_a_run_with_an_unreadable_manifest_is_damage_and_exits_1(root, capsys):
+    (root / "trader-001" / RUN_A / "manifest.json").write_text("{nope")
+    for command in ("show", "tail", "export"):
+        code, _, err = run_cli(capsys, command, RUN_A, "--root", str(root))
+        assert code == 1
+        assert err.startswith(f"mmaplog: corrupt: run {RUN_A} cannot be read")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--bogus", "runs"], "unrecognized arguments: --bogus"),
+        ([], "give a COMMAND: runs, show, tail"),
+    ],
+)
+def test_an_unknown_option_is_named_before_a_missing_command(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+
+
+def test_every_cli_prints_its_version_and_core(capsys):
+    from mmaplog import version_line
+    from replay.cli import main as replay_main
+    from tui.app import main as tui_main
+
+    for prog, entry in (("mmaplog", main), ("replay", replay_main), ("mmaplog-tui", tui_main)):
+        with pytest.raises(SystemExit) as done:
+            entry(["--version"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out.strip()
+        assert out == version_line(prog)
+        assert out.startswith(f"{prog} {mmaplog.__version__} (core: ")
 
 
 def test_root_defaults_to_the_environment_variable(root, capsys, monkeypatch):
@@ -66,7 +120,7 @@ def test_root_defaults_to_the_environment_variable(root, capsys, monkeypatch):
 def test_show_prints_manifest_and_counts(root, capsys):
     code, out, _ = run_cli(capsys, "show", RUN_A[:19], "--root", str(root))
     assert code == 0
-    assert "entries   30" in out
+    assert ["entries", "30"] in [line.split() for line in out.splitlines()]
     assert "exec.command" in out
 
 
@@ -78,10 +132,45 @@ def test_show_json_carries_the_manifest_and_counts(root, capsys):
     assert data["by_topic"] == {"exec.command": 5}
 
 
-def test_tail_prints_the_last_n_entries(root, capsys):
+def test_tail_prints_the_last_n_entries(root, capsys):  # after a header row
     code, out, _ = run_cli(capsys, "tail", RUN_A, "-n", "3", "--root", str(root))
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()] == ["28", "29", "30"]
+    assert [line.split()[0] for line in out.splitlines()] == ["SEQ", "28", "29", "30"]
+
+
+def test_tail_has_a_labelled_header_and_the_same_columns_backlog_and_followed(tmp_path, capsys):
+    import threading
+    import time
+
+    from mmaplog.storage.mmap_backend import MmapBackend
+    from tests.conftest import append_item, make_manifest
+
+    backend = MmapBackend(tmp_path, "trader-001", segment_size=64 * 1024)
+    backend.open_run(make_manifest(RUN_A))
+    backend.append_batch([append_item(s, topic="t") for s in range(1, 4)])
+
+    def write_later():
+        time.sleep(0.3)  # tail is following by now
+        backend.append_batch(
+            [append_item(s, topic="exec.event.OrderFilled", payload=b"x" * 999) for s in (4, 5)]
+        )
+        backend.seal(RunStatus.ENDED)
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    try:
+        code, out, _ = run_cli(capsys, "tail", RUN_A, "-f", "--root", str(tmp_path))
+    finally:
+        writer.join()
+        backend.close()
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header.split() == ["SEQ", "TIME", "(UTC)", "TOPIC", "PAYLOAD", "TYPE", "CORR", "SIZE"]
+    assert [line.split()[0] for line in lines] == ["1", "2", "3", "4", "5"]
+    for line in lines:  # every column starts where its header starts
+        assert line.index("2023-") == header.index("TIME")
+        assert line.index(" SubmitOrder") + 1 == header.index("PAYLOAD TYPE")
+    assert lines[0].index(" B") == lines[-1].index(" B")
 
 
 def test_tail_jsonl_lines_are_json(root, capsys):
@@ -203,12 +292,32 @@ def test_gc_dry_run_plans_without_deleting_then_deletes(root, capsys):
     build_run(root, "1700000000000000003-0000000c", n=3)
     code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--dry-run", "--root", str(root))
     assert code == 0
-    assert f"would delete trader-001/{RUN_A}" in out
+    assert ["would", "delete", f"trader-001/{RUN_A}"] == out.splitlines()[0].split()[:3]
     assert (root / "trader-001" / RUN_A).exists()
     code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--root", str(root))
     assert code == 0
     assert not (root / "trader-001" / RUN_A).exists()
     assert (root / "trader-001" / RUN_B).exists()  # RUNNING runs are never touched
+
+
+def test_gc_says_why_each_kept_run_is_kept_and_how_many_bytes_it_freed(root, capsys):
+    build_run(root, "1700000000000000003-0000000c", n=3)
+    size = sum(p.stat().st_blocks * 512 for p in (root / "trader-001" / RUN_A).rglob("*"))
+    code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--root", str(root))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["deleted", f"trader-001/{RUN_A}"]
+    kept = {line.split()[1]: line.split(None, 2)[2] for line in lines if line.startswith("kept ")}
+    assert kept == {
+        f"trader-001/{RUN_B}": "running but crashed: recover it first",
+        "trader-001/1700000000000000003-0000000c": "newest known-good restore point",
+    }
+    from mmaplog.cli.text import format_bytes
+
+    assert lines[-1] == f"deleted 1 run, freed {format_bytes(size)}, kept 2 (keep_last(1))"
+    code, out, _ = run_cli(capsys, "gc", "--keep-last", "1", "--root", str(root), "--json")
+    assert json.loads(out)["bytes_freed"] == 0  # nothing left to delete
+    assert json.loads(out)["reasons"][f"trader-001/{RUN_B}"].startswith("running")
 
 
 @pytest.mark.parametrize(
@@ -242,3 +351,75 @@ def test_every_admin_command_is_documented_in_the_cli_reference():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag not in ("--help", "--root", "--instance"):
                     assert flag in section, f"mmaplog {name} {flag} is not documented"
+
+
+# --- issue 12 ---------------------------------------------------------------------------------
+def test_show_on_a_run_with_a_truncated_symbol_table_is_one_corrupt_line(root, capsys):
+    symbols = root / "trader-001" / RUN_A / "symbols.sym"
+    data = symbols.read_bytes()
+    first_record = 8 + len(b"exec.command") + 8
+    symbols.write_bytes(data[: 16 + first_record])  # the payload type's name is gone
+    code, out, err = run_cli(capsys, "show", RUN_A, "--root", str(root))
+    assert code == 1
+    assert err.startswith("mmaplog: corrupt: unknown symbol id 2")
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_show_on_a_run_whose_index_names_an_unknown_topic_is_one_corrupt_line(root, capsys):
+    offset = 64 + 11 * 96 + 44  # record of seq 12, its topic id
+    with open(root / "trader-001" / RUN_A / "index.idx", "r+b") as f:
+        f.seek(offset)
+        f.write((9999).to_bytes(4, "little"))
+    code, _, err = run_cli(capsys, "show", RUN_A, "--root", str(root), "--json")
+    assert code == 1
+    assert err.startswith("mmaplog: corrupt: unknown symbol id 9999")
+    assert "seq=12" in err
+
+
+def test_tail_follow_on_a_crashed_run_stops_and_says_why(root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmaplog", "tail", RUN_B, "-f", "-n", "2", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert [line.split()[0] for line in proc.stdout.splitlines()][-2:] == ["4", "5"]
+    assert "no writer holds it (crashed): stopped following after seq 5" in proc.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_export_killed_by_a_catchable_signal_leaves_no_temporary_file(tmp_path, signame):
+    import signal
+    import time
+
+    build_run(tmp_path, RUN_A, n=2000)
+    target = tmp_path / "out" / "export.jsonl"
+    target.parent.mkdir()
+    slow_export = (
+        "import sys, time, mmaplog.cli.commands as cli\n"
+        "record = cli.entry_record\n"
+        "def slow(*a, **k):\n"
+        "    time.sleep(0.002)\n"
+        "    return record(*a, **k)\n"
+        "cli.entry_record = slow\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", slow_export, "export", RUN_A, "--out", str(target)]
+        + ["--root", str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tmp = target.with_name(f".{target.name}.tmp")
+    deadline = time.monotonic() + 30
+    while not (tmp.exists() and tmp.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + getattr(signal, signame)
+    assert f"terminated by {signame}" in err
+    assert "Traceback" not in err
+    assert list(target.parent.iterdir()) == []

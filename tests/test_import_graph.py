@@ -17,6 +17,7 @@ PACKAGE = ROOT / "mmaplog"
 LAYERS = (
     "mmaplog.errors",
     "mmaplog.storage",
+    "mmaplog.version",  # the package version and the core in use
     "mmaplog.engine",
     "mmaplog.integrity",
     "mmaplog.runs",

@@ -14,7 +14,7 @@ import xxhash
 
 from mmaplog.storage.core import CORE, core_description, native
 
-needs_native = pytest.mark.skipif(native is None, reason="the native core is not built")
+needs_native = pytest.mark.skipif(native is None, reason=f"native core not loaded: {core_description()}")
 SEEDS = (0, 1, 0xDEADBEEF12345678, (1 << 64) - 1)
 
 

@@ -99,15 +99,28 @@ def test_bad_run_ids_exit_2_with_one_line(root, capsys, spec, message):
 
 
 def test_latest_on_an_empty_root_exits_2(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "latest", "--root", tmp_path / "none")
+    code, _, err = run_cli(capsys, "latest", "--root", tmp_path)
     assert code == 2
     assert "no runs under" in err
 
 
-def test_a_run_with_an_unreadable_manifest_exits_2(root, capsys):
+@pytest.mark.parametrize(
+    ("make", "says"), [(None, "does not exist"), ("file", "is not a directory")]
+)
+def test_a_missing_root_or_a_root_that_is_a_file_exits_2_saying_so(tmp_path, capsys, make, says):
+    root = tmp_path / "store"
+    if make == "file":
+        root.write_text("not a store")
+    code, _, err = run_cli(capsys, "latest", "--root", root)
+    assert code == 2
+    assert f"store root {root} {says}" in err
+
+
+def test_a_run_with_an_unreadable_manifest_is_damage_and_exits_1(root, capsys):
     (root / "trader-001" / RUN_A / "manifest.json").write_text("{nope")
     code, _, err = run_cli(capsys, RUN_A, "--root", root)
-    assert code == 2
+    assert code == 1
+    assert err.startswith("replay: corrupt: run")
     assert "cannot be read" in err
 
 
@@ -565,3 +578,34 @@ def test_follow_prints_a_live_run_until_its_writer_seals_it(tmp_path, capsys):
         backend.close()
     assert code == 0, err
     assert seqs(out) == list(range(1, 26))
+
+
+def test_a_bad_decoders_spec_is_called_decoders_not_a_handler(root, capsys):
+    for spec in ("nope.module:x", "no_colon", "tests.test_replay_fixtures:NOPE"):
+        code = main([RUN_A, "--root", str(root), "--decoders", spec])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.startswith(f"replay: usage error: decoders {spec!r}: "), err
+        assert "handler" not in err
+
+
+def test_a_bad_decoders_spec_is_reported_before_the_run_is_looked_up(tmp_path, capsys):
+    code = main(["latest", "--root", str(tmp_path), "--decoders", "nope.module:x"])
+    assert code == 2
+    assert "decoders 'nope.module:x'" in capsys.readouterr().err
+
+
+def test_one_error_is_singular_in_the_summary(root, capsys):
+    flip_payload_byte(root / "trader-001" / RUN_A, 5)
+    code, _, err = run_cli(
+        capsys, RUN_A, "--root", root, "--continue-on-error", "--handler", "count"
+    )
+    assert code == 1
+    assert "; 1 error" in err
+    assert "1 errors" not in err
+
+
+def test_replay_bogus_names_the_unknown_option(capsys):
+    code = main(["--bogus"])
+    assert code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -152,3 +152,67 @@ def test_register_module_explains_what_is_wrong(decoder_module, attr, message):
 def test_register_module_names_a_missing_module():
     with pytest.raises(HandlerSpecError, match="no module named 'no_such_module_xyz'"):
         DecoderRegistry().register_module("no_such_module_xyz:TYPES")
+
+
+# --- issue 12 #3: the demo's decoders are for demo runs only -----------------------------------
+class SubmitOrder(msgspec.Struct, frozen=True):
+    """The README's own SubmitOrder: the same name as a demo type, other fields."""
+
+    client_order_id: str
+    quantity: str
+
+
+def readme_run(root):
+    from mmaplog import EncoderRegistry, IndexKey, IndexKind, Store
+
+    registry = EncoderRegistry()
+    registry.register_struct(
+        SubmitOrder, keys=lambda m: (IndexKey(IndexKind.CLIENT_ORDER_ID, m.client_order_id),)
+    )
+    with Store(root).open_session("trader-001", registry=registry) as session:
+        session.bus.publish("exec.command.SubmitOrder", SubmitOrder("O-1", "1.0"))
+    return session.run_dir
+
+
+def test_a_users_type_named_like_a_demo_type_is_not_decoded_as_the_demo_type(tmp_path, capsys):
+    from replay.cli import main
+
+    readme_run(tmp_path)
+    code = main(["latest", "--root", str(tmp_path), "--format", "jsonl"])
+    out = capsys.readouterr().out
+    assert code == 0
+    (line,) = [json for json in out.splitlines() if "SubmitOrder" in json]
+    assert "trader_id" not in line
+    assert "no decoder for payload type 'SubmitOrder'" in line
+    code = main(
+        ["latest", "--root", str(tmp_path), "--format", "jsonl", "--decoders", f"{__name__}:types"]
+    )
+    assert code == 0
+    assert '"client_order_id": "O-1"' in capsys.readouterr().out
+
+
+types = {"SubmitOrder": SubmitOrder}
+
+
+def test_decoders_for_a_run_know_the_demo_types_only_for_demo_runs(tmp_path):
+    from mmaplog import Reader
+    from mmaplog.demo import run_demo
+    from replay import decoders_for
+
+    with Reader(readme_run(tmp_path / "user")) as reader:
+        assert "SubmitOrder" not in decoders_for(reader.manifest)
+        assert "RunEnded" in decoders_for(reader.manifest)
+    demo = run_demo(tmp_path / "demo", entries=50)
+    with Reader(demo.run_dir) as reader:
+        assert set(DEMO_TYPES) <= set(decoders_for(reader.manifest))
+
+
+def test_the_tui_decodes_a_users_type_as_plain_msgpack_not_as_the_demo_type(tmp_path):
+    from mmaplog import Reader
+    from tui.source import read_row
+
+    with Reader(readme_run(tmp_path)) as reader:
+        row = read_row(reader, 2)
+    assert row.payload_type == "SubmitOrder"
+    assert "undecodable" not in row.summary
+    assert "O-1" in row.summary

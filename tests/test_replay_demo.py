@@ -200,3 +200,115 @@ def test_a_session_from_a_mid_run_seq_has_the_projection_caught_up(demo_root):
         session.run_until(on_type("PositionClosed"))
         assert session.state().last is not None
         assert session.state().last.message.position_id in session.projection_state().positions
+
+
+# --- issue 12 #2 -------------------------------------------------------------------------------
+def test_a_recaptured_run_recaptures_identically_and_links_to_its_source(
+    tmp_path, capsys, monkeypatch
+):
+    import time
+
+    run_demo(tmp_path, entries=600, seed=11)
+    wall = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: wall() + 600 * 10**9)  # recaptured 10 min later
+    store = Store(tmp_path)
+    original = store.resolve("latest")
+    first = recapture(store, original)
+    assert first.identical, first.divergence
+    assert store.resolve("latest").run_id == first.recaptured_run_id  # the newest is the copy
+    code, out, err = run_cli(capsys, "latest", "--root", tmp_path, "--recapture")
+    assert code == 0, out + err
+    assert "identical:" in out
+    runs = {r.run_id: r for r in store.runs()}
+    copy = runs[first.recaptured_run_id]
+    assert copy.manifest.source_run_id == original.run_id
+    second = store.resolve("latest")
+    assert second.instance_id == "demo.recapture.recapture"
+    assert second.manifest.source_run_id == copy.run_id
+
+
+def test_a_recaptured_run_has_the_same_span_in_runs_and_show_as_its_source(tmp_path, capsys):
+    from mmaplog import verify
+
+    run_demo(tmp_path, entries=600, seed=11)
+    store = Store(tmp_path)
+    result = recapture(store, store.resolve("latest"))
+    assert verify(store.resolve(result.recaptured_run_id).run_dir).is_clean
+    assert mmaplog_main(["runs", "--root", str(tmp_path), "--json"]) == 0
+    spans = {r["run_id"]: r["span"] for r in json.loads(capsys.readouterr().out)}
+    assert spans[result.recaptured_run_id] == spans[result.original_run_id]
+    for run_id, span in spans.items():
+        assert mmaplog_main(["show", run_id, "--root", str(tmp_path)]) == 0
+        shown = [line.split() for line in capsys.readouterr().out.splitlines()]
+        assert ["span", *span.split()] in shown
+        if run_id == result.recaptured_run_id:
+            assert ["source", result.original_run_id] in shown
+
+
+def test_a_demo_stopped_by_ctrl_c_seals_between_cascades_and_recaptures_identically(
+    tmp_path, capsys, monkeypatch
+):
+    import contextlib
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread")
+    original_fill = VenueSimulator._fill
+    calls = {"n": 0}
+
+    def fill_then_ctrl_c(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # in the middle of a cascade
+        return original_fill(self, *args)
+
+    monkeypatch.setattr(VenueSimulator, "_fill", fill_then_ctrl_c)
+    with contextlib.suppress(KeyboardInterrupt):
+        code = mmaplog_main(["demo", "--root", str(tmp_path), "--entries", "100000"])
+    monkeypatch.setattr(VenueSimulator, "_fill", original_fill)
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "stopped after the message cascade in progress; the run is sealed" in err
+    store = Store(tmp_path)
+    info = store.resolve("latest")
+    assert info.manifest.status.value == "ended"
+    assert info.manifest.high_watermark < 100000
+    result = recapture(store, info)
+    assert result.identical, result.divergence
+    assert result.notes == []
+
+
+def test_a_killed_demo_recaptures_identically_with_a_note(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmaplog", "demo", "--root", str(tmp_path), "--entries", "10000000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = Store(tmp_path).runs()
+            if runs and runs[0].manifest is not None:
+                with Reader(runs[0].run_dir) as reader:
+                    if reader.high_watermark > 3000:
+                        break
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    store = Store(tmp_path)
+    assert mmaplog_main(["recover", "--all", "--root", str(tmp_path)]) == 0
+    info = store.resolve("latest")
+    assert info.manifest.status.value == "crashed_recovered"
+    result = recapture(store, info)
+    assert result.identical, result.divergence
+    if result.notes:  # unless the kill happened to land between two cascades
+        assert "ends inside the follow-ups of its last input" in result.notes[0]

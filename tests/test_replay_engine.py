@@ -389,3 +389,41 @@ def test_the_report_round_trips_through_msgspec(run_dir):
     report, _ = replay(run_dir)
     again = msgspec.json.decode(msgspec.json.encode(report), type=ReplayReport)
     assert again == report
+
+
+# --- issue 12 #6 -------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["pace", "decode"])
+def test_an_interrupted_replay_counts_every_entry_once(tmp_path, where):
+    from replay import ReplayOptions
+    from replay.options import parse_pace
+
+    calls = {"n": 0}
+
+    def interrupt_at_30(*_):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt  # Ctrl-C lands while an entry is on its way
+
+    decoders = ping_decoders()
+    options = ReplayOptions()
+    if where == "decode":
+        decode_ping = decoders.lookup("Ping")
+        decoders.register_function(
+            "Ping", lambda payload: (interrupt_at_30(), decode_ping(payload))[1]
+        )
+    else:
+        options = ReplayOptions(pace=parse_pace("x1000000"))
+    with Reader(build_run(tmp_path, n=100)) as reader:
+        engine = ReplayEngine(reader, decoders, [lambda entry, message: None], options)
+        if where == "pace":
+            engine._pace = interrupt_at_30
+        with pytest.raises(KeyboardInterrupt):
+            engine.run()
+        report = engine.report()
+    n = report.dispatched
+    assert 0 < n < 100
+    assert report.last_seq == n
+    assert report.decoded + report.generic + report.raw == n
+    assert sum(report.by_type.values()) == n
+    assert f"replayed {n} entries" in report.summary()
+    assert f"{report.decoded} decoded, {report.raw} raw" in report.summary()

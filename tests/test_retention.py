@@ -235,4 +235,5 @@ def test_plans_serialise_for_the_cli(tmp_path):
         "kept": [f"{INSTANCE}/{rid(2)}"],
         "reclaim": [f"{INSTANCE}/{rid(1)}"],
         "restore_points": [f"{INSTANCE}/{rid(2)}"],
+        "reasons": {f"{INSTANCE}/{rid(2)}": "newest known-good restore point"},
     }

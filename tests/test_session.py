@@ -292,3 +292,25 @@ def test_captured_keys_are_indexed_in_the_session_run(store):
         seqs = reader.lookup_all(IndexKind.CLIENT_ORDER_ID, key)
         assert seqs[0] == first_seq
         assert seqs == sorted(seqs)
+
+
+def test_open_session_options_are_explicit_typed_keywords():
+    import inspect
+
+    params = inspect.signature(Store.open_session).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert {
+        "identity",
+        "config",
+        "registry",
+        "components",
+        "clock",
+        "unregistered",
+        "start_ts_init",
+        "source_run_id",
+    } <= set(params)
+    assert all(
+        p.kind is inspect.Parameter.KEYWORD_ONLY
+        for n, p in params.items()
+        if n != "self" and n != "instance_id"
+    )

@@ -240,3 +240,25 @@ def test_scan_batches_refuse_an_index_record_naming_an_unknown_symbol(tmp_path, 
         for _ in reader.scan_batches():
             pass
     assert info.value.seq == 12
+
+
+def test_lookup_all_accepts_the_kinds_name_and_names_the_valid_kinds_otherwise(tmp_path):
+    from mmaplog import InvalidIndexKindError
+
+    backend = MmapBackend(tmp_path, "trader-001", segment_size=SEG)
+    backend.open_run(make_manifest("1700000000000000001-0000000a"))
+    backend.append_batch([append_item(1, (IndexKind.CLIENT_ORDER_ID, "O-1"))])
+    backend.seal(RunStatus.ENDED)
+    run_dir = backend.run_dir
+    backend.close()
+    with Reader(run_dir) as reader:
+        assert reader.lookup_all("client_order_id", "O-1") == [1]
+        assert reader.lookup_all("CLIENT_ORDER_ID", "O-1") == [1]
+        assert reader.lookup("client_order_id", "O-1") == 1
+        assert reader.iter_index_keys("client_order_id") == [("O-1", 1)]
+        with pytest.raises(InvalidIndexKindError) as info:
+            reader.lookup_all("order_id", "O-1")
+        assert "expected one of client_order_id, venue_order_id" in str(info.value)
+        assert isinstance(info.value, ValueError)
+        with pytest.raises(InvalidIndexKindError):
+            reader.lookup_all(7, "O-1")  # type: ignore[arg-type]

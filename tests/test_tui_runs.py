@@ -96,7 +96,7 @@ async def test_a_missing_root_shows_a_helpful_empty_state(tmp_path: Path) -> Non
         text = screen_text(app)
         assert "No runs to show" in text
         assert "does not exist" in text
-        assert "python -m tui.demo" in text
+        assert "mmaplog demo --root" in text
 
 
 @run_async
@@ -160,7 +160,7 @@ def test_python_dash_m_tui_prints_help() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tui", "--help"], capture_output=True, text=True, check=True
     )
-    assert out.stdout.startswith("usage: mmaplog-tui [-h] [--run RUN_ID] [root]")
+    assert out.stdout.startswith("usage: mmaplog-tui [-h] [--run RUN_ID] [--version] [root]")
 
 
 def test_the_engine_does_not_import_the_tui() -> None:
@@ -170,3 +170,20 @@ def test_the_engine_does_not_import_the_tui() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_runs_list_prints_a_span_as_the_cli_does(tmp_path):
+    from mmaplog import Store
+    from mmaplog.cli.commands import run_span
+    from tui.screens.runs import _cells, _measure
+
+    for minutes in (3, 150):  # "3.0 min" (the TUI printed 3m00s), "2.5 h"
+        root = tmp_path / str(minutes)
+        from tests.test_store_reader import build_run
+
+        build_run(root, "1700000000000000000-0000000a", n=2, ts_init=None)
+        (info,) = Store(root).runs()
+        row = _measure(info)
+        end = info.manifest.start_ts_init + minutes * 60 * 10**9
+        row = type(row)(row.info, row.entries, row.live, row.crashed, row.size, end)
+        assert _cells(row)[5] == run_span(info.manifest.replace(end_ts_init=end), None)

@@ -15,7 +15,7 @@ from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from mmaplog import Reader, Store, default_root
+from mmaplog import Reader, Store, default_root, version_line
 from mmaplog.errors import MmapLogError
 from tui.screens.browse import BrowseScreen
 from tui.screens.runs import RunsScreen
@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--run", metavar="RUN_ID", help="open this run: a run id, a unique prefix, or 'latest'"
     )
+    parser.add_argument("--version", action="version", version=version_line("mmaplog-tui"))
     return parser
 
 
@@ -90,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     root: Path = args.root if args.root is not None else default_root()
     run_dir: Path | None = None
+    if root.exists() and not root.is_dir():
+        # (A missing root is a store with no runs yet: the runs screen says how to make one.)
+        print(f"mmaplog-tui: error: store root {root} is not a directory", file=sys.stderr)
+        return 2
     if args.run is not None:
         try:
             run_dir = Store(root).resolve(args.run).run_dir

@@ -30,13 +30,14 @@ _generic = msgspec.msgpack.Decoder()
 
 
 @cache
-def _registry_decoder() -> _DecodeFn | None:
-    """``replay.default_decoders().decode(payload_type, payload)`` if the replay package has it."""
+def _registry_decoder(demo: bool) -> _DecodeFn | None:
+    """``replay.default_decoders().decode(payload_type, payload)`` (``DecoderRegistry()`` for a
+    run the demo did not capture: its type names are not the demo's) if replay has it."""
     try:
         replay: Any = importlib.import_module("replay")
     except ImportError:
         return None
-    factory = getattr(replay, "default_decoders", None)
+    factory = getattr(replay, "default_decoders" if demo else "DecoderRegistry", None)
     if not callable(factory) or not hasattr(replay, "DecoderRegistry"):
         return None
     registry: Any = factory()
@@ -50,10 +51,16 @@ def _registry_decoder() -> _DecodeFn | None:
     return run
 
 
-def decode_payload(payload_type: str, payload: bytes | memoryview) -> DecodeResult:
-    """The payload as plain Python data (dicts, lists, str, numbers), or ``None`` and why not."""
+def decode_payload(
+    payload_type: str, payload: bytes | memoryview, *, demo: bool = False
+) -> DecodeResult:
+    """The payload as plain Python data (dicts, lists, str, numbers), or ``None`` and why not.
+
+    ``demo``: the entry belongs to a run the demo engine captured (``is_demo_run``), so its
+    type names mean the demo's classes; otherwise only the lifecycle types are known and the
+    rest is decoded as plain msgpack."""
     data = bytes(payload)
-    registry = _registry_decoder()
+    registry = _registry_decoder(demo)
     if registry is not None:
         try:
             return to_display(registry(payload_type, data)), None

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog import IndexKind, Reader
+from mmaplog.demo import is_demo_run
 from mmaplog.errors import CorruptionError
 from tui.decoding import decode_payload
 from tui.formatting import format_ts
@@ -125,7 +126,9 @@ def search_text(reader: Reader, seq: int) -> str:
         return f"corrupt {exc}".lower()
     if entry is None:
         return ""
-    value, error = decode_payload(entry.payload_type, entry.payload)
+    value, error = decode_payload(
+        entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+    )
     body = error or msgspec.json.encode(value, enc_hook=repr).decode()
     headers = entry.headers
     return " ".join(
@@ -264,7 +267,9 @@ def build_causation_tree(
             continue
         if entry is None:
             continue
-        value, _ = decode_payload(entry.payload_type, entry.payload)
+        value, _ = decode_payload(
+            entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+        )
         node = CauseNode(
             entry.seq,
             entry.ts_init,

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog import IndexKind, Reader
+from mmaplog.demo import is_demo_run
 from mmaplog.errors import CorruptionError
 from tui.decoding import decode_payload
 from tui.formatting import summarize
@@ -63,7 +64,9 @@ def read_row(reader: Reader, seq: int) -> RowInfo:
         return _error_row(reader, seq, str(exc))
     if entry is None:
         return RowInfo(seq, 0, "", "", None, "", error="not committed")
-    value, error = decode_payload(entry.payload_type, entry.payload)
+    value, error = decode_payload(
+        entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+    )
     summary = summarize(value) if error is None else f"⚠ undecodable: {error}"
     return RowInfo(
         seq,
@@ -162,7 +165,9 @@ def load_details(reader: Reader, seq: int) -> EntryDetails:
     entry = reader.entry(seq, copy=True)
     if entry is None:  # pragma: no cover - read_row already reported it
         return EntryDetails(seq, row)
-    value, error = decode_payload(entry.payload_type, entry.payload)
+    value, error = decode_payload(
+        entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+    )
     try:
         keys = tuple(
             (k.kind.name.lower(), k.key)

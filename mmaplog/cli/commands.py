@@ -11,13 +11,31 @@ import collections
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import msgspec
+import numpy as np
 
+from mmaplog.cli.common import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    Parser,
+    Terminated,
+    UsageError,
+    out,
+    parse_args,
+    print_json,
+    progress_bar,
+    raise_on_termination,
+    resolve,
+    store_of,
+)
+from mmaplog.cli.salvage import add_salvage_parser
 from mmaplog.cli.text import (
     align,
     entry_record,
@@ -27,7 +45,7 @@ from mmaplog.cli.text import (
     short_uuid,
     silence_stdout,
 )
-from mmaplog.errors import CorruptionError, MmapLogError
+from mmaplog.errors import CorruptionError, IndexCorruptError, MmapLogError
 from mmaplog.integrity.recovery import recover_predecessors, recover_run
 from mmaplog.integrity.retention import (
     RetentionKind,
@@ -38,26 +56,16 @@ from mmaplog.integrity.retention import (
 )
 from mmaplog.integrity.verify import verify
 from mmaplog.runs.reader import Reader
-from mmaplog.runs.store import RunInfo, Store, default_root
-from mmaplog.storage.manifest import RunStatus
+from mmaplog.runs.store import RunInfo
+from mmaplog.storage.manifest import RunManifest, RunStatus
+from mmaplog.storage.run_dir import lock_is_held
+from mmaplog.version import version_line
 
 __all__ = ["main"]
 
-PROG = "mmaplog"
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-
-class UsageError(Exception):
-    """Bad arguments: exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _root_parent() -> _Parser:
-    parent = _Parser(add_help=False)
+def _root_parent() -> Parser:
+    parent = Parser(add_help=False)
     parent.add_argument(
         "--root",
         type=Path,
@@ -70,9 +78,14 @@ def _root_parent() -> _Parser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _root_parent()
-    parser = _Parser(prog=PROG, description="Inspect, verify, recover and prune mmaplog runs.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    parser = Parser(
+        prog=PROG,
+        description="Inspect, verify, recover and prune mmaplog runs.",
+        epilog="Exit status: 0 success, 1 integrity findings or a failed operation, 2 bad usage "
+        "or nothing to open (docs/CLI.md).",
+    )
+    parser.add_argument("--version", action="version", version=version_line(PROG))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
     p.add_argument("--json", action="store_true", help="print a JSON array")
@@ -141,49 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_gc)
+
+    add_salvage_parser(sub, common)
     return parser
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def store_of(args: argparse.Namespace) -> Store:
-    return Store(args.root if args.root is not None else default_root())
-
-
-def resolve(args: argparse.Namespace) -> RunInfo:
-    info = store_of(args).resolve(args.run, args.instance)
-    if info.manifest is None:
-        raise MmapLogError(f"run {info.run_id} cannot be read: {info.error}")
-    return info
-
-
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-
-
-def print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
-
-
-@contextmanager
-def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on a terminal; silent when stderr is not a TTY."""
-    if not sys.stderr.isatty() or total <= 0:
-        yield lambda done: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        f"[bold]{label}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-        console=None,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=done)
-
-
 def run_row(info: RunInfo) -> dict[str, Any]:
     m = info.manifest
     if m is None:
@@ -196,11 +172,14 @@ def run_row(info: RunInfo) -> dict[str, Any]:
         }
     entries = m.high_watermark
     live = False
+    last_ts = m.end_ts_init
     if not m.is_sealed():
         live = info.is_live()
         try:
             with Reader(info.run_dir) as reader:
                 entries = reader.high_watermark
+                arr = reader.index()
+                last_ts = int(arr["ts_max"][-1]) if len(arr) else None
         except MmapLogError:
             entries = m.high_watermark
     return {
@@ -211,10 +190,19 @@ def run_row(info: RunInfo) -> dict[str, Any]:
         "entries": entries,
         "start_ts_init": m.start_ts_init,
         "end_ts_init": m.end_ts_init,
+        "span": run_span(m, last_ts),
         "size_bytes": info.size_bytes(),
         "parent_run_id": m.parent_run_id,
+        "source_run_id": m.source_run_id,
         "path": str(info.run_dir),
     }
+
+
+def run_span(manifest: RunManifest, last_ts: int | None) -> str:
+    """The one span of a run everywhere: from its start to its end (a sealed run's manifest
+    end, else the newest entry's ts_init so far)."""
+    end = manifest.end_ts_init if manifest.end_ts_init is not None else last_ts
+    return format_span(manifest.start_ts_init, end)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -241,7 +229,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 status,
                 f"{r['entries']:,}",
                 format_ns(r["start_ts_init"])[:19],
-                format_span(r["start_ts_init"], r["end_ts_init"]),
+                r["span"],
                 format_bytes(r["size_bytes"]),
                 r["parent_run_id"] or "-",
             ]
@@ -255,7 +243,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     info = resolve(args)
     with Reader(info.run_dir) as reader:
         arr = reader.index()
-        names = reader.backend.symbol_names()
+        names = _checked_symbol_names(reader, arr)
         topics = collections.Counter(arr["topic"].tolist())
         types = collections.Counter(arr["ptype"].tolist())
         manifest = reader.manifest
@@ -282,9 +270,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("entries", f"{len(arr):,}"),
         ("started", format_ns(manifest.start_ts_init)),
         ("ended", format_ns(manifest.end_ts_init)),
-        ("span", format_span(first_ts, last_ts)),
+        ("span", run_span(manifest, last_ts)),
         ("parent", manifest.parent_run_id or "-"),
+        ("source", manifest.source_run_id or "-"),
         ("seed", "-" if manifest.seed is None else str(manifest.seed)),
+        ("uncaptured", _uncaptured_text(manifest.uncaptured)),
         ("path", str(info.run_dir)),
     ]
     for line in align([[k, v] for k, v in fields]):
@@ -295,6 +285,30 @@ def cmd_show(args: argparse.Namespace) -> int:
         for line in align(rows, right=(1,)):
             out(line)
     return EXIT_OK
+
+
+def _checked_symbol_names(reader: Reader, arr: Any) -> list[str]:
+    """The run's symbol names, after checking every index record names one of them: a
+    truncated symbols.sym or a damaged record is an IndexCorruptError, never an IndexError."""
+    names = reader.backend.symbol_names()
+    ids = np.concatenate((arr["topic"], arr["ptype"]))
+    bad = np.flatnonzero((ids == 0) | (ids > len(names)))
+    if bad.size:
+        seq = int(bad[0]) % len(arr) + 1
+        raise IndexCorruptError(
+            f"unknown symbol id {int(ids[bad[0]])} ({len(names)} symbols in symbols.sym)",
+            path=reader.backend.index_path,
+            seq=seq,
+        )
+    return names
+
+
+def _uncaptured_text(counts: dict[str, int]) -> str:
+    """Publishes of unregistered classes, e.g. ``3 (Heartbeat 2, Ping 1)``, or ``-``."""
+    if not counts:
+        return "-"
+    total = sum(counts.values())
+    return f"{total:,} ({', '.join(f'{name} {n:,}' for name, n in counts.items())})"
 
 
 def entry_line(entry_fields: dict[str, Any]) -> list[str]:
@@ -308,14 +322,43 @@ def entry_line(entry_fields: dict[str, Any]) -> list[str]:
     ]
 
 
-def _print_entries(entries: Sequence[dict[str, Any]], fmt: str, stream: IO[str]) -> None:
+TAIL_HEADER = ["SEQ", "TIME (UTC)", "TOPIC", "PAYLOAD TYPE", "CORR", "SIZE"]
+
+
+def tail_widths(names: Sequence[str], hwm: int) -> list[int]:
+    """Column widths fixed before the first line, so the backlog and the followed lines
+    line up: seqs up to 10x the high-watermark; topics and types as wide as the run's longest
+    name, and at least 28 and 20 (a longer name that first appears while following is printed
+    whole, and only its line shifts)."""
+    longest = max((len(n) for n in names), default=0)
+    return [
+        max(len(TAIL_HEADER[0]), len(str(max(hwm, 1) * 10))),
+        len(format_ns(0)),
+        max(28, longest),
+        max(20, longest),
+        8,
+        max(len(TAIL_HEADER[5]), 10),
+    ]
+
+
+def _print_entries(
+    entries: Sequence[dict[str, Any]], fmt: str, stream: IO[str], widths: Sequence[int]
+) -> None:
     if fmt == "jsonl":
         for record in entries:
             stream.write(json.dumps(record) + "\n")
     else:
-        for line in align([entry_line(r) for r in entries], right=(0, 5)):
-            stream.write(line + "\n")
+        for cells in map(entry_line, entries):
+            stream.write(_row(cells, widths) + "\n")
     stream.flush()
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    right = (0, 5)
+    return "  ".join(
+        c.rjust(w) if i in right else c.ljust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    ).rstrip()
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -326,16 +369,38 @@ def cmd_tail(args: argparse.Namespace) -> int:
         hwm = reader.high_watermark
         start = max(1, hwm - args.lines + 1)
         records = [entry_record(e, include_payload=False) for e in reader.scan(start, hwm)]
-        _print_entries(records if args.lines else [], args.format, sys.stdout)
+        widths = tail_widths(reader.backend.symbol_names(), hwm)
+        if args.format == "table":
+            out(_row(TAIL_HEADER, widths))
+        _print_entries(records if args.lines else [], args.format, sys.stdout, widths)
         if not args.follow:
             return EXIT_OK
+        crashed = False
+
+        def writer_gone() -> bool:
+            # Asked only when caught up: a RUNNING run whose LOCK no process holds will never
+            # get another entry (replay --follow stops the same way).
+            nonlocal crashed
+            crashed = not lock_is_held(info.run_dir) and not reader.refresh_manifest().is_sealed()
+            return crashed
+
         batch: list[dict[str, Any]] = []
-        for entry in reader.follow(hwm + 1, poll_interval=0.1):
+        last = hwm
+        for entry in reader.follow(hwm + 1, poll_interval=0.1, stop=writer_gone):
             batch.append(entry_record(entry, include_payload=False))
+            last = entry.seq
             if entry.seq >= reader.high_watermark:
-                _print_entries(batch, args.format, sys.stdout)
+                _print_entries(batch, args.format, sys.stdout, widths)
                 batch = []
-        _print_entries(batch, args.format, sys.stdout)
+        # Entries the writer committed between our last look and its death.
+        batch += [entry_record(e, include_payload=False) for e in reader.scan(last + 1)]
+        _print_entries(batch, args.format, sys.stdout, widths)
+        if crashed:
+            print(
+                f"{PROG}: the run is not sealed and no writer holds it (crashed): stopped "
+                f"following after seq {reader.high_watermark}",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 
@@ -454,16 +519,35 @@ def cmd_gc(args: argparse.Namespace) -> int:
     else:
         mode = RetentionMode(RetentionKind.SNAPSHOT_ANCHORED)
     plan = plan_retention(store_of(args), mode, instance_id=args.instance)
+    sizes = {info.run_dir: info.size_bytes() for info in plan.reclaim}
     deleted = [] if args.dry_run else apply_retention(plan)
+    gone = list(sizes) if args.dry_run else deleted
+    freed = sum(sizes[path] for path in gone)
     if args.json:
         print_json(
-            {**plan.to_dict(), "dry_run": args.dry_run, "deleted": [str(p) for p in deleted]}
+            {
+                **plan.to_dict(),
+                "dry_run": args.dry_run,
+                "deleted": [str(p) for p in deleted],
+                "bytes_freed": 0 if args.dry_run else freed,
+                "bytes_to_free": freed if args.dry_run else 0,
+            }
         )
         return EXIT_OK
     verb = "would delete" if args.dry_run else "deleted"
-    for info in plan.reclaim:
-        out(f"{verb} {info.instance_id}/{info.run_id}")
-    out(f"{verb} {len(plan.reclaim)} run(s), kept {len(plan.kept)} ({mode})")
+    rows = [
+        [verb, f"{info.instance_id}/{info.run_id}", format_bytes(sizes[info.run_dir])]
+        for info in plan.reclaim
+        if args.dry_run or info.run_dir in deleted
+    ]
+    rows += [["kept", f"{info.instance_id}/{info.run_id}", plan.reason(info)] for info in plan.kept]
+    for line in align(rows):
+        out(line)
+    freeing = "would free" if args.dry_run else "freed"
+    out(
+        f"{verb} {len(gone)} run{'' if len(gone) == 1 else 's'}, {freeing} "
+        f"{format_bytes(freed)}, kept {len(plan.kept)} ({mode})"
+    )
     return EXIT_OK
 
 
@@ -472,7 +556,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with progress_bar(args.entries, "demo") as advance:
         summary = run_demo(
-            store_of(args).root,
+            store_of(args, must_exist=False).root,
             entries=args.entries,
             seed=args.seed,
             instance_id=args.instance,
@@ -494,6 +578,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows = [["PAYLOAD TYPE", "ENTRIES"]] + [[k, f"{v:,}"] for k, v in summary.counts.items()]
     for line in align(rows, right=(1,)):
         out(line)
+    if summary.interrupted:
+        print(
+            f"{PROG}: interrupted: stopped after the message cascade in progress; the run is "
+            "sealed",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
@@ -504,12 +595,23 @@ def _generic_decode(payload: bytes | memoryview) -> Any:
         return None
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
 # --- entry point -------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        return int(args.func(args))
+        with raise_on_termination():
+            args = parse_args(parser, argv)
+            if args.command is None:
+                raise UsageError(f"give a COMMAND: {', '.join(_commands(parser))}")
+            return int(args.func(args))
+    except Terminated as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UsageError as exc:
         print(f"{PROG}: usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -521,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): stop quietly, like other Unix tools
         return EXIT_OK

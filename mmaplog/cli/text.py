@@ -22,15 +22,21 @@ __all__ = [
 ]
 
 
+_NS_PER_S = 1_000_000_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def format_ns(ns: int | None) -> str:
-    """UTC ISO-8601 with microseconds, ``-`` for None."""
+    """UTC ISO-8601 with microseconds (truncated, never rounded: computed from integers, as a
+    float of nanoseconds since 1970 is off by up to a microsecond), ``-`` for None."""
     if ns is None:
         return "-"
+    seconds, frac = divmod(int(ns), _NS_PER_S)
     try:
-        stamp = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
-    except (OverflowError, OSError, ValueError):
+        stamp = _EPOCH + dt.timedelta(seconds=seconds)
+    except OverflowError:
         return str(ns)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')}.{frac // 1000:06d}Z"
 
 
 def format_span(start_ns: int | None, end_ns: int | None) -> str:

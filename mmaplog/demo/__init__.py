@@ -38,9 +38,16 @@ from mmaplog.demo.messages import (
     SubmitOrder,
     TimeEvent,
 )
-from mmaplog.demo.registry import DEMO_TYPES, demo_index_keys, demo_registry
+from mmaplog.demo.registry import (
+    DEMO_FEATURE_FLAG,
+    DEMO_TYPES,
+    demo_index_keys,
+    demo_registry,
+    is_demo_run,
+)
 
 __all__ = [
+    "DEMO_FEATURE_FLAG",
     "DEMO_START_NS",
     "DEMO_TYPES",
     "ENDPOINTS",
@@ -68,5 +75,6 @@ __all__ = [
     "demo_components",
     "demo_index_keys",
     "demo_registry",
+    "is_demo_run",
     "run_demo",
 ]

@@ -45,8 +45,9 @@ from mmaplog.demo.components import (
     VenueSimulator,
     _Context,
 )
+from mmaplog.demo.interrupt import deferred_sigint
 from mmaplog.demo.messages import DemoMessage, TimeEvent
-from mmaplog.demo.registry import demo_registry
+from mmaplog.demo.registry import DEMO_FEATURE_FLAG, demo_registry
 from mmaplog.runs.session import RunIdentity
 from mmaplog.runs.store import Store
 from mmaplog.storage.entry import Headers
@@ -186,17 +187,23 @@ class DemoEngine:
         self._drain()
         return self.published - before
 
-    def run(self, n_entries: int, progress: Callable[[int], object] | None = None) -> int:
+    def run(
+        self,
+        n_entries: int,
+        progress: Callable[[int], object] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
         """Step until at least ``n_entries`` more messages were published; returns how many.
 
-        ``progress(done)`` is called every ~1000 messages and at the end.
+        ``progress(done)`` is called every ~1000 messages and at the end. ``stop()`` is asked
+        between cascades: when true, the run ends there (a cascade is never cut short).
         """
         if n_entries < 0:
             raise ValueError(f"n_entries must be >= 0, got {n_entries}")
         start = self.published
         target = start + n_entries
         report_at = start + 1024
-        while self.published < target:
+        while self.published < target and not (stop is not None and stop()):
             self.step()
             if progress is not None and self.published >= report_at:
                 progress(self.published - start)
@@ -246,6 +253,7 @@ class DemoSummary:
     entries: int  # the run's high-watermark: RunStarted and RunEnded included
     counts: dict[str, int]  # payload_type → entries, most frequent first
     elapsed_s: float
+    interrupted: bool = False  # Ctrl-C stopped it early (between two cascades) and sealed it
 
     @property
     def entries_per_s(self) -> float:
@@ -266,8 +274,10 @@ def run_demo(
     The simulated clock starts at the run's ``start_ts_init`` and then runs as fast as the
     engine can go (like a backtest: ``ts_init`` is simulated time, ``ts_publish`` wall time).
 
-    ``progress(done)`` receives the number of entries captured so far. On an error or an
-    interrupt the run is still closed (or, when capture halted, left for recovery).
+    ``progress(done)`` receives the number of entries captured so far. Ctrl-C (in the main
+    thread) stops the engine after the message cascade in progress and seals the run normally
+    (``interrupted`` in the summary; a second Ctrl-C interrupts at once). On an error the run
+    is still closed (or, when capture halted, left for recovery).
     """
     if entries < 1:
         raise ValueError(f"entries must be >= 1, got {entries}")
@@ -276,7 +286,7 @@ def run_demo(
     config = DemoConfig(seed=seed)
     identity = RunIdentity(
         package_versions=f"mmaplog {__version__}",
-        feature_flags=("demo",),
+        feature_flags=(DEMO_FEATURE_FLAG,),
         config_hash=config.config_hash(),
         seed=seed,
     )
@@ -290,7 +300,8 @@ def run_demo(
         engine = DemoEngine.for_run(session.bus, session.manifest)
         started = time.perf_counter()
         report = None if progress is None else (lambda done: progress(done + 1))
-        engine.run(max(0, entries - 2), report)
+        with deferred_sigint() as interrupt:
+            engine.run(max(0, entries - 2), report, stop=interrupt.is_set)
         manifest = session.close(engine.clock.now + 1)
         elapsed = time.perf_counter() - started
     if progress is not None:
@@ -305,4 +316,5 @@ def run_demo(
         entries=manifest.high_watermark,
         counts=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
         elapsed_s=elapsed,
+        interrupted=interrupt.is_set(),
     )

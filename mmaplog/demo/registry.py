@@ -51,8 +51,19 @@ from mmaplog.demo.messages import (
 )
 from mmaplog.engine.capture import EncoderRegistry
 from mmaplog.storage.entry import Headers, IndexKey, IndexKind
+from mmaplog.storage.manifest import RunManifest
 
-__all__ = ["DEMO_TYPES", "demo_index_keys", "demo_registry"]
+__all__ = ["DEMO_FEATURE_FLAG", "DEMO_TYPES", "demo_index_keys", "demo_registry", "is_demo_run"]
+
+# In the manifest's feature flags of every run the demo engine captured (and its recaptures).
+DEMO_FEATURE_FLAG: Final = "demo"
+
+
+def is_demo_run(manifest: RunManifest) -> bool:
+    """True for a run the demo engine captured: only there do its payload type names (which
+    are plain class names like ``SubmitOrder``) mean the demo's classes."""
+    return DEMO_FEATURE_FLAG in manifest.feature_flags
+
 
 #: payload_type → message class, for building decoders (``msgspec.msgpack.Decoder(cls)``).
 DEMO_TYPES: Final[dict[str, type[msgspec.Struct]]] = {

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, get_args
 
 import msgspec
 
@@ -40,6 +41,9 @@ __all__ = [
     "SubmitCounter",
     "TypeMismatch",
     "TypedEncoder",
+    "Unregistered",
+    "UnregisteredMessageError",
+    "UnregisteredMessageWarning",
     "halt_reason_from_submit_error",
 ]
 
@@ -303,6 +307,31 @@ class CaptureSubmitError(CaptureError):
         super().__init__(f"capture submit failed, capture halted: {error}")
 
 
+class UnregisteredMessageError(CaptureError):
+    """``unregistered="raise"``: a message whose class the registry does not know was
+    published; no handler ran. The adapter stays live."""
+
+    def __init__(self, message_type: str, topic: str) -> None:
+        self.message_type = message_type
+        self.topic = topic
+        super().__init__(
+            f"{message_type} published on {topic!r} is not registered for capture: register "
+            "it in the EncoderRegistry, or open the session with unregistered='warn' or 'ignore'"
+        )
+
+
+class UnregisteredMessageWarning(UserWarning):
+    """``unregistered="warn"``: issued once per message class the registry does not know."""
+
+
+# What the adapter does with a message whose class is not registered: "ignore" (deliver it,
+# capture nothing: the default), "warn" (the same, with one UnregisteredMessageWarning per
+# class), "raise" (UnregisteredMessageError: the bus delivers it to no handler). Every mode
+# counts the uncaptured publishes per class (``BusCaptureAdapter.uncaptured``).
+Unregistered: TypeAlias = Literal["ignore", "warn", "raise"]
+UNREGISTERED_MODES: tuple[str, ...] = get_args(Unregistered)
+
+
 class CaptureHaltedError(CaptureError):
     """The adapter halted after an earlier submit failure; nothing more is captured."""
 
@@ -324,7 +353,9 @@ class BusCaptureAdapter:
     """Encodes bus messages and submits them to the writer; fail-stop on a submit failure.
 
     ``capture`` returns True when the message was submitted and False when it is not captured
-    (unregistered class, or an identity seen in the last ``DEDUP_WINDOW`` captures).
+    (unregistered class, or an identity seen in the last ``DEDUP_WINDOW`` captures). What
+    happens besides for an unregistered class is ``unregistered`` (see ``Unregistered``);
+    ``uncaptured`` counts those publishes per class name in every mode.
     """
 
     def __init__(
@@ -332,7 +363,16 @@ class BusCaptureAdapter:
         writer: EventStoreWriter,
         registry: EncoderRegistry,
         halt: HaltCallback = noop_halt,
+        *,
+        unregistered: Unregistered = "ignore",
     ) -> None:
+        if unregistered not in UNREGISTERED_MODES:
+            raise ValueError(
+                f"unregistered must be one of {', '.join(UNREGISTERED_MODES)}, got {unregistered!r}"
+            )
+        self._unregistered = unregistered
+        self._uncaptured: dict[str, int] = {}
+        self._uncaptured_lock = threading.Lock()
         self._writer = writer
         self._registry = registry
         self._entries = registry._entries
@@ -364,6 +404,16 @@ class BusCaptureAdapter:
     @property
     def registry(self) -> EncoderRegistry:
         return self._registry
+
+    @property
+    def unregistered(self) -> Unregistered:
+        return self._unregistered
+
+    @property
+    def uncaptured(self) -> dict[str, int]:
+        """Publishes of classes the registry does not know, per class name (a copy)."""
+        with self._uncaptured_lock:
+            return dict(self._uncaptured)
 
     @property
     def writer(self) -> EventStoreWriter:
@@ -413,6 +463,7 @@ class BusCaptureAdapter:
             raise CaptureHaltedError()
         reg = self._entries.get(type(message))
         if reg is None:
+            self._not_registered(topic, message)
             return None
         if reg.identity is not None:
             try:
@@ -458,6 +509,21 @@ class BusCaptureAdapter:
         if self._counter is not None:
             self._counter.increment()
         return seq
+
+    def _not_registered(self, topic: str, message: object) -> None:
+        name = type(message).__qualname__
+        with self._uncaptured_lock:
+            count = self._uncaptured.get(name, 0) + 1
+            self._uncaptured[name] = count
+        if self._unregistered == "raise":
+            raise UnregisteredMessageError(name, topic)
+        if self._unregistered == "warn" and count == 1:
+            warnings.warn(
+                f"{name} published on {topic!r} is not registered for capture: it is delivered "
+                "but not captured (counted in the run manifest's 'uncaptured')",
+                UnregisteredMessageWarning,
+                stacklevel=4,
+            )
 
     def _remember(self, identity: Hashable) -> None:
         if len(self._recent) >= DEDUP_WINDOW:

@@ -33,7 +33,7 @@ import enum
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -117,6 +117,11 @@ class RetentionPlan:
     kept: tuple[RunInfo, ...]
     reclaim: tuple[RunInfo, ...]
     restore_points: tuple[RunInfo, ...]  # the newest known-good restore point per instance
+    # Why each kept run is kept, by "instance/run_id" (e.g. "newest restore point").
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def reason(self, info: RunInfo) -> str:
+        return self.reasons.get(f"{info.instance_id}/{info.run_id}", "")
 
     def to_dict(self) -> dict[str, object]:
         def ids(runs: tuple[RunInfo, ...]) -> list[str]:
@@ -127,6 +132,7 @@ class RetentionPlan:
             "kept": ids(self.kept),
             "reclaim": ids(self.reclaim),
             "restore_points": ids(self.restore_points),
+            "reasons": dict(self.reasons),
         }
 
 
@@ -142,6 +148,7 @@ def plan_retention(
     kept: list[RunInfo] = []
     reclaim: list[RunInfo] = []
     points: list[RunInfo] = []
+    reasons: dict[str, str] = {}
     by_instance: dict[str, list[RunInfo]] = {}
     for info in store.runs(instance_id):
         by_instance.setdefault(info.instance_id, []).append(info)
@@ -155,8 +162,39 @@ def plan_retention(
             points.append(point)
         gone_ids = {r.run_id for r in gone if r is not point}
         for info in runs:
-            (reclaim if info.run_id in gone_ids else kept).append(info)
-    return RetentionPlan(mode, tuple(kept), tuple(reclaim), tuple(points))
+            if info.run_id in gone_ids:
+                reclaim.append(info)
+                continue
+            kept.append(info)
+            why = _why_kept(info, point, mode, chosen=any(r is info for r in gone))
+            reasons[f"{info.instance_id}/{info.run_id}"] = why
+    return RetentionPlan(mode, tuple(kept), tuple(reclaim), tuple(points), reasons)
+
+
+def _why_kept(info: RunInfo, point: RunInfo | None, mode: RetentionMode, *, chosen: bool) -> str:
+    """Why the plan keeps ``info`` (``chosen``: the mode alone would have reclaimed it)."""
+    manifest = info.manifest
+    if manifest is None:
+        return "manifest unreadable: not known what it is"
+    if not manifest.is_sealed():
+        if lock_is_held(info.run_dir):
+            return "running (a live writer)"
+        return "running but crashed: recover it first"
+    if info is point:
+        if mode.kind is RetentionKind.SNAPSHOT_ANCHORED:
+            return "newest known-good restore point with a valid snapshot anchor"
+        return "newest known-good restore point"
+    if chosen:
+        return "no known-good restore point in this instance: nothing of it is deleted"
+    if mode.kind is RetentionKind.KEEP_LAST:
+        return f"among the newest {mode.keep_last} sealed runs"
+    if mode.kind is RetentionKind.OLDER_THAN:
+        return f"ended less than {mode.older_than_s:g}s ago"
+    if mode.kind is RetentionKind.SNAPSHOT_ANCHORED:
+        if point is None:
+            return "no run with a valid snapshot anchor in this instance"
+        return "not older than the newest run with a valid snapshot anchor"
+    return "full retention keeps every run"
 
 
 def _reclaimable(sealed: list[RunInfo], mode: RetentionMode, now_ns: int) -> list[RunInfo]:

@@ -133,14 +133,21 @@ class Reader:
             if entry is not None:
                 yield entry
 
-    def lookup(self, kind: IndexKind, key: str) -> int | None:
-        return self._backend.lookup(kind, key)
+    def lookup(self, kind: IndexKind | str, key: str) -> int | None:
+        """The first seq carrying ``key`` of ``kind``, or None (see ``lookup_all``)."""
+        return self._backend.lookup(IndexKind.of(kind), key)
 
-    def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
-        return self._backend.lookup_all(kind, key)
+    def lookup_all(self, kind: IndexKind | str, key: str) -> list[int]:
+        """Every committed seq whose entry carries the index key ``key`` of ``kind``, ascending.
 
-    def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
-        return self._backend.iter_index_keys(kind)
+        ``kind`` is an ``IndexKind`` or its name (``"client_order_id"``, any case); anything
+        else raises ``InvalidIndexKindError`` naming the valid kinds. A correlation id that is
+        not a UUID matches nothing."""
+        return self._backend.lookup_all(IndexKind.of(kind), key)
+
+    def iter_index_keys(self, kind: IndexKind | str) -> list[tuple[str, int]]:
+        """Every ``(key, seq)`` posting of ``kind`` up to the high-watermark."""
+        return self._backend.iter_index_keys(IndexKind.of(kind))
 
     def frame_keys(self, seq: int) -> list[IndexKey]:
         return self._backend.frame_keys(seq)

@@ -15,14 +15,20 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from mmaplog.engine.bus import MessageBus
-from mmaplog.engine.capture import BusCaptureAdapter, EncoderRegistry
+from mmaplog.engine.capture import BusCaptureAdapter, EncoderRegistry, Unregistered
 from mmaplog.engine.halt import HaltReason, HaltSignal
 from mmaplog.engine.writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
 from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
 from mmaplog.storage.entry import EntryDraft, Headers
 from mmaplog.storage.layout import DEFAULT_SEGMENT_SIZE
-from mmaplog.storage.manifest import RegisteredComponents, RunManifest, build_run_id
-from mmaplog.storage.mmap_backend import MmapBackend
+from mmaplog.storage.manifest import (
+    RegisteredComponents,
+    RunManifest,
+    build_run_id,
+    validate_run_id,
+    write_manifest,
+)
+from mmaplog.storage.mmap_backend import MANIFEST, MmapBackend
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -127,6 +133,7 @@ class RunSession:
             )
         try:
             self.writer.close(run_ended)
+            self._stamp_uncaptured()
         finally:
             self._backend.close()  # releases the LOCK and the files
         from mmaplog.runs.reader import Reader
@@ -134,6 +141,15 @@ class RunSession:
         with Reader(self.run_dir) as reader:
             self._final = reader.manifest
         return self._final
+
+    def _stamp_uncaptured(self) -> None:
+        """Record the uncaptured publishes in the sealed manifest (we still hold the LOCK)."""
+        uncaptured = self.adapter.uncaptured
+        if not uncaptured:
+            return
+        sealed = self._backend.manifest()
+        counts = dict(sorted(uncaptured.items(), key=lambda item: (-item[1], item[0])))
+        write_manifest(self.run_dir / MANIFEST, sealed.replace(uncaptured=counts))
 
     def abandon(self) -> None:
         """Stop the writer without sealing: the run stays RUNNING, as after a crash, and its
@@ -162,7 +178,22 @@ def open_session(
     registry: EncoderRegistry | None = None,
     components: RegisteredComponents | None = None,
     clock: Clock | None = None,
+    unregistered: Unregistered = "ignore",
+    start_ts_init: int | None = None,
+    source_run_id: str | None = None,
 ) -> RunSession:
+    """Recover the instance's crashed runs, open a new run and start capturing (module doc).
+
+    ``unregistered`` is what capture does with a message whose class ``registry`` does not
+    know: ``"ignore"`` (deliver it, capture nothing), ``"warn"`` (the same, plus one
+    ``UnregisteredMessageWarning`` per class) or ``"raise"`` (``UnregisteredMessageError``, no
+    handler runs). Either way the publishes are counted per class and stamped into the
+    manifest's ``uncaptured`` at close.
+
+    ``start_ts_init`` (default: the clock's now) is the run's start, the ``ts_init`` of its
+    ``RunStarted`` and the time in its run id. ``source_run_id`` links a run that re-derives
+    another (a recapture, which also starts where its source did) to that run.
+    """
     from mmaplog.integrity.recovery import newest_parent, recover_predecessors
 
     identity = identity or RunIdentity()
@@ -170,7 +201,9 @@ def open_session(
     clock = clock or MonotonicWallClock()
     components = components or RegisteredComponents()
     recovered = recover_predecessors(store, instance_id)
-    start = clock.now_ns()
+    if source_run_id is not None:
+        validate_run_id(source_run_id)
+    start = clock.now_ns() if start_ts_init is None else start_ts_init
     manifest = RunManifest(
         run_id=build_run_id(start),
         instance_id=instance_id,
@@ -184,6 +217,7 @@ def open_session(
         config_hash=identity.config_hash,
         registered_components=components,
         seed=identity.seed,
+        source_run_id=source_run_id,
     )
     backend = MmapBackend(
         store.root,
@@ -214,7 +248,9 @@ def open_session(
         finally:
             backend.close()
         raise
-    adapter = BusCaptureAdapter(writer, registry or EncoderRegistry(), halt.callback())
+    adapter = BusCaptureAdapter(
+        writer, registry or EncoderRegistry(), halt.callback(), unregistered=unregistered
+    )
     bus = MessageBus(adapter, audit=config.audit)
     return RunSession(
         manifest=manifest,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from mmaplog.errors import InvalidIdError, MmapLogError, RunNotFoundError
 from mmaplog.storage.manifest import (
@@ -80,6 +82,15 @@ class RunCatalog:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
 
+    def require_root(self) -> Self:
+        """Self, once the root is an existing directory; ``RunNotFoundError`` saying which it
+        is not otherwise (a typo in ``--root`` is not an empty store)."""
+        if not self.root.exists():
+            raise RunNotFoundError(f"store root {self.root} does not exist")
+        if not self.root.is_dir():
+            raise RunNotFoundError(f"store root {self.root} is not a directory")
+        return self
+
     def run_dir(self, instance_id: str, run_id: str) -> Path:
         return self.root / validate_instance_id(instance_id) / validate_run_id(run_id)
 
@@ -116,7 +127,7 @@ class RunCatalog:
                     found.append(RunInfo(child, inst, child.name, None, str(exc)))
                     continue
                 found.append(RunInfo(child, inst, child.name, manifest))
-        found.sort(key=lambda r: (r.start_ts_init, r.run_id))
+        found.sort(key=_sort_key(found))
         return found
 
     def resolve(self, spec: str, instance_id: str | None = None) -> RunInfo:
@@ -145,3 +156,19 @@ class RunCatalog:
                 f"run prefix {spec!r} is ambiguous ({len(matches)} runs: {shown})"
             )
         return matches[0]
+
+
+def _sort_key(runs: list[RunInfo]) -> Callable[[RunInfo], tuple[int, int, str]]:
+    """By start; among equal starts a recapture after the run it came from (it starts where
+    its source did but was made later), then by run id."""
+    sources = {r.run_id: r.manifest.source_run_id for r in runs if r.manifest is not None}
+
+    def depth(run_id: str) -> int:
+        seen = 0
+        source = sources.get(run_id)
+        while source is not None and seen <= len(sources):
+            seen += 1
+            source = sources.get(source)
+        return seen
+
+    return lambda r: (r.start_ts_init, depth(r.run_id), r.run_id)

@@ -11,6 +11,8 @@ import uuid
 
 import msgspec
 
+from mmaplog.errors import InvalidIndexKindError
+
 __all__ = [
     "AppendEntry",
     "DraftItem",
@@ -53,12 +55,20 @@ class IndexKind(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> IndexKind:
-        """``client_order_id`` / ``CLIENT_ORDER_ID`` → the kind; ValueError names the choices."""
+        """``client_order_id`` / ``CLIENT_ORDER_ID`` → the kind; ``InvalidIndexKindError`` (a
+        ValueError) names the choices."""
         try:
             return cls[text.strip().upper()]
-        except KeyError:
-            choices = ", ".join(k.name.lower() for k in cls)
-            raise ValueError(f"unknown index kind {text!r}; expected one of {choices}") from None
+        except (KeyError, AttributeError):
+            raise InvalidIndexKindError(text, [k.name.lower() for k in cls]) from None
+
+    @classmethod
+    def of(cls, kind: IndexKind | str) -> IndexKind:
+        """``kind`` itself, or the kind a name names (``"client_order_id"``, any case);
+        anything else is an ``InvalidIndexKindError`` naming the valid kinds."""
+        if isinstance(kind, IndexKind):
+            return kind
+        return cls.parse(kind)
 
 
 class IndexKey(msgspec.Struct, frozen=True):

@@ -83,6 +83,13 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
     # xxh3-64 (hex) of the compact encoding with this field empty: catches a flipped byte
     # that still leaves valid JSON with a plausible value. Set by encode_manifest.
     checksum: str = ""
+    # Publishes of message classes the capture registry does not know, per class name, counted
+    # by the session's capture adapter and stamped at close. Omitted from the file when empty,
+    # so manifests written before the field existed keep their checksum and canonical form.
+    uncaptured: dict[str, int] = {}
+    # The run this one re-derives (``replay --recapture``): its entries carry that run's times,
+    # and its start is that run's start. Omitted from the file when None (see uncaptured).
+    source_run_id: str | None = None
 
     def is_sealed(self) -> bool:
         return self.status is not RunStatus.RUNNING
@@ -134,14 +141,30 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RunManifest)
 
 
+# Fields added after format version 1 was released, with the value that leaves them out of the
+# file: a manifest that does not use them encodes (and checksums) exactly as before they existed.
+_OPTIONAL_FIELDS: dict[str, object] = {"uncaptured": {}, "source_run_id": None}
+
+
+def _encode(manifest: RunManifest) -> bytes:
+    """Compact JSON in field order, the optional fields left out at their default."""
+    unused = [k for k, v in _OPTIONAL_FIELDS.items() if getattr(manifest, k) == v]
+    if not unused:
+        return _encoder.encode(manifest)
+    fields = msgspec.to_builtins(manifest)
+    for name in unused:
+        del fields[name]
+    return _encoder.encode(fields)
+
+
 def manifest_checksum(manifest: RunManifest) -> str:
     unsummed = msgspec.structs.replace(manifest, checksum="")
-    return xxhash.xxh3_64_hexdigest(_encoder.encode(unsummed))
+    return xxhash.xxh3_64_hexdigest(_encode(unsummed))
 
 
 def encode_manifest(manifest: RunManifest) -> bytes:
     summed = msgspec.structs.replace(manifest, checksum=manifest_checksum(manifest))
-    return msgspec.json.format(_encoder.encode(summed), indent=2) + b"\n"
+    return msgspec.json.format(_encode(summed), indent=2) + b"\n"
 
 
 def decode_manifest(data: bytes, path: Path | str = "<bytes>") -> RunManifest:

@@ -502,6 +502,7 @@ class MmapBackend:
         return seqs[0] if seqs else None
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
+        kind = IndexKind.of(kind)
         hwm = self.high_watermark()
         keys = self._readable_keys()
         try:
@@ -511,6 +512,7 @@ class MmapBackend:
         return keys.lookup_all(kind.value, stored, max_seq=hwm)
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
+        kind = IndexKind.of(kind)
         hwm = self.high_watermark()
         keys = self._readable_keys()
         pairs = keys.iter_keys(kind.value)

@@ -18,8 +18,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from mmaplog import Reader, RegisteredComponents, RunInfo, RunManifest, Store
+from mmaplog.cli.text import format_span
 from mmaplog.errors import MmapLogError
-from tui.formatting import format_count, format_duration, format_size, format_ts
+from tui.formatting import format_count, format_size, format_ts
 
 __all__ = ["RunRow", "RunsScreen"]
 
@@ -205,7 +206,7 @@ def _cells(row: RunRow) -> tuple[str | Text, ...]:
     else:
         status = manifest.status.value
     start = manifest.start_ts_init
-    span = format_duration(row.end_ts - start) if row.end_ts and row.end_ts >= start else ""
+    span = format_span(start, row.end_ts) if row.end_ts and row.end_ts >= start else ""
     return (
         info.instance_id,
         info.run_id,
@@ -244,6 +245,6 @@ def _empty_text(root: Path) -> Text:
         f"The store root {root} {where}.\n\n",
         "• Pass the root of a store: mmaplog-tui /path/to/mmaplog-data\n",
         "• or set MMAPLOG_ROOT (the default root is ./mmaplog-data)\n",
-        "• or write a demo run to browse: python -m tui.demo ./mmaplog-data\n\n",
+        f"• or write a demo run to browse: mmaplog demo --root {root}\n\n",
         ("Press q to quit, r to look again.", "dim"),
     )

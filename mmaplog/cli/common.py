@@ -1,0 +1,134 @@
+"""What the ``mmaplog`` subcommands share: exit codes, the parser class that turns argparse
+errors into ``UsageError``, store resolution and plain output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import NoReturn
+
+from mmaplog.errors import CorruptionError
+from mmaplog.runs.store import RunInfo, Store, default_root
+
+__all__ = [
+    "EXIT_FAIL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "Parser",
+    "Terminated",
+    "UsageError",
+    "out",
+    "parse_args",
+    "print_json",
+    "progress_bar",
+    "raise_on_termination",
+    "resolve",
+    "store_of",
+]
+
+PROG = "mmaplog"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: raised in the main thread so that every ``finally`` and
+    cleanup handler runs (a temporary export file is removed, a staging copy deleted), as
+    Ctrl-C's KeyboardInterrupt does. Exit status 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def raise_on_termination() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise ``Terminated`` (main thread only: signal
+    handlers cannot be installed elsewhere, and the default there is as before)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def store_of(args: argparse.Namespace, *, must_exist: bool = True) -> Store:
+    """The store ``--root`` names; a root that is missing or not a directory is a usage error
+    (exit 2) unless ``must_exist`` is false (``demo`` creates it)."""
+    store = Store(args.root if args.root is not None else default_root())
+    return store.require_root() if must_exist else store
+
+
+def resolve(args: argparse.Namespace) -> RunInfo:
+    """The run ``RUN`` names, with a readable manifest: a damaged one is a ``CorruptionError``
+    (exit 1, like any other damage)."""
+    info = store_of(args).resolve(args.run, args.instance)
+    if info.manifest is None:
+        raise CorruptionError(f"run {info.run_id} cannot be read: {info.error}")
+    return info
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parse_args``, except that an unknown option is reported as such even when a required
+    argument is missing too (argparse names the missing one first: ``mmaplog --bogus`` said
+    "the following arguments are required: COMMAND")."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal; silent when stderr is not a TTY."""
+    if not sys.stderr.isatty() or total <= 0:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        f"[bold]{label}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
