@@ -14,7 +14,9 @@ import xxhash
 
 from mmaplog.storage.core import CORE, core_description, native
 
-needs_native = pytest.mark.skipif(native is None, reason=f"native core not loaded: {core_description()}")
+needs_native = pytest.mark.skipif(
+    native is None, reason=f"native core not loaded: {core_description()}"
+)
 SEEDS = (0, 1, 0xDEADBEEF12345678, (1 << 64) - 1)
 
 

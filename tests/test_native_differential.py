@@ -34,7 +34,9 @@ from mmaplog.errors import WriterBrokenError
 from mmaplog.integrity.verify import verify
 from mmaplog.storage.core import core_description, native
 
-pytestmark = pytest.mark.skipif(native is None, reason=f"native core not loaded: {core_description()}")
+pytestmark = pytest.mark.skipif(
+    native is None, reason=f"native core not loaded: {core_description()}"
+)
 
 RUN_ID = "1000-0badc0de"
 SEGMENT = 64 * 1024
