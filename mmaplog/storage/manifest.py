@@ -12,6 +12,7 @@ import msgspec
 import xxhash
 
 from mmaplog.errors import FormatError, InvalidIdError
+from mmaplog.storage.checkpoints import Checkpoint
 
 __all__ = [
     "MANIFEST_FORMAT_VERSION",
@@ -80,6 +81,9 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
     status: RunStatus = RunStatus.RUNNING
     snapshot_anchor: SnapshotAnchor | None = None
     format_version: int = MANIFEST_FORMAT_VERSION
+    # The final signed checkpoint (Merkle tree head) of a sealed run; absent from the JSON
+    # when None, so manifests written before checkpoints existed keep their checksum.
+    checkpoint: Checkpoint | None = None
     # xxh3-64 (hex) of the compact encoding with this field empty: catches a flipped byte
     # that still leaves valid JSON with a plausible value. Set by encode_manifest.
     checksum: str = ""
@@ -95,6 +99,7 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
             end_ts_init=None,
             high_watermark=0,
             snapshot_anchor=None,
+            checkpoint=None,
         )
 
     def replace(self, **changes: object) -> RunManifest:
@@ -134,14 +139,22 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RunManifest)
 
 
+def _compact(manifest: RunManifest) -> bytes:
+    if manifest.checkpoint is not None:
+        return _encoder.encode(manifest)
+    fields = msgspec.to_builtins(manifest)
+    del fields["checkpoint"]  # optional field: absent, as in manifests that predate it
+    return _encoder.encode(fields)
+
+
 def manifest_checksum(manifest: RunManifest) -> str:
     unsummed = msgspec.structs.replace(manifest, checksum="")
-    return xxhash.xxh3_64_hexdigest(_encoder.encode(unsummed))
+    return xxhash.xxh3_64_hexdigest(_compact(unsummed))
 
 
 def encode_manifest(manifest: RunManifest) -> bytes:
     summed = msgspec.structs.replace(manifest, checksum=manifest_checksum(manifest))
-    return msgspec.json.format(_encoder.encode(summed), indent=2) + b"\n"
+    return msgspec.json.format(_compact(summed), indent=2) + b"\n"
 
 
 def decode_manifest(data: bytes, path: Path | str = "<bytes>") -> RunManifest:
