@@ -47,7 +47,8 @@ from mmaplog.demo.components import (
 )
 from mmaplog.demo.messages import DemoMessage, TimeEvent
 from mmaplog.demo.registry import demo_registry
-from mmaplog.runs.session import RunIdentity
+from mmaplog.runs.checkpointer import CheckpointConfig
+from mmaplog.runs.session import RunIdentity, SessionConfig
 from mmaplog.runs.store import Store
 from mmaplog.storage.entry import Headers
 from mmaplog.storage.manifest import RegisteredComponents, RunManifest, RunStatus
@@ -259,6 +260,7 @@ def run_demo(
     seed: int = 42,
     instance_id: str = "demo",
     progress: Callable[[int], object] | None = None,
+    signing_key: Path | str | None = None,
 ) -> DemoSummary:
     """Open a session under ``root``, run the demo engine with capture on until about
     ``entries`` entries (RunStarted and RunEnded included), close it (sealed ENDED).
@@ -268,6 +270,7 @@ def run_demo(
 
     ``progress(done)`` receives the number of entries captured so far. On an error or an
     interrupt the run is still closed (or, when capture halted, left for recovery).
+    ``signing_key`` signs the run's Merkle checkpoints (default: ``$MMAPLOG_SIGNING_KEY``).
     """
     if entries < 1:
         raise ValueError(f"entries must be >= 1, got {entries}")
@@ -285,6 +288,7 @@ def run_demo(
         identity=identity,
         registry=demo_registry(),
         components=demo_components(config),
+        config=SessionConfig(checkpoints=CheckpointConfig(signing_key=signing_key)),
     )
     with session:
         engine = DemoEngine.for_run(session.bus, session.manifest)

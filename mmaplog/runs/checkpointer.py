@@ -97,16 +97,19 @@ class Checkpointer:
             every_n, every_s = self.config.every_entries, self.config.every_seconds
             while True:
                 stopping = self._stop.is_set()
-                size = keeper.catch_up(backend, backend.high_watermark())
-                now = time.monotonic()
-                grew = size > last_size
-                if (
-                    not stopping
-                    and grew
-                    and (size - last_size >= every_n or now - last_time >= every_s)
-                ):
+                hwm = backend.high_watermark()
+                while keeper.size < hwm:
+                    # Stop at each multiple of every_entries, so checkpoint sizes do not depend
+                    # on how far behind the thread was.
+                    boundary = (keeper.size // every_n + 1) * every_n
+                    size = keeper.catch_up(backend, min(hwm, boundary))
+                    if size == boundary:
+                        self._write(keeper, log)
+                        last_size, last_time = size, time.monotonic()
+                size = keeper.size
+                if not stopping and size > last_size and time.monotonic() - last_time >= every_s:
                     self._write(keeper, log)
-                    last_size, last_time = size, now
+                    last_size, last_time = size, time.monotonic()
                 if stopping:
                     return
                 self._stop.wait(self.config.poll_interval)
