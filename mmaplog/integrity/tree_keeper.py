@@ -100,9 +100,10 @@ def file_sink(path: Path | str) -> CheckpointSink:
 class TreeKeeper:
     """The Merkle files of one run, kept by one thread. Not thread-safe."""
 
-    def __init__(self, run_dir: Path, run_id: str, *, available: int) -> None:
+    def __init__(self, run_dir: Path, run_id: str, *, available: int, new: bool = False) -> None:
         """Open (resume) or create the tree files; ``available`` is the run's committed count
-        now (a frontier claiming more is stale: rebuilt)."""
+        now (a frontier claiming more is stale: rebuilt). ``new``: the run was just created,
+        so there is nothing to resume."""
         self.run_dir = run_dir
         self.run_id = run_id
         self.resumed = False
@@ -110,7 +111,8 @@ class TreeKeeper:
             state = read_frontier(run_dir)
             tree = TreeFile.open(run_dir, run_id, writable=True)
         except (FileNotFoundError, FormatError) as exc:
-            logger.info("merkle tree of %s rebuilt from the frames: %s", run_id, exc)
+            if not new:
+                logger.info("merkle tree of %s rebuilt from the frames: %s", run_id, exc)
         else:
             frontier = self._check(tree, state.size, state.hashes, available)
             if frontier is not None:

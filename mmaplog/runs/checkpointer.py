@@ -90,7 +90,7 @@ class Checkpointer:
         log: CheckpointLog | None = None
         try:
             self._keeper = keeper = TreeKeeper(
-                self.run_dir, self.run_id, available=backend.high_watermark()
+                self.run_dir, self.run_id, available=backend.high_watermark(), new=True
             )
             log = CheckpointLog(self.run_dir)
             last_size, last_time = keeper.size, time.monotonic()
