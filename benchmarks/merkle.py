@@ -9,6 +9,11 @@
    frame read through the batched path, one SHA-256 per leaf and per node).
 3. ``inclusion_document`` (what ``mmaplog prove`` does, on the stored ``merkle.tree``) and
    ``check_proof`` (what ``mmaplog check-proof`` does), mean over 200 random seqs.
+
+Measured on the shared 2-core development machine (``--n 200000 --big 1000000``): capture
+283 k entries/s off, 154 k/s on (46 % lower: the checkpointer's SHA-256 work holds the GIL
+that the engine and writer threads need; the issue's target is 5 %); tree build for the
+sealed 1 M-entry run 3.0 s (target 1 s); prove 0.33 ms; check-proof 0.13 ms.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ PAYLOAD = bytes(range(256))
 
 
 def capture(root: Path, n: int, checkpoints: CheckpointConfig | None) -> tuple[float, Path]:
-    config = SessionConfig(writer=WriterConfig(durability=Durability.NONE), checkpoints=checkpoints)
+    # A long halt threshold: this measures throughput, not the backpressure halt (which a
+    # saturating loop on 2 busy cores can trip, checkpoints on or not).
+    writer = WriterConfig(durability=Durability.NONE, halt_threshold=10.0)
+    config = SessionConfig(writer=writer, checkpoints=checkpoints)
     session = Store(root).open_session("bench", config=config)
     submit, start = session.writer.submit, session.manifest.start_ts_init
     drafts = [
