@@ -71,10 +71,23 @@ from mmaplog.errors import (
     LogClosedError,
     MmapLogError,
     OutOfOrderError,
+    ProofError,
     RunNotFoundError,
+    SigningKeyError,
     TornFrameError,
     WriterBrokenError,
 )
+from mmaplog.integrity.merkle import (
+    Frontier,
+    MemoryTree,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from mmaplog.integrity.proofs import check_proof, consistency_document, inclusion_document
 from mmaplog.integrity.recovery import (
     RecoveryReport,
     newest_parent,
@@ -89,11 +102,22 @@ from mmaplog.integrity.retention import (
     parse_duration,
     plan_retention,
 )
+from mmaplog.integrity.signing import (
+    SIGNING_KEY_ENV,
+    Signer,
+    TrustedKey,
+    generate_key_pair,
+    load_signer,
+    load_trusted_key,
+)
 from mmaplog.integrity.verify import Finding, FindingKind, VerifyReport, verify
+from mmaplog.integrity.verify_trust import TrustReport, verify_trust
+from mmaplog.runs.checkpointer import CheckpointConfig, Checkpointer
 from mmaplog.runs.reader import Reader
 from mmaplog.runs.session import RunIdentity, RunSession, SessionConfig
 from mmaplog.runs.store import RunInfo, Store, default_root
 from mmaplog.storage.backend import EventStore
+from mmaplog.storage.checkpoints import Checkpoint
 from mmaplog.storage.entry import (
     AppendEntry,
     Entry,
@@ -130,6 +154,9 @@ __all__ = [
     "CaptureError",
     "CaptureHaltedError",
     "CaptureSubmitError",
+    "Checkpoint",
+    "CheckpointConfig",
+    "Checkpointer",
     "ChecksumMismatchError",
     "Clock",
     "CorruptionError",
@@ -146,6 +173,7 @@ __all__ = [
     "Finding",
     "FindingKind",
     "FormatError",
+    "Frontier",
     "GapError",
     "HaltBackendError",
     "HaltCallback",
@@ -163,11 +191,13 @@ __all__ = [
     "LogBusyError",
     "LogClosedError",
     "MemoryBackend",
+    "MemoryTree",
     "MessageBus",
     "MmapBackend",
     "MmapLogError",
     "MonotonicWallClock",
     "OutOfOrderError",
+    "ProofError",
     "Reader",
     "RecoveryReport",
     "RegisteredComponents",
@@ -180,8 +210,11 @@ __all__ = [
     "RunNotFoundError",
     "RunSession",
     "RunStatus",
+    "SIGNING_KEY_ENV",
     "ScanDirection",
     "SessionConfig",
+    "Signer",
+    "SigningKeyError",
     "SnapshotAnchor",
     "Store",
     "SubmitCounter",
@@ -189,6 +222,8 @@ __all__ = [
     "TailRepair",
     "TestClock",
     "TornFrameError",
+    "TrustReport",
+    "TrustedKey",
     "TypeMismatch",
     "TypedEncoder",
     "Unregistered",
@@ -200,11 +235,21 @@ __all__ = [
     "WriterConfig",
     "apply_retention",
     "build_run_id",
+    "check_proof",
     "compute_entry_hash",
+    "consistency_document",
+    "consistency_proof",
     "default_root",
+    "generate_key_pair",
     "halt_reason_from_error",
     "halt_reason_from_submit_error",
+    "inclusion_document",
+    "inclusion_proof",
+    "leaf_hash",
+    "load_signer",
+    "load_trusted_key",
     "newest_parent",
+    "node_hash",
     "noop_halt",
     "parse_duration",
     "plan_retention",
@@ -213,5 +258,8 @@ __all__ = [
     "validate_instance_id",
     "validate_run_id",
     "verify",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_trust",
     "version_line",
 ]

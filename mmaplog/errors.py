@@ -19,7 +19,10 @@ Every error raised by ``mmaplog`` derives from one root::
     ├── RunNotFoundError (also LookupError)     no run matches an id or prefix
     ├── InvalidIdError (also ValueError)        a run or instance id that could name a path
     ├── InvalidIndexKindError (also ValueError) an index kind that is not one of IndexKind
-    └── WriterBrokenError                       the writer thread failed (cause chained)
+    ├── WriterBrokenError                       the writer thread failed (cause chained)
+    ├── SigningKeyError                         a signing or trusted key is missing or unusable
+    └── ProofError                              a Merkle proof or checkpoint is malformed,
+                                                belongs to another run, or does not verify
 
 Errors carry structured fields (path, segment, offset, seq) so callers and the CLIs can point at
 the fault without parsing messages.
@@ -45,7 +48,9 @@ __all__ = [
     "LogClosedError",
     "MmapLogError",
     "OutOfOrderError",
+    "ProofError",
     "RunNotFoundError",
+    "SigningKeyError",
     "TornFrameError",
     "WriterBrokenError",
 ]
@@ -178,3 +183,11 @@ class InvalidIndexKindError(MmapLogError, ValueError):
 
 class WriterBrokenError(MmapLogError):
     """The writer thread failed; the cause is chained."""
+
+
+class SigningKeyError(MmapLogError):
+    """A signing key or trusted public key is missing, unreadable or not Ed25519."""
+
+
+class ProofError(MmapLogError):
+    """A Merkle proof or checkpoint is malformed, names another run, or does not verify."""

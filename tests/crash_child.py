@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mmaplog import EncodedPayload, EncoderRegistry, IndexKey, IndexKind, Store
 from mmaplog.engine.writer import Durability, WriterConfig
+from mmaplog.runs.checkpointer import CheckpointConfig
 from mmaplog.runs.session import SessionConfig
 
 
@@ -41,8 +42,14 @@ def main() -> None:
     durability = Durability[sys.argv[2]] if len(sys.argv) > 2 else Durability.NONE
     registry = EncoderRegistry()
     registry.register(Order, "Order", encode)
+    # argv[3], when given: a checkpoint every that many entries (and every 50 ms)
+    checkpoints = CheckpointConfig()
+    if len(sys.argv) > 3:
+        checkpoints = CheckpointConfig(every_entries=int(sys.argv[3]), every_seconds=0.05)
     config = SessionConfig(
-        writer=WriterConfig(durability=durability, min_free_bytes=0), segment_size=256 * 1024
+        writer=WriterConfig(durability=durability, min_free_bytes=0),
+        segment_size=256 * 1024,
+        checkpoints=checkpoints,
     )
     session = Store(root).open_session("crashy", registry=registry, config=config)
     writer = session.writer

@@ -28,11 +28,13 @@ CI_TRIALS = 26
 SLOW_TRIALS = 200
 
 
-def run_until_killed(root: Path, delay: float, durability: str = "NONE") -> tuple[str, int]:
+def run_until_killed(
+    root: Path, delay: float, durability: str = "NONE", *extra: str
+) -> tuple[str, int]:
     """Start the child, let it capture for ``delay`` seconds after its first commit, kill -9.
     Returns the run id and the last high-watermark it published."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.crash_child", str(root), durability],
+        [sys.executable, "-m", "tests.crash_child", str(root), durability, *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -60,6 +60,9 @@ from mmaplog.runs.store import RunInfo
 from mmaplog.storage.manifest import RunManifest, RunStatus
 from mmaplog.storage.run_dir import lock_is_held
 from mmaplog.version import version_line
+
+if TYPE_CHECKING:
+    from mmaplog.integrity.verify_trust import TrustReport as VerifyTrustReport
 
 __all__ = ["main"]
 
@@ -126,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
     p.add_argument("--instance", default="demo", metavar="I", help="instance id (default demo)")
+    p.add_argument(
+        "--signing-key",
+        type=Path,
+        default=None,
+        metavar="KEY",
+        help="Ed25519 private key (PEM) signing the checkpoints (default: $MMAPLOG_SIGNING_KEY)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("verify", parents=[common], help="check a run; never modifies a file")
@@ -134,7 +144,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fast", action="store_true", help="skip recomputing entry hashes (checksums only)"
     )
+    p.add_argument(
+        "--trust",
+        type=Path,
+        default=None,
+        metavar="PUBKEY",
+        help="also check the Merkle tree against checkpoints signed by this public key",
+    )
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="external checkpoint file (JSON lines) to check the run against",
+    )
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("keygen", help="write an Ed25519 key pair for signing checkpoints")
+    p.add_argument("out", metavar="OUT", type=Path, help="private key file (OUT.pub: public)")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("prove", parents=[common], help="write an inclusion or consistency proof")
+    p.add_argument("run", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("seq", metavar="SEQ", type=int, nargs="?", help="the entry to prove")
+    p.add_argument(
+        "--consistency",
+        nargs=2,
+        type=int,
+        metavar=("OLD", "NEW"),
+        help="prove the checkpoint of tree size NEW extends the one of size OLD",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output file (default: stdout)")
+    p.set_defaults(func=cmd_prove)
+
+    p = sub.add_parser("check-proof", help="check a proof file without the run")
+    p.add_argument("file", metavar="FILE", type=Path, help="proof JSON from mmaplog prove")
+    p.add_argument(
+        "--trust", type=Path, required=True, metavar="PUBKEY", help="the signer's public key"
+    )
+    p.add_argument("--run-id", default=None, metavar="ID", help="reject a proof of any other run")
+    p.set_defaults(func=cmd_check_proof)
 
     p = sub.add_parser("recover", parents=[common], help="recover crashed runs and seal them")
     p.add_argument("run", metavar="RUN", nargs="?", help="one run (default: use --all)")
@@ -451,8 +500,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             entry_hashes=not args.fast,
             progress=lambda done, total: advance(int(1000 * done / max(total, 1))),
         )
+    trust = _verify_trust(info.run_dir, args.trust, args.checkpoints)
     if args.json:
-        print_json(report.to_dict())
+        print_json(report.to_dict() | ({} if trust is None else {"trust": trust.to_dict()}))
     else:
         status = "-" if report.status is None else report.status.value
         state = "clean" if report.is_clean else f"corrupt findings={len(report.findings)}"
@@ -463,7 +513,81 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
         for finding in report.findings:
             out(f"- {finding.message}")
-    return EXIT_OK if report.is_clean else EXIT_FAIL
+        if trust is not None:
+            state = "trusted" if trust.is_clean else f"untrusted findings={len(trust.findings)}"
+            out(
+                f"{state} tree_size={trust.tree_size} root={trust.root} "
+                f"checkpoints={trust.checkpoints_checked}"
+            )
+            for finding in trust.findings:
+                out(f"- {finding.kind.name}: {finding.message}")
+    clean = report.is_clean and (trust is None or trust.is_clean)
+    return EXIT_OK if clean else EXIT_FAIL
+
+
+def _verify_trust(
+    run_dir: Path, trust: Path | None, checkpoints: Path | None
+) -> VerifyTrustReport | None:
+    if trust is None and checkpoints is None:
+        return None
+    from mmaplog.integrity.signing import load_trusted_key
+    from mmaplog.integrity.verify_trust import verify_trust
+    from mmaplog.storage.checkpoints import read_checkpoint_lines
+
+    key = None if trust is None else load_trusted_key(trust)
+    external = [] if checkpoints is None else read_checkpoint_lines(checkpoints)
+    return verify_trust(run_dir, key, external)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from mmaplog.integrity.signing import generate_key_pair
+
+    private, public, key_id = generate_key_pair(args.out)
+    out(f"key_id={key_id} private={private} public={public}")
+    return EXIT_OK
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    from mmaplog.integrity.proofs import consistency_document, inclusion_document
+
+    if (args.seq is None) == (args.consistency is None):
+        raise UsageError("give a SEQ or --consistency OLD NEW")
+    info = resolve(args)
+    with Reader(info.run_dir) as reader:
+        if args.seq is not None:
+            doc = inclusion_document(reader.backend, args.seq)
+        else:
+            doc = consistency_document(reader.backend, *args.consistency)
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+    return EXIT_OK
+
+
+def cmd_check_proof(args: argparse.Namespace) -> int:
+    from mmaplog.errors import ProofError
+    from mmaplog.integrity.proofs import check_proof, load_proof
+    from mmaplog.integrity.signing import load_trusted_key
+
+    key = load_trusted_key(args.trust)
+    try:
+        summary = check_proof(load_proof(args.file), key, run_id=args.run_id)
+    except ProofError as exc:
+        print(f"{PROG}: proof rejected: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if summary["kind"] == "inclusion":
+        out(
+            f"ok inclusion run_id={summary['run_id']} seq={summary['seq']} "
+            f"tree_size={summary['tree_size']} key_id={key.key_id}"
+        )
+    else:
+        out(
+            f"ok consistency run_id={summary['run_id']} old_size={summary['old_size']} "
+            f"new_size={summary['new_size']} key_id={key.key_id}"
+        )
+    return EXIT_OK
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -561,6 +685,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             instance_id=args.instance,
             progress=advance,
+            signing_key=args.signing_key,
         )
     rate = f"{summary.elapsed_s:.2f} s ({summary.entries_per_s:,.0f} entries/s)"
     fields = [

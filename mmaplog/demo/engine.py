@@ -48,7 +48,8 @@ from mmaplog.demo.components import (
 from mmaplog.demo.interrupt import deferred_sigint
 from mmaplog.demo.messages import DemoMessage, TimeEvent
 from mmaplog.demo.registry import DEMO_FEATURE_FLAG, demo_registry
-from mmaplog.runs.session import RunIdentity
+from mmaplog.runs.checkpointer import CheckpointConfig
+from mmaplog.runs.session import RunIdentity, SessionConfig
 from mmaplog.runs.store import Store
 from mmaplog.storage.entry import Headers
 from mmaplog.storage.manifest import RegisteredComponents, RunManifest, RunStatus
@@ -267,6 +268,7 @@ def run_demo(
     seed: int = 42,
     instance_id: str = "demo",
     progress: Callable[[int], object] | None = None,
+    signing_key: Path | str | None = None,
 ) -> DemoSummary:
     """Open a session under ``root``, run the demo engine with capture on until about
     ``entries`` entries (RunStarted and RunEnded included), close it (sealed ENDED).
@@ -278,6 +280,7 @@ def run_demo(
     thread) stops the engine after the message cascade in progress and seals the run normally
     (``interrupted`` in the summary; a second Ctrl-C interrupts at once). On an error the run
     is still closed (or, when capture halted, left for recovery).
+    ``signing_key`` signs the run's Merkle checkpoints (default: ``$MMAPLOG_SIGNING_KEY``).
     """
     if entries < 1:
         raise ValueError(f"entries must be >= 1, got {entries}")
@@ -295,6 +298,7 @@ def run_demo(
         identity=identity,
         registry=demo_registry(),
         components=demo_components(config),
+        config=SessionConfig(checkpoints=CheckpointConfig(signing_key=signing_key)),
     )
     with session:
         engine = DemoEngine.for_run(session.bus, session.manifest)

@@ -40,6 +40,11 @@ class FindingKind(enum.Enum):
     MANIFEST_MISMATCH = "manifest_mismatch"
     ANCHOR_INVALID = "anchor_invalid"
     UNREADABLE = "unreadable"
+    # verify --trust (Merkle checkpoints)
+    TAMPERED = "tampered"
+    CHECKPOINT_SIGNATURE_INVALID = "checkpoint_signature_invalid"
+    TRUNCATED_SINCE_CHECKPOINT = "truncated_since_checkpoint"
+    CHECKPOINT_MISSING = "checkpoint_missing"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ hand back the writer, the capture adapter, a message bus tapped by it, and the h
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +20,8 @@ from mmaplog.engine.capture import BusCaptureAdapter, EncoderRegistry, Unregiste
 from mmaplog.engine.halt import HaltReason, HaltSignal
 from mmaplog.engine.writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
 from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
+from mmaplog.runs.checkpointer import CheckpointConfig, Checkpointer
+from mmaplog.storage.checkpoints import Checkpoint
 from mmaplog.storage.entry import EntryDraft, Headers
 from mmaplog.storage.layout import DEFAULT_SEGMENT_SIZE
 from mmaplog.storage.manifest import (
@@ -34,17 +37,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mmaplog.integrity.recovery import RecoveryReport
+    from mmaplog.integrity.signing import Signer
     from mmaplog.storage.catalog import RunCatalog
 
 __all__ = [
     "RUN_STARTED_PAYLOAD_TYPE",
     "RUN_STARTED_TOPIC",
+    "CheckpointConfig",
     "RunIdentity",
     "RunSession",
     "SessionConfig",
     "open_session",
 ]
 
+logger = logging.getLogger(__name__)
 RUN_STARTED_TOPIC = "run.lifecycle.RunStarted"
 RUN_STARTED_PAYLOAD_TYPE = "RunStarted"
 
@@ -64,12 +70,14 @@ class RunIdentity:
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    """Writer knobs plus the session's own: segment size, boot timeout, bus audit mode."""
+    """Writer knobs plus the session's own: segment size, boot timeout, bus audit mode, and
+    the Merkle tree and checkpoints (``checkpoints=None`` turns them off)."""
 
     writer: WriterConfig = field(default_factory=WriterConfig)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     run_started_timeout: float = 5.0
     audit: Literal["enqueue", "commit"] = "enqueue"
+    checkpoints: CheckpointConfig | None = field(default_factory=CheckpointConfig)
 
 
 class RunSession:
@@ -86,6 +94,7 @@ class RunSession:
         halt_signal: HaltSignal,
         recovered: list[RecoveryReport],
         backend: MmapBackend,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.manifest = manifest
         self._backend = backend
@@ -95,6 +104,8 @@ class RunSession:
         self.bus = bus
         self.halt_signal = halt_signal
         self.recovered = recovered
+        self.checkpointer = checkpointer
+        self.final_checkpoint: Checkpoint | None = None
         self._final: RunManifest | None = None
 
     def __repr__(self) -> str:
@@ -134,7 +145,13 @@ class RunSession:
         try:
             self.writer.close(run_ended)
             self._stamp_uncaptured()
+            if self.checkpointer is not None:
+                # Sealed, still holding the LOCK: the final checkpoint goes into the manifest
+                # (read back from the file, so the uncaptured counts stay).
+                self.final_checkpoint = self.checkpointer.finish()
         finally:
+            if self.checkpointer is not None:
+                self.checkpointer.close()
             self._backend.close()  # releases the LOCK and the files
         from mmaplog.runs.reader import Reader
 
@@ -157,6 +174,9 @@ class RunSession:
         try:
             self.writer.abandon()
         finally:
+            if self.checkpointer is not None:
+                self.checkpointer.stop()
+                self.checkpointer.close()
             self._backend.close()
 
     def __enter__(self) -> RunSession:
@@ -200,7 +220,10 @@ def open_session(
     config = config or SessionConfig()
     clock = clock or MonotonicWallClock()
     components = components or RegisteredComponents()
+    signer = config.checkpoints.signer() if config.checkpoints is not None else None
     recovered = recover_predecessors(store, instance_id)
+    if config.checkpoints is not None:
+        _checkpoint_recovered(recovered, config.checkpoints, signer)
     if source_run_id is not None:
         validate_run_id(source_run_id)
     start = clock.now_ns() if start_ts_init is None else start_ts_init
@@ -248,6 +271,9 @@ def open_session(
         finally:
             backend.close()
         raise
+    checkpointer = None
+    if config.checkpoints is not None:
+        checkpointer = Checkpointer(run_dir, manifest.run_id, config.checkpoints, signer).start()
     adapter = BusCaptureAdapter(
         writer, registry or EncoderRegistry(), halt.callback(), unregistered=unregistered
     )
@@ -261,7 +287,25 @@ def open_session(
         halt_signal=halt,
         recovered=recovered,
         backend=backend,
+        checkpointer=checkpointer,
     )
+
+
+def _checkpoint_recovered(
+    reports: list[RecoveryReport], config: CheckpointConfig, signer: Signer | None
+) -> None:
+    """Resume the Merkle tree of each run recovery just sealed and write its final checkpoint
+    (a quarantined run keeps what it had: its frames cannot all be read)."""
+    from mmaplog.integrity.tree_keeper import finish_run
+    from mmaplog.storage.manifest import RunStatus
+
+    for report in reports:
+        if report.already_sealed or report.error or report.status is RunStatus.QUARANTINED:
+            continue
+        try:
+            finish_run(report.run_dir, time.time_ns(), signer, config.sinks())
+        except (MmapLogError, OSError) as exc:
+            logger.warning("no final checkpoint for recovered run %s: %s", report.run_id, exc)
 
 
 def _wait_run_started(writer: EventStoreWriter, halt: HaltSignal, timeout: float) -> None:

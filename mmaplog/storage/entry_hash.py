@@ -23,7 +23,9 @@ from mmaplog.storage.layout import FLAG_CAUSATION, FLAG_CORRELATION
 
 __all__ = [
     "ENTRY_HASH_DOMAIN",
+    "canonical_stream",
     "compute_entry_hash",
+    "entry_stream",
     "framed",
     "framed_names",
     "hash_with_framing",
@@ -63,6 +65,51 @@ def header_bytes(value: uuid.UUID | None) -> bytes:
     return _ABSENT if value is None else b"\x01" + value.bytes
 
 
+def canonical_stream(
+    seq: int,
+    ts_init: int,
+    ts_publish: int,
+    names: bytes,
+    payload: bytes | memoryview,
+    header_tail: bytes,
+) -> bytes:
+    """The canonical byte stream of an entry: what the entry hash and the Merkle leaf cover.
+
+    ``names`` is the framed topic + payload_type (:func:`framed_names`), ``header_tail`` the
+    two optional ids (:func:`headers_tail` / :func:`raw_headers_tail`).
+    """
+    return b"".join(
+        (
+            ENTRY_HASH_DOMAIN,
+            _U64X3.pack(seq, ts_init, ts_publish),
+            names,
+            _U64.pack(len(payload)),
+            payload,
+            header_tail,
+        )
+    )
+
+
+def entry_stream(
+    seq: int,
+    ts_init: int,
+    ts_publish: int,
+    topic: str,
+    payload_type: str,
+    payload: bytes | memoryview,
+    headers: HeaderIds,
+) -> bytes:
+    """:func:`canonical_stream` from an entry's fields."""
+    return canonical_stream(
+        seq,
+        ts_init,
+        ts_publish,
+        framed_names(topic, payload_type),
+        payload,
+        headers_tail(headers),
+    )
+
+
 def compute_entry_hash(
     seq: int,
     ts_init: int,
@@ -73,20 +120,7 @@ def compute_entry_hash(
     headers: HeaderIds,
 ) -> bytes:
     """Return the 16-byte canonical hash of an entry's fields."""
-    return _xxh3_128(
-        b"".join(
-            (
-                ENTRY_HASH_DOMAIN,
-                _U64X3.pack(seq, ts_init, ts_publish),
-                _framed(topic.encode()),
-                _framed(payload_type.encode()),
-                _U64.pack(len(payload)),
-                payload,
-                header_bytes(headers.correlation_id),
-                header_bytes(headers.causation_id),
-            )
-        )
-    )
+    return _xxh3_128(entry_stream(seq, ts_init, ts_publish, topic, payload_type, payload, headers))
 
 
 def hash_with_framing(
@@ -102,18 +136,7 @@ def hash_with_framing(
     Callers cache ``names`` per (topic, payload_type) pair; the result equals
     :func:`compute_entry_hash`.
     """
-    return _xxh3_128(
-        b"".join(
-            (
-                ENTRY_HASH_DOMAIN,
-                _U64X3.pack(seq, ts_init, ts_publish),
-                names,
-                _U64.pack(len(payload)),
-                payload,
-                header_tail,
-            )
-        )
-    )
+    return _xxh3_128(canonical_stream(seq, ts_init, ts_publish, names, payload, header_tail))
 
 
 def framed_names(topic: str, payload_type: str) -> bytes:

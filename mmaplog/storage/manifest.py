@@ -12,6 +12,7 @@ import msgspec
 import xxhash
 
 from mmaplog.errors import FormatError, InvalidIdError
+from mmaplog.storage.checkpoints import Checkpoint
 
 __all__ = [
     "MANIFEST_FORMAT_VERSION",
@@ -80,6 +81,9 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
     status: RunStatus = RunStatus.RUNNING
     snapshot_anchor: SnapshotAnchor | None = None
     format_version: int = MANIFEST_FORMAT_VERSION
+    # The final signed checkpoint (Merkle tree head) of a sealed run; absent from the JSON
+    # when None, so manifests written before checkpoints existed keep their checksum.
+    checkpoint: Checkpoint | None = None
     # xxh3-64 (hex) of the compact encoding with this field empty: catches a flipped byte
     # that still leaves valid JSON with a plausible value. Set by encode_manifest.
     checksum: str = ""
@@ -102,6 +106,7 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
             end_ts_init=None,
             high_watermark=0,
             snapshot_anchor=None,
+            checkpoint=None,
         )
 
     def replace(self, **changes: object) -> RunManifest:
@@ -143,7 +148,11 @@ _decoder = msgspec.json.Decoder(RunManifest)
 
 # Fields added after format version 1 was released, with the value that leaves them out of the
 # file: a manifest that does not use them encodes (and checksums) exactly as before they existed.
-_OPTIONAL_FIELDS: dict[str, object] = {"uncaptured": {}, "source_run_id": None}
+_OPTIONAL_FIELDS: dict[str, object] = {
+    "uncaptured": {},
+    "source_run_id": None,
+    "checkpoint": None,
+}
 
 
 def _encode(manifest: RunManifest) -> bytes:

@@ -1,0 +1,214 @@
+"""Keeping a run's Merkle tree: leaves from frames, the tree files, checkpoints.
+
+``TreeKeeper`` owns ``merkle.tree`` and ``merkle.frontier`` of one run and appends the leaves
+of newly committed entries, read through a read-only ``MmapBackend`` (never the writer's
+handle). It resumes from the stored frontier when that frontier is intact, agrees with the
+tree file and does not claim more entries than the run has; otherwise it rebuilds from the
+frames. ``finish_run`` brings a sealed run's tree up to date and writes its final checkpoint
+(checkpoint file, sinks, manifest).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mmaplog.errors import FormatError
+from mmaplog.integrity.merkle import Frontier, MemoryTree, leaf_hash
+from mmaplog.integrity.signing import Signer
+from mmaplog.storage.checkpoints import Checkpoint, CheckpointLog, append_checkpoint_line
+from mmaplog.storage.entry_hash import canonical_stream, framed, raw_headers_tail
+from mmaplog.storage.manifest import read_manifest, write_manifest
+from mmaplog.storage.merkle_files import TreeFile, read_frontier, write_frontier
+from mmaplog.storage.mmap_backend import MmapBackend
+from mmaplog.storage.run_dir import MANIFEST
+
+__all__ = [
+    "CheckpointSink",
+    "TreeKeeper",
+    "build_tree",
+    "file_sink",
+    "finish_run",
+    "leaf_batches",
+]
+
+logger = logging.getLogger(__name__)
+CheckpointSink = Callable[[Checkpoint], None]
+LEAF_CHUNK = 4096
+
+
+def leaf_batches(
+    backend: MmapBackend, from_seq: int, to_seq: int, *, chunk: int = LEAF_CHUNK
+) -> Iterator[list[bytes]]:
+    """The leaf hashes of seqs ``from_seq..=to_seq``, a list per chunk. Frames are checked as
+    ``iter_batches`` checks them (checksums), not their xxh3 entry hashes: the leaf covers the
+    same canonical stream with SHA-256."""
+    framed_cache: dict[int, bytes] = {}
+    for batch in backend.iter_batches(from_seq, to_seq, chunk=chunk, entry_hashes=False):
+        recs = batch.records
+        raw = np.ascontiguousarray(recs).view(np.uint8).reshape(len(recs), -1)
+        corr = raw[:, 56:72].tobytes()
+        caus = raw[:, 72:88].tobytes()
+        names = batch.names
+        fr = framed_cache
+        seqs = recs["seq"].tolist()
+        ts_i = recs["ts_init"].tolist()
+        ts_p = recs["ts_publish"].tolist()
+        topics = recs["topic"].tolist()
+        ptypes = recs["ptype"].tolist()
+        flags = recs["flags"].tolist()
+        payloads = batch.payloads
+        out: list[bytes] = []
+        for k in range(len(seqs)):
+            t, p = topics[k], ptypes[k]
+            if t not in fr:
+                fr[t] = framed(names[t])
+            if p not in fr:
+                fr[p] = framed(names[p])
+            f = flags[k]
+            tail = (
+                b"\x00\x00"
+                if not f
+                else raw_headers_tail(f, corr[16 * k : 16 * k + 16], caus[16 * k : 16 * k + 16])
+            )
+            out.append(
+                leaf_hash(
+                    canonical_stream(seqs[k], ts_i[k], ts_p[k], fr[t] + fr[p], payloads[k], tail)
+                )
+            )
+        yield out
+
+
+def build_tree(backend: MmapBackend, size: int | None = None) -> MemoryTree:
+    """Every perfect node of the first ``size`` entries (all committed ones by default)."""
+    hi = backend.high_watermark() if size is None else size
+    leaves: list[bytes] = []
+    for chunk in leaf_batches(backend, 1, hi):
+        leaves.extend(chunk)
+    return MemoryTree(leaves)
+
+
+def file_sink(path: Path | str) -> CheckpointSink:
+    """A sink appending each checkpoint as a JSON line to ``path`` (outside the run)."""
+    target = Path(path)
+    return lambda checkpoint: append_checkpoint_line(target, checkpoint)
+
+
+class TreeKeeper:
+    """The Merkle files of one run, kept by one thread. Not thread-safe."""
+
+    def __init__(self, run_dir: Path, run_id: str, *, available: int, new: bool = False) -> None:
+        """Open (resume) or create the tree files; ``available`` is the run's committed count
+        now (a frontier claiming more is stale: rebuilt). ``new``: the run was just created,
+        so there is nothing to resume."""
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.resumed = False
+        try:
+            state = read_frontier(run_dir)
+            tree = TreeFile.open(run_dir, run_id, writable=True)
+        except (FileNotFoundError, FormatError) as exc:
+            if not new:
+                logger.info("merkle tree of %s rebuilt from the frames: %s", run_id, exc)
+        else:
+            frontier = self._check(tree, state.size, state.hashes, available)
+            if frontier is not None:
+                tree.truncate_leaves(frontier.size)
+                self.tree, self.frontier, self.resumed = tree, frontier, True
+                return
+            tree.close()
+        self.tree = TreeFile.open(run_dir, run_id, writable=True, create=True)
+        self.frontier = Frontier()
+        write_frontier(run_dir, 0, ())
+
+    @staticmethod
+    def _check(
+        tree: TreeFile, size: int, hashes: Sequence[bytes], available: int
+    ) -> Frontier | None:
+        if size > available:
+            return None
+        try:
+            frontier = Frontier(size, hashes)
+            start = i = 0
+            for bit in range(size.bit_length() - 1, -1, -1):
+                if size >> bit & 1:
+                    if tree.perfect(bit, start >> bit) != hashes[i]:
+                        return None  # the tree file lags or disagrees: rebuild
+                    start += 1 << bit
+                    i += 1
+        except (FormatError, ValueError):
+            return None
+        return frontier
+
+    @property
+    def size(self) -> int:
+        return self.frontier.size
+
+    def catch_up(self, backend: MmapBackend, hwm: int) -> int:
+        """Append the leaves of ``size + 1..=hwm``; return the new size."""
+        if hwm <= self.frontier.size:
+            return self.frontier.size
+        append = self.frontier.append
+        for leaves in leaf_batches(backend, self.frontier.size + 1, hwm):
+            nodes: list[tuple[int, int, bytes]] = []
+            for leaf in leaves:
+                nodes.extend((n.level, n.index, n.digest) for n in append(leaf))
+            self.tree.write_nodes(nodes)
+        write_frontier(self.run_dir, self.frontier.size, self.frontier.hashes)
+        return self.frontier.size
+
+    def checkpoint(self, timestamp_ns: int, signer: Signer | None) -> Checkpoint:
+        cp = Checkpoint(
+            run_id=self.run_id,
+            tree_size=self.frontier.size,
+            root=self.frontier.root().hex(),
+            timestamp_ns=timestamp_ns,
+        )
+        return cp if signer is None else signer.sign(cp)
+
+    def sync(self) -> None:
+        self.tree.sync()
+        write_frontier(self.run_dir, self.frontier.size, self.frontier.hashes, durable=True)
+
+    def close(self) -> None:
+        self.tree.close()
+
+
+def finish_run(
+    run_dir: Path,
+    timestamp_ns: int,
+    signer: Signer | None,
+    sinks: Sequence[CheckpointSink] = (),
+    *,
+    keeper: TreeKeeper | None = None,
+) -> Checkpoint:
+    """Bring a sealed run's tree to its high-watermark, append its final checkpoint to the
+    run's checkpoint file and the sinks, and record it in the manifest."""
+    manifest = read_manifest(run_dir / MANIFEST)
+    reader = MmapBackend.open_existing(run_dir, writable=False)
+    own = keeper is None
+    try:
+        hwm = reader.high_watermark()
+        if keeper is None:
+            keeper = TreeKeeper(run_dir, manifest.run_id, available=hwm)
+        keeper.catch_up(reader, hwm)
+        keeper.sync()
+        checkpoint = keeper.checkpoint(timestamp_ns, signer)
+    finally:
+        reader.close()
+        if own and keeper is not None:
+            keeper.close()
+    log = CheckpointLog(run_dir)
+    try:
+        log.append(checkpoint)
+    finally:
+        log.close()
+    for sink in sinks:
+        sink(checkpoint)
+    write_manifest(
+        run_dir / MANIFEST, read_manifest(run_dir / MANIFEST).replace(checkpoint=checkpoint)
+    )
+    return checkpoint

@@ -1,0 +1,161 @@
+"""The checkpointer: a thread of the session that keeps the run's Merkle tree and checkpoints.
+
+It follows the run's committed high-watermark through its own read-only handle (never the
+writer's), appends leaves with a ``TreeKeeper`` and writes a checkpoint every
+``every_entries`` entries and every ``every_seconds`` seconds (when the tree grew), to the
+run's ``checkpoints.ckp`` and to the configured sinks. The engine and writer threads never
+wait for it; when it fails, capture goes on and ``error`` says why (the final checkpoint at
+close rebuilds what it missed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmaplog.errors import MmapLogError
+from mmaplog.integrity.signing import Signer, load_signer, signer_from_env
+from mmaplog.integrity.tree_keeper import CheckpointSink, TreeKeeper, file_sink, finish_run
+from mmaplog.storage.checkpoints import Checkpoint, CheckpointLog
+from mmaplog.storage.mmap_backend import MmapBackend
+
+__all__ = ["CheckpointConfig", "Checkpointer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointConfig:
+    """Merkle tree and checkpoint options of a session.
+
+    ``signing_key``: a PEM Ed25519 private key file; when None, ``$MMAPLOG_SIGNING_KEY`` names
+    one; without either, checkpoints are unsigned. ``sink_file`` appends every checkpoint as a
+    JSON line to a file outside the run; ``sink`` is called with every checkpoint (from the
+    checkpointer thread; an exception it raises is logged, not propagated).
+    """
+
+    enabled: bool = True
+    every_entries: int = 10_000
+    every_seconds: float = 1.0
+    signing_key: Path | str | None = None
+    sink_file: Path | str | None = None
+    sink: Callable[[Checkpoint], None] | None = None
+    poll_interval: float = 0.01
+
+    def signer(self) -> Signer | None:
+        if self.signing_key is not None:
+            return load_signer(self.signing_key)
+        return signer_from_env()
+
+    def sinks(self) -> list[CheckpointSink]:
+        out: list[CheckpointSink] = []
+        if self.sink_file is not None:
+            out.append(file_sink(self.sink_file))
+        if self.sink is not None:
+            out.append(self.sink)
+        return out
+
+
+class Checkpointer:
+    """One run's checkpointer thread ("mmaplog-checkpointer")."""
+
+    def __init__(
+        self, run_dir: Path, run_id: str, config: CheckpointConfig, signer: Signer | None
+    ) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.config = config
+        self.signer = signer
+        self.error: BaseException | None = None
+        self.checkpoints_written = 0
+        self._sinks = [self._guarded(sink) for sink in config.sinks()]
+        self._stop = threading.Event()
+        self._keeper: TreeKeeper | None = None
+        self._thread = threading.Thread(target=self._run, name="mmaplog-checkpointer", daemon=True)
+
+    def start(self) -> Checkpointer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            backend = MmapBackend.open_existing(self.run_dir, writable=False)
+        except (MmapLogError, OSError) as exc:
+            self._failed(exc)
+            return
+        log: CheckpointLog | None = None
+        try:
+            self._keeper = keeper = TreeKeeper(
+                self.run_dir, self.run_id, available=backend.high_watermark(), new=True
+            )
+            log = CheckpointLog(self.run_dir)
+            last_size, last_time = keeper.size, time.monotonic()
+            every_n, every_s = self.config.every_entries, self.config.every_seconds
+            while True:
+                stopping = self._stop.is_set()
+                hwm = backend.high_watermark()
+                while keeper.size < hwm:
+                    # Stop at each multiple of every_entries, so checkpoint sizes do not depend
+                    # on how far behind the thread was.
+                    boundary = (keeper.size // every_n + 1) * every_n
+                    size = keeper.catch_up(backend, min(hwm, boundary))
+                    if size == boundary:
+                        self._write(keeper, log)
+                        last_size, last_time = size, time.monotonic()
+                size = keeper.size
+                if not stopping and size > last_size and time.monotonic() - last_time >= every_s:
+                    self._write(keeper, log)
+                    last_size, last_time = size, time.monotonic()
+                if stopping:
+                    return
+                self._stop.wait(self.config.poll_interval)
+        except (MmapLogError, OSError) as exc:
+            self._failed(exc)
+        finally:
+            if log is not None:
+                log.close()
+            backend.close()
+
+    def _write(self, keeper: TreeKeeper, log: CheckpointLog) -> None:
+        keeper.sync()
+        checkpoint = keeper.checkpoint(time.time_ns(), self.signer)
+        log.append(checkpoint)
+        self.checkpoints_written += 1
+        for sink in self._sinks:
+            sink(checkpoint)
+
+    def _guarded(self, sink: CheckpointSink) -> CheckpointSink:
+        def call(checkpoint: Checkpoint) -> None:
+            try:
+                sink(checkpoint)
+            except Exception:  # a user callback or a full disk: the tree must go on
+                logger.exception("checkpoint sink failed for run %s", self.run_id)
+
+        return call
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+        logger.error("checkpointer of run %s stopped: %s", self.run_id, exc)
+
+    def stop(self) -> None:
+        """Catch up with what is committed, then stop the thread (no checkpoint written)."""
+        self._stop.set()
+        self._thread.join()
+
+    def finish(self) -> Checkpoint:
+        """After the run is sealed: stop, then write the final checkpoint (manifest too)."""
+        self.stop()
+        keeper = self._keeper if self.error is None else None
+        try:
+            return finish_run(self.run_dir, time.time_ns(), self.signer, self._sinks, keeper=keeper)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None

@@ -1,0 +1,180 @@
+"""Checkpoints (signed tree heads) and the files that hold them.
+
+A :class:`Checkpoint` names a run, a tree size, the Merkle root of the first ``tree_size``
+entries, when it was made and, when signed, the key id and the Ed25519 signature over
+:meth:`Checkpoint.signed_message`. Signing and checking live in ``mmaplog.integrity.signing``;
+this module only encodes and stores them.
+
+* ``checkpoints.ckp`` in the run: header ``MMLOGCKP``, u32 version 1, u32 reserved; then records
+  ``u32 length, length bytes of compact JSON, u64 xxh3-64 of the length word and the bytes``.
+  A torn or damaged record ends the readable part (it is reported, never skipped over).
+* An external sink file: one checkpoint JSON object per line (``.jsonl``), appended.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import msgspec
+import xxhash
+
+from mmaplog.errors import FormatError
+from mmaplog.storage.fileio import FILE_MODE
+
+__all__ = [
+    "CHECKPOINT_DOMAIN",
+    "CHECKPOINT_FILE",
+    "Checkpoint",
+    "CheckpointLog",
+    "append_checkpoint_line",
+    "read_checkpoint_lines",
+    "read_checkpoint_log",
+]
+
+CHECKPOINT_FILE = "checkpoints.ckp"
+CHECKPOINT_DOMAIN = b"mmaplog/checkpoint/v1"
+_MAGIC = b"MMLOGCKP"
+_HEADER = struct.Struct("<8sII")
+_LEN = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_MAX_RECORD = 1 << 16
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A tree head of a run. ``root`` is 64 lowercase hex digits, ``signature`` 128."""
+
+    run_id: str
+    tree_size: int
+    root: str
+    timestamp_ns: int
+    key_id: str | None = None
+    signature: str | None = None
+
+    def signed_message(self) -> bytes:
+        """The bytes the signature covers (FORMAT.md, *Checkpoints*)."""
+        return (
+            f"{CHECKPOINT_DOMAIN.decode()}\n{self.run_id}\n{self.tree_size}\n{self.root}\n"
+            f"{self.timestamp_ns}\n{self.key_id or ''}\n"
+        ).encode()
+
+    @property
+    def is_signed(self) -> bool:
+        return self.signature is not None
+
+    def root_bytes(self) -> bytes:
+        try:
+            root = bytes.fromhex(self.root)
+        except ValueError:
+            root = b""
+        if len(root) != 32:
+            raise FormatError(f"checkpoint root is not 32 bytes of hex: {self.root!r}")
+        return root
+
+    def to_json(self) -> bytes:
+        return _encoder.encode(self)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Checkpoint)
+
+
+def decode_checkpoint(data: bytes | str, where: Path | str = "<bytes>") -> Checkpoint:
+    try:
+        cp = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FormatError(f"unreadable checkpoint: {exc}", path=where) from None
+    if cp.tree_size < 0:
+        raise FormatError("checkpoint tree_size is negative", path=where)
+    cp.root_bytes()
+    return cp
+
+
+class CheckpointLog:
+    """``checkpoints.ckp`` opened for appending (by the run's single writer)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / CHECKPOINT_FILE
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                os.write(fd, _HEADER.pack(_MAGIC, 1, 0))
+            else:
+                # Cut a torn last record (a crash mid-append) so new records follow good ones.
+                _, end = _read_records(self.path)
+                if end < size:
+                    os.ftruncate(fd, end)
+            os.lseek(fd, 0, os.SEEK_END)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def append(self, checkpoint: Checkpoint, *, durable: bool = True) -> None:
+        body = checkpoint.to_json()
+        head = _LEN.pack(len(body))
+        os.write(self._fd, head + body + _U64.pack(xxhash.xxh3_64_intdigest(head + body)))
+        if durable:
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _read_records(path: Path) -> tuple[list[Checkpoint], int]:
+    data = path.read_bytes()
+    if len(data) < _HEADER.size:
+        raise FormatError("checkpoint file cut short", path=path)
+    magic, version, _ = _HEADER.unpack_from(data)
+    if magic != _MAGIC or version != 1:
+        raise FormatError("not a version 1 checkpoint file", path=path)
+    out: list[Checkpoint] = []
+    pos = _HEADER.size
+    while pos + _LEN.size <= len(data):
+        (length,) = _LEN.unpack_from(data, pos)
+        end = pos + _LEN.size + length
+        if length == 0 or length > _MAX_RECORD or end + 8 > len(data):
+            break
+        if _U64.unpack_from(data, end)[0] != xxhash.xxh3_64_intdigest(data[pos:end]):
+            break
+        try:
+            out.append(decode_checkpoint(data[pos + _LEN.size : end], path))
+        except FormatError:
+            break
+        pos = end + 8
+    return out, pos
+
+
+def read_checkpoint_log(run_dir: Path) -> tuple[list[Checkpoint], int]:
+    """The good checkpoints of a run's ``checkpoints.ckp`` and how many bytes follow them
+    (torn or damaged). A run without the file has none."""
+    path = run_dir / CHECKPOINT_FILE
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return [], 0
+    records, end = _read_records(path)
+    return records, size - end
+
+
+def append_checkpoint_line(path: Path, checkpoint: Checkpoint) -> None:
+    """Append one JSON line to an external checkpoint file, and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.write(fd, checkpoint.to_json() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint_lines(path: Path) -> list[Checkpoint]:
+    """Every checkpoint of an external JSON-lines file; a bad line is a ``FormatError``."""
+    out: list[Checkpoint] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            out.append(decode_checkpoint(line, f"{path}:{number}"))
+    return out
