@@ -215,7 +215,7 @@ class _DiskFull:
         if armed:
             self.armed.set()
         # Every append path: the pure core's and the native core's.
-        for name in ("append_items", "append_batch", "append_channel"):
+        for name in ("append_items", "append_batch", "run_channel"):
             original = getattr(MmapBackend, name)
             monkeypatch.setattr(MmapBackend, name, self._wrap(original))
 
@@ -247,7 +247,7 @@ def test_a_run_started_that_does_not_commit_in_time_fails_the_open(store, monkey
 
         return slow
 
-    for name in ("append_items", "append_channel"):  # the pure and the native path
+    for name in ("append_items", "run_channel"):  # the pure and the native path
         monkeypatch.setattr(MmapBackend, name, slowed(getattr(MmapBackend, name)))
     with pytest.raises(MmapLogError, match="not committed within"):
         open_session(store, config=SessionConfig(run_started_timeout=0.05))

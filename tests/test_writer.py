@@ -821,9 +821,29 @@ def test_writer_config_defaults_match_the_reference():
 
 def test_the_monotonic_wall_clock_never_repeats_a_reading(monkeypatch):
     clock = MonotonicWallClock()
+    clock.native = None  # the Python twin (the native one reads the OS clock itself)
     readings = iter([100, 100, 100, 50, 200])
     monkeypatch.setattr(time, "time_ns", lambda: next(readings))
     assert [clock.now_ns() for _ in range(5)] == [100, 101, 102, 103, 200]
+
+
+def test_the_monotonic_wall_clock_is_strictly_increasing_across_threads():
+    clock = MonotonicWallClock()
+    per_thread: list[list[int]] = [[] for _ in range(4)]
+
+    def read(out: list[int]) -> None:
+        for _ in range(20_000):
+            out.append(clock.now_ns())
+
+    threads = [threading.Thread(target=read, args=(out,)) for out in per_thread]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    every = [v for out in per_thread for v in out]
+    assert len(set(every)) == len(every)  # no reading handed out twice
+    assert all(out == sorted(out) for out in per_thread)
+    assert abs(max(every) - time.time_ns()) < 10**9  # wall-clock nanoseconds
 
 
 def test_the_test_clock_returns_what_it_was_given():

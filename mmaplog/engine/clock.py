@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from mmaplog.storage.core import native
 
 __all__ = ["Clock", "MonotonicWallClock", "TestClock"]
 
@@ -21,18 +23,27 @@ class MonotonicWallClock:
 
     Two readings in the same nanosecond, or a wall clock stepped backwards, yield the previous
     value + 1, so ``ts_publish`` is strictly increasing in ``seq`` order. Thread-safe.
+
+    With the native core the readings come from a native ``WallClock`` (``native``), which the
+    writer's submit channel reads without calling into Python; every reading, from Python or
+    from the channel, goes through it, so they never repeat between the two.
     """
 
-    __slots__ = ("_last", "_lock")
+    __slots__ = ("_last", "_lock", "native")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last = 0
+        self.native: Any = native.WallClock() if native is not None else None
 
     def __repr__(self) -> str:
-        return f"MonotonicWallClock(last={self._last})"
+        last = self._last if self.native is None else self.native.last()
+        return f"MonotonicWallClock(last={last})"
 
     def now_ns(self) -> int:
+        if self.native is not None:
+            reading: int = self.native.now_ns()
+            return reading
         now = time.time_ns()
         lock = self._lock
         lock.acquire()

@@ -91,17 +91,29 @@ class Committer:
             return
         self._committed(self._append(batch))
 
-    def commit_channel(self, channel: object, n: int) -> None:
-        """``commit`` for ``n`` entries a native channel handed over (one at a time under
-        ``Durability.ALWAYS``: the channel then hands over batches of one)."""
-        self._check_free_space()
-        append_channel: Callable[[object, int], int] = self._backend.append_channel  # type: ignore[attr-defined]
-        hwm = append_channel(channel, n)
-        if self._durability is Durability.ALWAYS:
-            self._backend.sync()
-            self.publish(hwm, durable=True)
-            return
-        self._committed(hwm)
+    def run_channel(
+        self, channel: object, max_batch: int, latency: float, timeout: float
+    ) -> tuple[bool, bool]:
+        """The native core's loop: commit batches from a channel until Python is needed, then
+        publish how far it got. Durability BATCH and ALWAYS sync each batch inside the loop
+        (ALWAYS with batches of one); INTERVAL syncs between calls (``sync_now``). Returns
+        (woken by a request or flush, timed out with nothing to do)."""
+        run: Callable[..., tuple[int, int, bool, bool]] = self._backend.run_channel  # type: ignore[attr-defined]
+        free_bytes_floor = self._min_free if self._free_bytes is not None else 0
+        hwm, durable, woken, timed_out = run(
+            channel,
+            max_batch,
+            latency,
+            timeout,
+            sync_each=self._durability in (Durability.BATCH, Durability.ALWAYS),
+            min_free=free_bytes_floor,
+        )
+        with self._cond:
+            self.hwm = hwm
+            if durable > self.durable:
+                self.durable = durable
+            self._cond.notify_all()
+        return woken, timed_out
 
     def _check_free_space(self) -> None:
         if self._free_bytes is not None:

@@ -33,7 +33,9 @@ ARENA_BYTES: Final = 32 << 20
 class NativeQueue:
     """Entries in a native channel; requests in a deque beside it."""
 
-    def __init__(self, native: Any, backend: Any, config: WriterConfig) -> None:
+    def __init__(
+        self, native: Any, backend: Any, config: WriterConfig, clock: Any, accepted: int
+    ) -> None:
         # Under ALWAYS each entry is appended and synced on its own: batches of one.
         always = config.durability is Durability.ALWAYS
         self._max_batch = 1 if always else config.max_batch_entries
@@ -46,11 +48,20 @@ class NativeQueue:
             intern=backend.intern_names,
             posting_key=native_posting_key,
             make_error=bad_key_error,
+            # A native wall clock is read in C; any other clock through its now_ns().
+            clock=getattr(clock, "native", None) or clock,
         )
+        self._chan.set_accepted(accepted)
         # offer(seq, ts_publish, topic, payload_type, payload, ts_init, headers, keys) -> bool:
         # False when channel_capacity entries wait (nothing was taken).
         self.offer: Callable[..., bool] = self._chan.submit
         self.has_room: Callable[[], bool] = self._chan.has_room
+        # submit_fields(topic, payload_type, payload, ts_init, headers, keys) -> seq, or 0 when
+        # full, -1 when the writer is not OPEN: the whole hot path of a submit in one call.
+        self.submit_fields: Callable[..., int] = self._chan.submit_fields
+        self.accepted: Callable[[], int] = self._chan.accepted
+        self.set_accepted: Callable[[int], None] = self._chan.set_accepted
+        self.set_open: Callable[[bool], None] = self._chan.set_open
         self._requests: deque[tuple[int, _Control]] = deque()
 
     def request(self, control: _Control, after: int) -> None:
@@ -63,10 +74,10 @@ class NativeQueue:
         self._chan.wake()
 
     def run(self, committer: Committer, serve: Callable[[_Control], bool]) -> None:
-        """The writer thread's loop: take batches, commit them, serve requests in order;
-        returns when ``serve`` says the thread should exit."""
+        """The writer thread's loop: the native core commits batches with the GIL released
+        until Python is needed; requests are served in order once their entries are
+        committed; returns when ``serve`` says the thread should exit."""
         chan = self._chan
-        wait = chan.wait
         requests = self._requests
         max_batch = self._max_batch
         latency = self._latency
@@ -74,14 +85,13 @@ class NativeQueue:
             timeout = -1.0
             if self._interval_mode and committer.durable < committer.hwm:
                 timeout = max(0.0, committer.next_sync - time.monotonic())
-            n = wait(max_batch, latency, timeout)
-            if n:
-                try:
-                    committer.commit_channel(chan, n)
-                finally:
-                    chan.release()
-            elif timeout >= 0 and time.monotonic() >= committer.next_sync:
-                committer.sync_now()  # INTERVAL: idle after a batch, sync within the interval
+            _, timed_out = committer.run_channel(chan, max_batch, latency, timeout)
+            if (
+                self._interval_mode
+                and committer.durable < committer.hwm
+                and (timed_out or time.monotonic() >= committer.next_sync)
+            ):
+                committer.sync_now()  # INTERVAL: due, or idle after a batch
             while requests and requests[0][0] <= committer.hwm:
                 _, control = requests.popleft()
                 if serve(control):

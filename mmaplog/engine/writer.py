@@ -119,17 +119,18 @@ class EventStoreWriter:
 
         # Producer side, guarded by _lock: state, last seq accepted.
         self._lock = threading.Lock()
-        self._state = _OPEN
-        self._accepted = hwm
+        self._native: NativeQueue | None = None
+        self._state_value = _OPEN
+        self._accepted_value = hwm
         self._failure: BaseException | None = None
         # Writer side: last seq taken off the queue (read by producers without the lock).
         self._dequeued = hwm
         self._queue: SimpleQueue[_Item | _Control] = SimpleQueue()
         self._put = self._queue.put
         # The native core's queue, when it is loaded and the backend frames channel batches.
-        self._native: NativeQueue | None = None
+        # It then keeps the accepted count and takes entries while the writer is OPEN.
         if native is not None and not self._inline and hasattr(backend, "append_channel"):
-            self._native = NativeQueue(native, backend, config)
+            self._native = NativeQueue(native, backend, config, clock, hwm)
         # Commit side: the committer publishes the committed and durable high-watermarks.
         self._commit = committer.commit
 
@@ -172,6 +173,29 @@ class EventStoreWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- state shared with the native channel (guarded by _lock) -----------------------------
+
+    @property
+    def _state(self) -> int:
+        return self._state_value
+
+    @_state.setter
+    def _state(self, state: int) -> None:
+        self._state_value = state
+        if self._native is not None:
+            self._native.set_open(state == _OPEN)
+
+    @property
+    def _accepted(self) -> int:
+        """The last seq accepted: with the native core, the channel counts it."""
+        return self._native.accepted() if self._native is not None else self._accepted_value
+
+    @_accepted.setter
+    def _accepted(self, seq: int) -> None:
+        self._accepted_value = seq
+        if self._native is not None:
+            self._native.set_accepted(seq)
 
     # -- accessors ---------------------------------------------------------------------------
 
@@ -229,6 +253,17 @@ class EventStoreWriter:
         ``ts_init=None`` stamps the entry's ``ts_init`` with its ``ts_publish`` (capture time)
         from the same clock reading.
         """
+        queue = self._native
+        if queue is not None:
+            # The native channel stamps seq and time and copies the entry in one call; it
+            # answers 0 when full and -1 when not OPEN, and the slow path below says why.
+            seq = queue.submit_fields(topic, payload_type, payload, ts_init, headers, index_keys)
+            if seq > 0:
+                return seq
+            with self._lock:
+                if self._state:
+                    raise self._closed_error()
+            return self._submit_stalled(topic, payload_type, payload, ts_init, headers, index_keys)
         if self._inline:
             return self._submit_inline(topic, payload_type, payload, ts_init, headers, index_keys)
         lock = self._lock
@@ -237,14 +272,7 @@ class EventStoreWriter:
             if self._state:
                 raise self._closed_error()
             seq = self._accepted + 1
-            queue = self._native
-            if queue is not None:
-                now = self._now()
-                stamp = now if ts_init is None else ts_init
-                if queue.offer(seq, now, topic, payload_type, payload, stamp, headers, index_keys):
-                    self._accepted = seq
-                    return seq
-            elif seq - self._dequeued <= self._capacity:
+            if seq - self._dequeued <= self._capacity:
                 now = self._now()
                 self._put(
                     (

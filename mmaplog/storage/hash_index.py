@@ -238,6 +238,11 @@ class HashIndex:
         return self._writable
 
     @property
+    def fd(self) -> int:
+        """The file descriptor (the native writer syncs it)."""
+        return self._fd
+
+    @property
     def slot_count(self) -> int:
         return self._slots
 

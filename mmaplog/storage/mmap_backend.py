@@ -390,10 +390,19 @@ class MmapBackend:
         the entry hash frames it: the native channel's callback (engine thread)."""
         return self._require_framer().ids_for(topic, payload_type)
 
-    def append_channel(self, channel: Channel, n: int) -> int:
-        """``append_items`` for the ``n`` entries a native channel's ``wait`` handed over:
-        the same frames, records and postings, written by the native core with the GIL
-        released. The caller releases the channel's batch afterwards."""
+    def run_channel(
+        self,
+        channel: Channel,
+        max_batch: int,
+        latency: float,
+        timeout: float,
+        *,
+        sync_each: bool,
+        min_free: int,
+    ) -> tuple[int, int, bool, bool]:
+        """The native core's writer loop: commit batches from ``channel`` (the same frames,
+        records and postings ``append_items`` writes) until Python is needed, syncing each
+        batch when ``sync_each``. Returns (high-watermark, durable seq, woken, timed out)."""
         self._check_appendable()
         if native is None:
             raise BackendError("the native core is not loaded")
@@ -404,15 +413,22 @@ class MmapBackend:
                 self._require_segments(),
                 self._require_index(),
                 self._require_keys(),
-                self._max_ts or 0,
+                self._require_symbols(),
+                hwm=self._hwm,
+                ts_max=self._max_ts or 0,
+                min_free=min_free,
+                index_sync_interval=INDEX_SYNC_INTERVAL,
             )
         try:
-            last, ts_max = appender.append(channel, n, self._hwm)
+            hwm, durable, ts_max, woken, timed_out = appender.run(
+                channel, max_batch, latency, timeout, sync_each
+            )
         except OSError as exc:
             raise classify_os_error(exc, "append batch") from exc
-        self._hwm = last
-        self._max_ts = ts_max
-        return last
+        if hwm > self._hwm:
+            self._hwm = hwm
+            self._max_ts = ts_max
+        return hwm, durable, woken, timed_out
 
     def _check_appendable(self) -> None:
         manifest = self._run()

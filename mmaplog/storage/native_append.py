@@ -1,33 +1,52 @@
 """``NativeAppender``: ``MmapBackend``'s append path on the native core.
 
-The writer thread hands it a batch of entries that the engine thread copied into a native
-``Channel``; ``append`` frames them with the native ``FrameWriter`` (frames, checksums,
-canonical hashes, index records and hash-index postings, each step with the GIL released) and
-commits them exactly as ``Framer.append`` does, in the same write order, producing the same
-bytes. Python keeps every decision that is not per entry: opening and creating segments,
-growing ``index.idx`` and ``keys.hix``, committing, and turning failures into typed errors.
+The writer thread calls ``run``: the native ``FrameWriter`` takes batches from the ``Channel``
+the engine thread fills, frames them (checksums, canonical hashes, index records, hash-index
+postings), writes and commits each batch exactly as ``Framer.append`` does — same write order,
+same bytes — and syncs it when the durability mode says so, all with the GIL released, batch
+after batch while entries wait. It comes back to Python only when Python is needed: to create
+a segment, grow ``index.idx`` or ``keys.hix``, serve a request, or raise a typed error.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import os
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from mmaplog.errors import BackendError, IndexCorruptError, OutOfOrderError
+from mmaplog.errors import BackendError, DiskError, IndexCorruptError, OutOfOrderError
 from mmaplog.storage.hash_index import HashIndex
 from mmaplog.storage.index_keys import posting_key
-from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE, MAX_KEY_BYTES
+from mmaplog.storage.layout import MAX_KEY_BYTES
 from mmaplog.storage.segment_set import SegmentSet
 from mmaplog.storage.seqindex import SeqIndex
+from mmaplog.storage.symbols import SymbolTable
 
 if TYPE_CHECKING:
     from mmaplog.storage.entry import IndexKind
 
 __all__ = ["NativeAppender", "bad_key_error"]
 
-# FrameWriter.frame statuses
-_FRAMED, _NEED_SEGMENT, _BAD_ENTRY, _TOO_LARGE, _OUT_OF_ORDER = 0, 1, 2, 3, 4
-# FrameWriter.postings statuses
-_DONE, _NEED_TABLE, _NEED_HEAP, _CORRUPT, _NOT_ASCENDING = 0, 1, 2, -1, -2
+# FrameWriter.run events (framewriter.c RUN_*)
+(
+    _IDLE,
+    _WOKEN,
+    _TIMEOUT,
+    _NEED_SEGMENT,
+    _PREPARE,
+    _NEED_INDEX,
+    _NEED_TABLE,
+    _NEED_HEAP,
+    _BAD_ENTRY,
+    _TOO_LARGE,
+    _OUT_OF_ORDER,
+    _IO_ERROR,
+    _HIX_CORRUPT,
+    _HIX_REFUSED,
+    _DISK_FLOOR,
+) = range(15)
+
+# Batches one run() call commits back to back before it lets Python publish the progress.
+MAX_BATCHES_PER_RUN: Final = 64
 
 
 class Channel(Protocol):
@@ -53,7 +72,7 @@ def native_posting_key(kind: IndexKind, key: str) -> bytes:
 
 
 class NativeAppender:
-    """Appends channel batches to one run's segments, seq index and hash index."""
+    """Commits channel batches to one run's segments, seq index and hash index."""
 
     def __init__(
         self,
@@ -61,11 +80,20 @@ class NativeAppender:
         segments: SegmentSet,
         index: SeqIndex,
         keys: HashIndex,
+        symbols: SymbolTable,
+        *,
+        hwm: int,
         ts_max: int,
+        min_free: int,
+        index_sync_interval: float,
     ) -> None:
         self._segments = segments
         self._index = index
         self._keys = keys
+        self._symbols = symbols
+        self._min_free = min_free
+        self._index_sync_interval = index_sync_interval
+        self._hwm = hwm
         self._fw = native.FrameWriter(
             index_fd=index.fd,
             limit=segments.segment_size - 64 - 8,
@@ -74,6 +102,7 @@ class NativeAppender:
         )
         self._point_at_segments()
         self._fw.set_hix(*keys.native_geometry())
+        self._configure()
 
     def close(self) -> None:
         """Drop the native writer's hold on the keys.hix map (before the map is closed)."""
@@ -84,70 +113,79 @@ class NativeAppender:
         refs = [(seg.fd, seg.size, seg.number) for seg in list(segments)[segments.cur :]]
         self._fw.set_segments(refs, segments.pos)
 
-    def append(self, channel: Channel, n: int, hwm: int) -> tuple[int, int]:
-        """Frame and commit the ``n`` entries ``channel.wait`` handed over, which follow
-        ``hwm``; returns the last seq and the new running max of ts_init. The caller releases
-        the channel's batch."""
+    def _configure(self) -> None:
+        self._fw.configure(
+            self._index.capacity_bytes,
+            self._keys.fd,
+            self._symbols.fd,
+            self._min_free,
+            self._index_sync_interval,
+            self._hwm,
+        )
+
+    def run(
+        self, channel: Channel, max_batch: int, latency: float, timeout: float, sync_each: bool
+    ) -> tuple[int, int, int, bool, bool]:
+        """Commit what the channel holds (waiting up to ``timeout`` for the first entry, -1:
+        no limit) until Python is needed. Returns (high-watermark, durable seq, ts_max, woken
+        by a request or flush, timed out with nothing to do)."""
         fw = self._fw
-        segments = self._segments
         while True:
-            status, seq, length = fw.frame(channel, n)
-            if status == _FRAMED:
-                if seq != hwm + 1:
-                    raise OutOfOrderError(hwm, seq)
-                last = length
-                break
-            if status == _OUT_OF_ORDER:
-                raise OutOfOrderError(hwm, seq)
-            if status == _NEED_SEGMENT:
-                # The batch rolls past every segment opened so far: create the next one (as
-                # Framer.append does through SegmentSet.next_after) and frame again.
+            event, a, b = fw.run(
+                channel, max_batch, latency, timeout, MAX_BATCHES_PER_RUN, sync_each
+            )
+            hwm, durable, ts_max = self._adopt_progress()
+            if event in (_IDLE, _WOKEN, _TIMEOUT):
+                return hwm, durable, ts_max, event == _WOKEN, event == _TIMEOUT
+            if event in (_NEED_SEGMENT, _PREPARE):
+                # The batch rolls past the segments opened so far (as SegmentSet.next_after
+                # does for the pure path), or the write position passed half of the segment
+                # (prepare the next ahead of need, as Framer.append does).
+                segments = self._segments
                 segments.prepare_next(segments[len(segments) - 1])
                 self._point_at_segments()
+                if event == _PREPARE:
+                    return hwm, durable, ts_max, False, False
                 continue
-            if status == _BAD_ENTRY:
-                error = channel.take_error(seq)
-                raise error if error is not None else BackendError(f"entry seq {seq} is bad")
-            limit = segments.segment_size - 64 - 8
-            raise BackendError(
-                f"entry seq {seq} needs {length} bytes; a segment holds at most {limit}"
-            )
-        self._index.ensure_capacity(INDEX_HEADER_SIZE + last * INDEX_RECORD_SIZE)
-        for number in fw.write():
-            segments.mark_dirty(number)
-        self._add_postings(last)
-        # The committed count is written last: it is what makes the batch visible.
-        self._index.set_committed(last)
-        number, pos, ts_max = fw.position()
-        segments.move_to(number, pos)
-        seg = segments[number]
-        if pos > seg.size // 2:
-            segments.prepare_next(seg)
-            self._point_at_segments()
-        elif segments.cur != number:  # pragma: no cover - move_to keeps them equal
-            self._point_at_segments()
-        fw.done()
-        return last, ts_max
-
-    def _add_postings(self, last: int) -> None:
-        fw = self._fw
-        keys = self._keys
-        while True:
-            status, value, _ = fw.postings()
-            keys.adopt_native_state(*fw.hix_state())
-            if status == _DONE:
-                break
-            if status in (_NEED_TABLE, _NEED_HEAP):
+            if event == _NEED_INDEX:
+                self._index.ensure_capacity(a)
+                self._configure()
+                continue
+            if event in (_NEED_TABLE, _NEED_HEAP):
                 fw.release_hix()  # the map is about to be replaced or grown
-                keys.grow_for_native(None if status == _NEED_TABLE else value)
-                fw.set_hix(*keys.native_geometry())
+                self._keys.grow_for_native(None if event == _NEED_TABLE else a)
+                fw.set_hix(*self._keys.native_geometry())
+                self._configure()  # a grown table is a new file: a new fd to sync
                 continue
-            if status == _CORRUPT:
-                raise IndexCorruptError(
-                    "hash index: damaged record or block", path=keys.path, offset=value
-                )
-            raise BackendError(f"hash index refused a posting of seq {value}")
-        keys.commit(last)
-        # commit() cleared the dirty flag: the next batch's first posting must set it again
-        # before anything is written past indexed_through (recovery rolls back from it).
-        fw.set_hix_state(*keys.native_geometry()[3:])
+            raise self._error(event, a, b, channel)
+
+    def _adopt_progress(self) -> tuple[int, int, int]:
+        hwm, durable, number, pos, ts_max, written = self._fw.progress()
+        self._keys.adopt_native_state(*self._fw.hix_state())
+        segments = self._segments
+        segments.move_to(number, pos)
+        for written_number in written:
+            segments.mark_dirty(written_number)
+        self._hwm = hwm
+        return hwm, durable, ts_max
+
+    def _error(self, event: int, a: int, b: int, channel: Channel) -> BaseException:
+        if event == _BAD_ENTRY:
+            error = channel.take_error(a)
+            return error if error is not None else BackendError(f"entry seq {a} is bad")
+        if event == _TOO_LARGE:
+            limit = self._segments.segment_size - 64 - 8
+            return BackendError(f"entry seq {a} needs {b} bytes; a segment holds at most {limit}")
+        if event == _OUT_OF_ORDER:
+            return OutOfOrderError(self._hwm, a)
+        if event == _IO_ERROR:
+            return OSError(a, os.strerror(a))
+        if event == _HIX_CORRUPT:
+            return IndexCorruptError(
+                "hash index: damaged record or block", path=self._keys.path, offset=a
+            )
+        if event == _DISK_FLOOR:
+            return DiskError(
+                f"free space below floor: {a} bytes free, floor is {self._min_free} bytes"
+            )
+        return BackendError(f"hash index refused a posting of seq {a}")

@@ -150,6 +150,11 @@ class SeqIndex:
             self._capacity_bytes = new
 
     @property
+    def capacity_bytes(self) -> int:
+        """Bytes the file holds (records fit up to here without growing it)."""
+        return self._capacity_bytes
+
+    @property
     def fd(self) -> int:
         """The file descriptor, for the native writer's ``pwrite`` of records."""
         return self._fd

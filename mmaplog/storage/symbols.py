@@ -141,6 +141,11 @@ class SymbolTable:
         self._load()
         return self._names[1:]
 
+    @property
+    def fd(self) -> int:
+        """The file descriptor (the native writer syncs it)."""
+        return self._fd
+
     def header_bytes(self) -> bytes:
         """The file's header as stored (a read, never through a mapping), for verify."""
         return os.pread(self._fd, SYMBOLS_HEADER_SIZE, 0)

@@ -225,25 +225,15 @@ static unsigned char *arena_reserve(mml_channel *ch, size_t need, size_t *cost) 
     return at;
 }
 
-static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "submit(seq, ts_publish, topic, payload_type, payload, ts_init, "
-                        "headers, index_keys)");
-        return NULL;
-    }
+/* Queue one entry under `seq`: 1 queued, 0 no room (nothing taken), -1 a Python error. */
+static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyObject *topic,
+                        PyObject *ptype, PyObject *payload_obj, uint64_t ts_init,
+                        PyObject *headers, PyObject *keys) {
     uint64_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_acquire);
-    if (head - taken >= ch->capacity) Py_RETURN_FALSE; /* channel_capacity entries wait */
-    uint64_t seq = PyLong_AsUnsignedLongLong(args[0]);
-    uint64_t ts_publish = PyLong_AsUnsignedLongLong(args[1]);
-    uint64_t ts_init = PyLong_AsUnsignedLongLong(args[5]);
-    if (PyErr_Occurred()) return NULL;
-    PyObject *headers = args[6];
-    PyObject *keys = args[7];
-
+    if (head - taken >= ch->capacity) return 0; /* channel_capacity entries wait */
     Py_buffer payload;
-    if (PyObject_GetBuffer(args[4], &payload, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(payload_obj, &payload, PyBUF_SIMPLE) < 0) return -1;
     mml_slot slot;
     memset(&slot, 0, sizeof slot);
     slot.seq = seq;
@@ -252,7 +242,7 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
     if ((uint64_t)payload.len > UINT32_MAX) {
         PyBuffer_Release(&payload);
         PyErr_SetString(PyExc_OverflowError, "payload larger than 4 GiB");
-        return NULL;
+        return -1;
     }
     slot.payload_len = (uint32_t)payload.len;
 
@@ -262,7 +252,7 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
     if (caus == NULL) {
         Py_XDECREF(corr);
         PyBuffer_Release(&payload);
-        return NULL;
+        return -1;
     }
     int bad = 0; /* the entry is queued, but fails the writer when it reaches it */
     if (corr != Py_None) {
@@ -356,7 +346,7 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
 
     /* names */
     if (!bad) {
-        long pair = pair_index(ch, args[2], args[3]);
+        long pair = pair_index(ch, topic, ptype);
         if (pair < 0) {
             bad = 1;
             if (remember_current(ch, seq) < 0) {
@@ -384,7 +374,7 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
         if (data == NULL) { /* the arena is full: backpressure, nothing was consumed */
             DROP_KEYS();
             PyBuffer_Release(&payload);
-            Py_RETURN_FALSE;
+            return 0;
         }
     }
     if (!bad) {
@@ -434,11 +424,92 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
         pthread_cond_signal(&ch->cond);
         pthread_mutex_unlock(&ch->lock);
     }
-    Py_RETURN_TRUE;
+    ch->accepted = seq;
+    return 1;
 
 fail:
     PyBuffer_Release(&payload);
-    return NULL;
+    return -1;
+}
+
+/* submit(seq, ts_publish, topic, payload_type, payload, ts_init, headers, index_keys) -> bool:
+ * the writer's slow paths (a stalled producer, close's last entry) with the seq they chose. */
+static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "submit(seq, ts_publish, topic, payload_type, payload, ts_init, "
+                        "headers, index_keys)");
+        return NULL;
+    }
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t ts_publish = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t ts_init = PyLong_AsUnsignedLongLong(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    int rc = submit_entry(ch, seq, ts_publish, args[2], args[3], args[4], ts_init, args[6],
+                          args[7]);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
+}
+
+/* The writer's clock: the native wall clock when it is one (no Python call), else now_ns(). */
+static int clock_now(mml_channel *ch, uint64_t *now) {
+    if (ch->wall != NULL) {
+        *now = mml_wallclock_now(ch->wall);
+        return 0;
+    }
+    PyObject *value = PyObject_CallNoArgs(ch->now_ns);
+    if (value == NULL) return -1;
+    *now = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* submit_fields(topic, payload_type, payload, ts_init, headers, index_keys) -> seq, 0 when the
+ * channel is full, -1 when the writer does not take entries (closed, halted, failed): the
+ * capture hot path, EventStoreWriter.submit_fields in one call. The seq is the next one, the
+ * time the clock's; the GIL serialises producers (nothing here releases it). */
+static PyObject *channel_submit_fields(mml_channel *ch, PyObject *const *args,
+                                       Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "submit_fields(topic, payload_type, payload, ts_init, "
+                                         "headers, index_keys)");
+        return NULL;
+    }
+    if (!ch->open) return PyLong_FromLong(-1);
+    uint64_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
+    uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_acquire);
+    if (head - taken >= ch->capacity) return PyLong_FromLong(0);
+    uint64_t now, ts_init, seq = ch->accepted + 1;
+    if (clock_now(ch, &now) < 0) return NULL;
+    if (args[3] == Py_None) {
+        ts_init = now;
+    } else {
+        ts_init = PyLong_AsUnsignedLongLong(args[3]);
+        if (PyErr_Occurred()) return NULL;
+    }
+    int rc = submit_entry(ch, seq, now, args[0], args[1], args[2], ts_init, args[4], args[5]);
+    if (rc < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(rc ? seq : 0);
+}
+
+static PyObject *channel_accepted(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromUnsignedLongLong(ch->accepted);
+}
+
+/* set_accepted(n): the writer's count of accepted entries (its starting high-watermark). */
+static PyObject *channel_set_accepted(mml_channel *ch, PyObject *value) {
+    uint64_t n = PyLong_AsUnsignedLongLong(value);
+    if (PyErr_Occurred()) return NULL;
+    ch->accepted = n;
+    Py_RETURN_NONE;
+}
+
+/* set_open(flag): submit_fields takes entries only while the writer is OPEN. */
+static PyObject *channel_set_open(mml_channel *ch, PyObject *flag) {
+    int open = PyObject_IsTrue(flag);
+    if (open < 0) return NULL;
+    ch->open = open;
+    Py_RETURN_NONE;
 }
 
 /* --- the writer's side ------------------------------------------------------------------- */
@@ -465,18 +536,11 @@ static int timed_wait(mml_channel *ch, const struct timespec *deadline) {
  * Blocks (GIL released) until one entry waits, or `timeout` seconds pass (timeout < 0: no
  * limit), or wake() is called; then waits up to `latency` for the batch to fill. Returns the
  * number of entries handed to the writer (0: timeout or wake with nothing waiting). */
-static PyObject *channel_wait(mml_channel *ch, PyObject *args) {
-    Py_ssize_t max_batch;
-    double latency, timeout;
-    if (!PyArg_ParseTuple(args, "ndd", &max_batch, &latency, &timeout)) return NULL;
-    if (max_batch < 1) max_batch = 1;
+/* The core of wait(), without the GIL: see channel_wait. */
+uint64_t mml_channel_wait(mml_channel *ch, uint64_t max_batch, double latency, double timeout,
+                          int *woken) {
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_relaxed);
-    if (taken != atomic_load_explicit(&ch->tail, memory_order_relaxed)) {
-        PyErr_SetString(PyExc_RuntimeError, "wait() before release() of the previous batch");
-        return NULL;
-    }
     uint64_t avail;
-    Py_BEGIN_ALLOW_THREADS
     struct timespec until;
     if (timeout >= 0) deadline_after(&until, timeout);
     avail = atomic_load_explicit(&ch->head, memory_order_acquire) - taken;
@@ -494,16 +558,16 @@ static PyObject *channel_wait(mml_channel *ch, PyObject *args) {
         atomic_store(&ch->waiting, 0);
         pthread_mutex_unlock(&ch->lock);
     }
-    if (avail && avail < (uint64_t)max_batch && !atomic_load(&ch->wake) && latency > 0) {
+    if (avail && avail < max_batch && !atomic_load(&ch->wake) && latency > 0) {
         /* Group commit: give the batch the latency window to fill. */
         struct timespec window;
         deadline_after(&window, latency);
         pthread_mutex_lock(&ch->lock);
-        atomic_store(&ch->fill_target, taken + (uint64_t)max_batch);
+        atomic_store(&ch->fill_target, taken + max_batch);
         atomic_store(&ch->waiting, WAIT_FILL);
         for (;;) {
             avail = atomic_load(&ch->head) - taken;
-            if (avail >= (uint64_t)max_batch || atomic_load(&ch->wake) || !before(&window))
+            if (avail >= max_batch || atomic_load(&ch->wake) || !before(&window))
                 break;
             if (timed_wait(ch, &window) == ETIMEDOUT) {
                 avail = atomic_load(&ch->head) - taken;
@@ -513,15 +577,31 @@ static PyObject *channel_wait(mml_channel *ch, PyObject *args) {
         atomic_store(&ch->waiting, 0);
         pthread_mutex_unlock(&ch->lock);
     }
-    atomic_store(&ch->wake, 0);
-    if (avail > (uint64_t)max_batch) avail = (uint64_t)max_batch;
+    *woken = atomic_exchange(&ch->wake, 0);
+    if (avail > max_batch) avail = max_batch;
     atomic_store_explicit(&ch->taken, taken + avail, memory_order_release);
+    return avail;
+}
+
+static PyObject *channel_wait(mml_channel *ch, PyObject *args) {
+    Py_ssize_t max_batch;
+    double latency, timeout;
+    if (!PyArg_ParseTuple(args, "ndd", &max_batch, &latency, &timeout)) return NULL;
+    if (max_batch < 1) max_batch = 1;
+    if (atomic_load(&ch->taken) != atomic_load(&ch->tail)) {
+        PyErr_SetString(PyExc_RuntimeError, "wait() before release() of the previous batch");
+        return NULL;
+    }
+    uint64_t avail;
+    int woken;
+    Py_BEGIN_ALLOW_THREADS
+    avail = mml_channel_wait(ch, (uint64_t)max_batch, latency, timeout, &woken);
     Py_END_ALLOW_THREADS
     return PyLong_FromUnsignedLongLong(avail);
 }
 
-/* release(): the taken batch was committed (or abandoned); its slots and bytes are free. */
-static PyObject *channel_release(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
+/* The core of release(), without the GIL. */
+void mml_channel_release(mml_channel *ch) {
     uint64_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_relaxed);
     size_t arena = 0;
@@ -535,6 +615,11 @@ static PyObject *channel_release(mml_channel *ch, PyObject *Py_UNUSED(ignored)) 
     /* Release: the producer may reuse these bytes and slots only after we are done. */
     atomic_fetch_sub_explicit(&ch->arena_used, arena, memory_order_release);
     atomic_store_explicit(&ch->tail, taken, memory_order_release);
+}
+
+/* release(): the taken batch was committed (or abandoned); its slots and bytes are free. */
+static PyObject *channel_release(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
+    mml_channel_release(ch);
     Py_RETURN_NONE;
 }
 
@@ -578,11 +663,11 @@ static PyObject *channel_counts(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
 
 static int channel_init(mml_channel *ch, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"capacity", "max_batch", "arena_bytes", "intern", "posting_key",
-                             "make_error", NULL};
+                             "make_error", "clock", NULL};
     Py_ssize_t capacity, max_batch, arena_bytes;
-    PyObject *intern, *posting_key, *make_error;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnOOO", kwlist, &capacity, &max_batch,
-                                     &arena_bytes, &intern, &posting_key, &make_error))
+    PyObject *intern, *posting_key, *make_error, *clock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnnOOOO", kwlist, &capacity, &max_batch,
+                                     &arena_bytes, &intern, &posting_key, &make_error, &clock))
         return -1;
     if (ch->slots != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Channel is already initialised");
@@ -611,6 +696,15 @@ static int channel_init(mml_channel *ch, PyObject *args, PyObject *kwds) {
     ch->posting_key = posting_key;
     Py_INCREF(make_error);
     ch->make_error = make_error;
+    /* The writer's clock: a native WallClock is read without calling into Python. */
+    if (PyObject_TypeCheck(clock, &mml_WallClockType)) {
+        Py_INCREF(clock);
+        ch->wall = (mml_wallclock *)clock;
+    } else {
+        ch->now_ns = PyObject_GetAttrString(clock, "now_ns");
+        if (ch->now_ns == NULL) return -1;
+    }
+    ch->open = 1;
     pthread_mutex_init(&ch->lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -640,6 +734,8 @@ static void channel_dealloc(mml_channel *ch) {
     Py_XDECREF(ch->intern);
     Py_XDECREF(ch->posting_key);
     Py_XDECREF(ch->make_error);
+    Py_XDECREF(ch->now_ns);
+    Py_XDECREF((PyObject *)ch->wall);
     if (ch->closed) {
         pthread_mutex_destroy(&ch->lock);
         pthread_cond_destroy(&ch->cond);
@@ -651,6 +747,12 @@ static PyMethodDef channel_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))channel_submit, METH_FASTCALL,
      "submit(seq, ts_publish, topic, payload_type, payload, ts_init, headers, index_keys) -> "
      "bool: copy one entry in; False when the channel is full (nothing taken)."},
+    {"submit_fields", (PyCFunction)(void (*)(void))channel_submit_fields, METH_FASTCALL,
+     "submit_fields(topic, payload_type, payload, ts_init, headers, index_keys) -> seq (0: "
+     "full, -1: not open)"},
+    {"accepted", (PyCFunction)channel_accepted, METH_NOARGS, "accepted() -> last seq taken"},
+    {"set_accepted", (PyCFunction)channel_set_accepted, METH_O, "set_accepted(n)"},
+    {"set_open", (PyCFunction)channel_set_open, METH_O, "set_open(flag)"},
     {"wait", (PyCFunction)channel_wait, METH_VARARGS,
      "wait(max_batch, latency, timeout) -> n: take up to max_batch entries (GIL released)."},
     {"release", (PyCFunction)channel_release, METH_NOARGS,
@@ -683,3 +785,44 @@ int mml_channel_init_strings(void) {
     str_key = PyUnicode_InternFromString("key");
     return (str_correlation_id && str_causation_id && str_int && str_kind && str_key) ? 0 : -1;
 }
+
+/* --- WallClock: MonotonicWallClock in C ------------------------------------------------------
+ * Python twin: mmaplog/engine/clock.py MonotonicWallClock. Wall-clock nanoseconds that never
+ * repeat or go back: a reading at or before the last one gives the last + 1. A compare-and-swap
+ * keeps it exact across threads without the GIL. */
+
+uint64_t mml_wallclock_now(mml_wallclock *clock) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t last = atomic_load_explicit(&clock->last, memory_order_relaxed);
+    for (;;) {
+        uint64_t next = now > last ? now : last + 1;
+        if (atomic_compare_exchange_weak_explicit(&clock->last, &last, next, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return next;
+    }
+}
+
+static PyObject *wallclock_now_ns(mml_wallclock *clock, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromUnsignedLongLong(mml_wallclock_now(clock));
+}
+
+static PyObject *wallclock_last(mml_wallclock *clock, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromUnsignedLongLong(atomic_load(&clock->last));
+}
+
+static PyMethodDef wallclock_methods[] = {
+    {"now_ns", (PyCFunction)wallclock_now_ns, METH_NOARGS, "now_ns() -> int"},
+    {"last", (PyCFunction)wallclock_last, METH_NOARGS, "last() -> the last reading given"},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject mml_WallClockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mmaplog.storage.core._native.WallClock",
+    .tp_basicsize = sizeof(mml_wallclock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Wall-clock nanoseconds that never repeat or go back (thread-safe).",
+    .tp_new = PyType_GenericNew,
+    .tp_methods = wallclock_methods,
+};

@@ -1,18 +1,21 @@
 /*
  * framewriter.c - the writer thread's batch: frames, seq-index records, hash-index postings.
  *
- * Python twin: Framer.append in mmaplog/storage/frames.py (framing, the write order) and
- * HashIndex.add in mmaplog/storage/hash_index.py (postings, via hix.c). The batch goes in three
- * calls, each with the GIL released, so that Python keeps every decision that is not per
- * entry (creating segments, growing files, committing, syncing):
+ * Python twin: Framer.append in mmaplog/storage/frames.py (framing, the write order),
+ * HashIndex.add / commit in mmaplog/storage/hash_index.py (postings, via hix.c) and
+ * MmapBackend.sync (durability). run() is the writer thread's loop with the GIL released:
  *
- *   frame(channel, n)  build the frames and index records of the n taken entries in memory;
- *                      stops early, having written nothing, when the batch needs a segment the
- *                      caller has not opened yet or meets a bad entry;
- *   write()            pwrite the frames (each segment's first commit word last), the
- *                      end-of-segment markers, then the index records;
- *   postings()         add the batch's postings to keys.hix; stops (resumable) when the file
- *                      must grow first.
+ *   take a batch   from the Channel (waiting as Channel.wait does);
+ *   frame          build its frames and index records in memory (nothing written yet, so a
+ *                  batch that needs a segment the caller has not opened can stop here);
+ *   write          pwrite the frames (each segment's first commit word last), the
+ *                  end-of-segment markers, then the index records;
+ *   post           add its postings to keys.hix (resumable when the file must grow first);
+ *   commit         keys.hix's indexed_through, then the seq index's committed count;
+ *   sync           fdatasync when the durability mode says so;
+ *
+ * and on to the next batch that already waits. It returns to Python only for what Python
+ * owns: creating segments, growing index.idx and keys.hix, serving requests, raising errors.
  *
  * Every length that sizes a copy here was produced by Channel.submit from Python objects in
  * this process, not read from a file; the only file-derived offsets (inside keys.hix) are
@@ -23,6 +26,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_SEGS 256
@@ -69,8 +74,22 @@ typedef struct {
     uint64_t staged_pos, staged_ts_max;
     uint64_t post_slot;     /* postings() resumes here: slot ... */
     uint32_t post_off;      /* ... and byte offset in its posting list */
-    int staged;             /* 0 none, 1 framed, 2 written */
+    int staged;             /* STAGED_*: how far the batch in progress got */
+    /* run(): the writer loop's own state */
+    int keys_fd, symbols_fd;     /* for syncs */
+    uint64_t index_capacity;     /* bytes index.idx holds (Python grows it) */
+    uint64_t min_free;           /* free-space floor checked before each batch */
+    double index_sync_interval;  /* seconds between syncs of index.idx and keys.hix */
+    struct timespec last_index_sync;
+    uint64_t hwm, durable;       /* committed and synced high-watermarks */
+    uint32_t written[MAX_SEGS];  /* segments written since the caller last asked */
+    int nwritten;
+    uint32_t unsynced[MAX_SEGS]; /* fds of segments written since the last sync */
+    int nunsynced;
 } mml_framewriter;
+
+/* The stage of the batch in progress; run() resumes a batch where a call left it. */
+enum { STAGED_NONE = 0, STAGED_FRAMED = 1, STAGED_WRITTEN = 2, STAGED_POSTED = 3, STAGED_TAKEN = 4 };
 
 /* --- helpers ----------------------------------------------------------------------------- */
 
@@ -273,49 +292,19 @@ static frame_result frame_batch(mml_framewriter *fw) {
     return res;
 }
 
-/* frame(channel, first, n) -> (status, seq, length): stage the batch in memory. */
-static PyObject *fw_frame(mml_framewriter *fw, PyObject *args) {
-    PyObject *channel;
-    unsigned long long n;
-    if (!PyArg_ParseTuple(args, "O!K", &mml_ChannelType, &channel, &n)) return NULL;
-    mml_channel *ch = (mml_channel *)channel;
-    if (n == 0 || mml_channel_taken(ch) - mml_channel_tail(ch) != n) {
-        PyErr_SetString(PyExc_ValueError, "frame(): n must be the batch wait() handed over");
-        return NULL;
-    }
-    if (fw->nsegs < 1 || fw->index_fd < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "FrameWriter has no segment or index");
-        return NULL;
-    }
-    Py_INCREF(channel);
-    Py_XSETREF(fw->channel, ch);
-    fw->tail = mml_channel_tail(ch);
-    fw->n = n;
-    fw->staged = 0;
-    frame_result res;
-    Py_BEGIN_ALLOW_THREADS
-    res = frame_batch(fw);
-    Py_END_ALLOW_THREADS
-    if (res.status < 0) return PyErr_NoMemory();
-    if (res.status == FRAME_OK) {
-        fw->staged = 1;
-        fw->post_slot = 0;
-        fw->post_off = 0;
-    }
-    return Py_BuildValue("iKK", res.status, (unsigned long long)res.seq,
-                         (unsigned long long)res.length);
-}
-
 /* --- write --------------------------------------------------------------------------------- */
 
-/* write() -> [segment numbers written]: the staged frames, end markers and index records. */
-static PyObject *fw_write(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
-    if (fw->staged != 1) {
-        PyErr_SetString(PyExc_RuntimeError, "write() needs a framed batch");
-        return NULL;
-    }
+/* Remember a segment number in a small set (a batch touches one or two). */
+static void note_segment(uint32_t *set, int *n, uint32_t number) {
+    for (int i = 0; i < *n; i++)
+        if (set[i] == number) return;
+    if (*n < MAX_SEGS) set[(*n)++] = number;
+}
+
+/* Write the framed batch: frames (each chunk's first commit word last), end-of-segment markers,
+ * then the index records. Returns 0 or an errno. GIL not needed. */
+static int write_batch(mml_framewriter *fw) {
     int err = 0;
-    Py_BEGIN_ALLOW_THREADS
     for (int c = 0; c < fw->nchunks && !err; c++) {
         const chunk_ref *k = &fw->chunks[c];
         if (k->len == 0) continue;
@@ -338,22 +327,13 @@ static PyObject *fw_write(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
         uint64_t offset = MML_INDEX_HEADER_SIZE + (first->seq - 1) * MML_INDEX_RECORD_SIZE;
         err = pwrite_all(fw->index_fd, fw->records, fw->n * MML_INDEX_RECORD_SIZE, offset);
     }
-    Py_END_ALLOW_THREADS
-    if (err) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    PyObject *written = PyList_New(0);
-    if (written == NULL) return NULL;
+    if (err) return err;
     for (int c = 0; c < fw->nchunks; c++) {
         if (fw->chunks[c].len == 0) continue;
-        PyObject *number = PyLong_FromUnsignedLong(fw->segs[fw->chunks[c].seg].number);
-        if (number == NULL || PyList_Append(written, number) < 0) {
-            Py_XDECREF(number);
-            Py_DECREF(written);
-            return NULL;
-        }
-        Py_DECREF(number);
+        uint32_t number = fw->segs[fw->chunks[c].seg].number;
+        note_segment(fw->written, &fw->nwritten, number);
+        /* by fd: a segment rolled away from leaves segs[] but must still be synced */
+        note_segment(fw->unsynced, &fw->nunsynced, (uint32_t)fw->segs[fw->chunks[c].seg].fd);
     }
     /* The batch's end is the new write position; the segments before it are done. */
     int keep = fw->staged_seg;
@@ -361,7 +341,22 @@ static PyObject *fw_write(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
     fw->nsegs -= keep;
     fw->pos = fw->staged_pos;
     fw->ts_max = fw->staged_ts_max;
-    fw->staged = 2;
+    fw->staged = STAGED_WRITTEN;
+    return 0;
+}
+
+static PyObject *take_written(mml_framewriter *fw) {
+    PyObject *written = PyList_New(fw->nwritten);
+    if (written == NULL) return NULL;
+    for (int i = 0; i < fw->nwritten; i++) {
+        PyObject *number = PyLong_FromUnsignedLong(fw->written[i]);
+        if (number == NULL) {
+            Py_DECREF(written);
+            return NULL;
+        }
+        PyList_SET_ITEM(written, i, number);
+    }
+    fw->nwritten = 0;
     return written;
 }
 
@@ -372,14 +367,11 @@ static PyObject *fw_write(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
  * need_end; (-1, offset, 0) keys.hix is corrupt there; (-2, seq, 0) a seq does not ascend;
  * (-3, seq, 0) a bad kind or key. After 1 or 2 the caller grows keys.hix, calls set_hix()
  * and postings() again: it resumes where it stopped. */
-static PyObject *fw_postings(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
-    if (fw->staged != 2 || !fw->has_hix) {
-        PyErr_SetString(PyExc_RuntimeError, "postings() needs a written batch and keys.hix");
-        return NULL;
-    }
+/* Add the written batch's postings to keys.hix, resuming where the last call stopped.
+ * Returns an MML_HIX_* code; *at_seq is the entry it stopped at. GIL not needed. */
+static int post_batch(mml_framewriter *fw, uint64_t *need_end, uint64_t *detail,
+                      uint64_t *at_seq) {
     int rc = MML_HIX_OK;
-    uint64_t need_end = 0, detail = 0, at_seq = 0;
-    Py_BEGIN_ALLOW_THREADS
     for (; fw->post_slot < fw->n; fw->post_slot++, fw->post_off = 0) {
         const mml_slot *s = mml_channel_slot(fw->channel, fw->tail + fw->post_slot);
         if (s->postings_len == 0) continue; /* (and s->data may be NULL) */
@@ -388,36 +380,212 @@ static PyObject *fw_postings(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) 
             const unsigned char *p = list + fw->post_off;
             unsigned kind = p[0];
             uint16_t klen = mml_get_u16(p + 1);
-            rc = mml_hix_add(&fw->hix, kind, p + 3, klen, s->seq, &need_end, &detail);
+            rc = mml_hix_add(&fw->hix, kind, p + 3, klen, s->seq, need_end, detail);
             if (rc != MML_HIX_OK) {
-                at_seq = s->seq;
-                goto stop;
+                *at_seq = s->seq;
+                return rc;
             }
             fw->post_off += 3u + klen;
         }
     }
-stop:
-    Py_END_ALLOW_THREADS
-    switch (rc) {
-    case MML_HIX_OK:
-        return Py_BuildValue("iKK", 0, 0ULL, 0ULL);
-    case MML_HIX_NEED_TABLE:
-        return Py_BuildValue("iKK", 1, 0ULL, 0ULL);
-    case MML_HIX_NEED_HEAP:
-        return Py_BuildValue("iKK", 2, (unsigned long long)need_end, 0ULL);
-    case MML_HIX_CORRUPT:
-        return Py_BuildValue("iKK", -1, (unsigned long long)detail, 0ULL);
-    case MML_HIX_NOT_ASCENDING:
-        return Py_BuildValue("iKK", -2, (unsigned long long)at_seq, 0ULL);
-    default:
-        return Py_BuildValue("iKK", -3, (unsigned long long)at_seq, 0ULL);
+    fw->staged = STAGED_POSTED;
+    return MML_HIX_OK;
+}
+
+/* --- run: the writer loop, many batches per call ------------------------------------------- */
+
+enum {
+    RUN_IDLE = 0,         /* nothing more waits right now (after at least one batch) */
+    RUN_WOKEN = 1,        /* a flush or control request: the caller serves its requests */
+    RUN_TIMEOUT = 2,      /* nothing arrived within `timeout` */
+    RUN_NEED_SEGMENT = 3, /* the batch rolls past the segments opened: create the next */
+    RUN_PREPARE = 4,      /* the write position passed half the segment: prepare the next */
+    RUN_NEED_INDEX = 5,   /* index.idx must hold a bytes (the caller grows it) */
+    RUN_NEED_TABLE = 6,   /* keys.hix: double the slot table */
+    RUN_NEED_HEAP = 7,    /* keys.hix: grow the file to a bytes */
+    RUN_BAD_ENTRY = 8,    /* entry a was refused at submit: raise its recorded error */
+    RUN_TOO_LARGE = 9,    /* entry a needs b bytes, more than a segment holds */
+    RUN_OUT_OF_ORDER = 10,
+    RUN_IO_ERROR = 11,    /* errno a */
+    RUN_HIX_CORRUPT = 12, /* keys.hix damaged at offset a */
+    RUN_HIX_REFUSED = 13, /* keys.hix refused a posting of seq a */
+    RUN_DISK_FLOOR = 14,  /* a bytes free, below the floor: the pure path's DiskError */
+};
+
+static double seconds_since(const struct timespec *then) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - then->tv_sec) + (double)(now.tv_nsec - then->tv_nsec) / 1e9;
+}
+
+/* The keys.hix header words HashIndex.commit writes (hash_index_format.py: indexed_through
+ * at 56, dirty at 64). */
+static void hix_commit(mml_hix *ix, uint64_t through) {
+    mml_put_u64(ix->mm + 56, through);
+    if (ix->dirty && ix->max_added <= through) {
+        mml_put_u64(ix->mm + 64, 0);
+        ix->dirty = 0;
     }
 }
 
-/* done(): the batch is committed; drop the reference to the channel. */
-static PyObject *fw_done(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
-    fw->staged = 0;
-    Py_CLEAR(fw->channel);
+/* Durability for one batch (the pure path's MmapBackend.sync): every segment written since the
+ * last sync, the symbol table, and index.idx + keys.hix at most every index_sync_interval. */
+static int sync_batch(mml_framewriter *fw) {
+    for (int i = 0; i < fw->nunsynced; i++)
+        if (fdatasync((int)fw->unsynced[i]) < 0) return errno;
+    fw->nunsynced = 0;
+    if (fw->symbols_fd >= 0 && fdatasync(fw->symbols_fd) < 0) return errno;
+    if (seconds_since(&fw->last_index_sync) >= fw->index_sync_interval) {
+        if (fdatasync(fw->index_fd) < 0) return errno;
+        if (fw->keys_fd >= 0 && fdatasync(fw->keys_fd) < 0) return errno;
+        clock_gettime(CLOCK_MONOTONIC, &fw->last_index_sync);
+    }
+    return 0;
+}
+
+typedef struct {
+    int event;
+    uint64_t a, b;
+} run_result;
+
+static run_result run_loop(mml_framewriter *fw, uint64_t max_batch, double latency,
+                           double timeout, int max_batches, int sync_each) {
+    run_result res = {RUN_IDLE, 0, 0};
+    mml_channel *ch = fw->channel;
+    int batches = 0, woken = 0;
+    for (;;) {
+        if (fw->staged == STAGED_NONE) {
+            if (woken) return (run_result){RUN_WOKEN, 0, 0};
+            if (batches >= max_batches) return res;
+            if (fw->min_free) {
+                struct statvfs st;
+                if (fstatvfs(fw->index_fd, &st) == 0) {
+                    uint64_t free_bytes = (uint64_t)st.f_bavail * st.f_frsize;
+                    if (free_bytes < fw->min_free) return (run_result){RUN_DISK_FLOOR, free_bytes, 0};
+                }
+            }
+            uint64_t n;
+            if (batches == 0) {
+                n = mml_channel_wait(ch, max_batch, latency, timeout, &woken);
+            } else {
+                /* Later batches of one call take only what already waits, so the caller
+                 * publishes promptly when the load is light. */
+                if (atomic_load_explicit(&ch->head, memory_order_acquire) ==
+                    mml_channel_taken(ch))
+                    return res;
+                n = mml_channel_wait(ch, max_batch, latency, 0.0, &woken);
+            }
+            if (n == 0) return (run_result){woken ? RUN_WOKEN : RUN_TIMEOUT, 0, 0};
+            fw->tail = mml_channel_tail(ch);
+            fw->n = n;
+            fw->staged = STAGED_TAKEN;
+        }
+        if (fw->staged == STAGED_TAKEN) {
+            frame_result fr = frame_batch(fw);
+            if (fr.status == FRAME_NEED_SEGMENT) return (run_result){RUN_NEED_SEGMENT, 0, 0};
+            if (fr.status == FRAME_BAD_ENTRY) return (run_result){RUN_BAD_ENTRY, fr.seq, 0};
+            if (fr.status == FRAME_TOO_LARGE)
+                return (run_result){RUN_TOO_LARGE, fr.seq, fr.length};
+            if (fr.status == FRAME_OUT_OF_ORDER) return (run_result){RUN_OUT_OF_ORDER, fr.seq, 0};
+            if (fr.status < 0) return (run_result){RUN_IO_ERROR, ENOMEM, 0};
+            fw->staged = STAGED_FRAMED;
+            fw->post_slot = 0;
+            fw->post_off = 0;
+        }
+        uint64_t last = mml_channel_slot(ch, fw->tail + fw->n - 1)->seq;
+        if (fw->staged == STAGED_FRAMED) {
+            uint64_t need = MML_INDEX_HEADER_SIZE + last * MML_INDEX_RECORD_SIZE;
+            if (need > fw->index_capacity) return (run_result){RUN_NEED_INDEX, need, 0};
+            int err = write_batch(fw);
+            if (err) return (run_result){RUN_IO_ERROR, (uint64_t)err, 0};
+        }
+        if (fw->staged == STAGED_WRITTEN) {
+            uint64_t need_end = 0, detail = 0, at_seq = 0;
+            int rc = post_batch(fw, &need_end, &detail, &at_seq);
+            if (rc == MML_HIX_NEED_TABLE) return (run_result){RUN_NEED_TABLE, 0, 0};
+            if (rc == MML_HIX_NEED_HEAP) return (run_result){RUN_NEED_HEAP, need_end, 0};
+            if (rc == MML_HIX_CORRUPT) return (run_result){RUN_HIX_CORRUPT, detail, 0};
+            if (rc != MML_HIX_OK) return (run_result){RUN_HIX_REFUSED, at_seq, 0};
+        }
+        /* STAGED_POSTED: commit. keys.hix first, the seq index's count last: the count is
+         * what makes the batch visible (the pure path's order). */
+        hix_commit(&fw->hix, last);
+        unsigned char count[8];
+        mml_put_u64(count, last);
+        int err = pwrite_all(fw->index_fd, count, 8, 16);
+        if (err) return (run_result){RUN_IO_ERROR, (uint64_t)err, 0};
+        mml_channel_release(ch);
+        fw->staged = STAGED_NONE;
+        fw->hwm = last;
+        if (sync_each) {
+            /* Durability.BATCH / ALWAYS: fdatasync per group commit. */
+            err = sync_batch(fw);
+            if (err) return (run_result){RUN_IO_ERROR, (uint64_t)err, 0};
+            fw->durable = last;
+        }
+        batches++;
+        if (fw->pos > fw->segs[0].size / 2 && fw->nsegs < 2)
+            return (run_result){RUN_PREPARE, 0, 0};
+    }
+}
+
+/* run(channel, max_batch, latency, timeout, max_batches, sync_each) -> (event, a, b):
+ * the writer thread's loop, GIL released: take a batch (waiting as Channel.wait does), frame,
+ * write, post and commit it, sync it when sync_each, and go on with whatever already waits, up
+ * to max_batches batches. Returns when the caller is needed (see RUN_*); a batch in progress
+ * is kept and resumed by the next call. */
+static PyObject *fw_run(mml_framewriter *fw, PyObject *args) {
+    PyObject *channel;
+    Py_ssize_t max_batch;
+    double latency, timeout;
+    int max_batches, sync_each;
+    if (!PyArg_ParseTuple(args, "O!nddip", &mml_ChannelType, &channel, &max_batch, &latency,
+                          &timeout, &max_batches, &sync_each))
+        return NULL;
+    if (fw->nsegs < 1 || fw->index_fd < 0 || !fw->has_hix) {
+        PyErr_SetString(PyExc_RuntimeError, "FrameWriter needs segments, index and keys.hix");
+        return NULL;
+    }
+    if (fw->channel != (mml_channel *)channel) {
+        if (fw->staged != STAGED_NONE) {
+            PyErr_SetString(PyExc_RuntimeError, "a batch of another channel is in progress");
+            return NULL;
+        }
+        Py_INCREF(channel);
+        Py_XSETREF(fw->channel, (mml_channel *)channel);
+    }
+    run_result res;
+    Py_BEGIN_ALLOW_THREADS
+    res = run_loop(fw, max_batch < 1 ? 1 : (uint64_t)max_batch, latency, timeout,
+                   max_batches < 1 ? 1 : max_batches, sync_each);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("iKK", res.event, (unsigned long long)res.a, (unsigned long long)res.b);
+}
+
+/* progress() -> (hwm, durable, segment number, write position, ts_max, [segments written]) */
+static PyObject *fw_progress(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
+    PyObject *written = take_written(fw);
+    if (written == NULL) return NULL;
+    return Py_BuildValue("KKIKKN", (unsigned long long)fw->hwm, (unsigned long long)fw->durable,
+                         fw->segs[0].number, (unsigned long long)fw->pos,
+                         (unsigned long long)fw->ts_max, written);
+}
+
+/* configure(index_capacity, keys_fd, symbols_fd, min_free, index_sync_interval, hwm) */
+static PyObject *fw_configure(mml_framewriter *fw, PyObject *args) {
+    unsigned long long capacity, min_free, hwm;
+    int keys_fd, symbols_fd;
+    double interval;
+    if (!PyArg_ParseTuple(args, "KiiKdK", &capacity, &keys_fd, &symbols_fd, &min_free, &interval,
+                          &hwm))
+        return NULL;
+    fw->index_capacity = capacity;
+    fw->keys_fd = keys_fd;
+    fw->symbols_fd = symbols_fd;
+    fw->min_free = min_free;
+    fw->index_sync_interval = interval;
+    fw->hwm = hwm;
+    if (fw->durable < hwm && fw->durable == 0) fw->durable = hwm;
     Py_RETURN_NONE;
 }
 
@@ -460,6 +628,7 @@ static PyObject *fw_set_hix(mml_framewriter *fw, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OKKKKKp", &mm, &slots, &hs, &heap_used, &key_count,
                           &max_added, &dirty))
         return NULL;
+
     Py_buffer view;
     if (PyObject_GetBuffer(mm, &view, PyBUF_WRITABLE) < 0) return NULL;
     if ((uint64_t)view.len < hs || slots == 0 || (slots & (slots - 1))) {
@@ -541,17 +710,21 @@ static void fw_dealloc(mml_framewriter *fw) {
 
 static PyObject *fw_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     mml_framewriter *fw = (mml_framewriter *)PyType_GenericNew(type, args, kwds);
-    if (fw != NULL) fw->index_fd = -1;
+    if (fw != NULL) {
+        fw->index_fd = fw->keys_fd = fw->symbols_fd = -1;
+        fw->index_sync_interval = 1.0;
+        clock_gettime(CLOCK_MONOTONIC, &fw->last_index_sync);
+    }
     return (PyObject *)fw;
 }
 
 static PyMethodDef fw_methods[] = {
-    {"frame", (PyCFunction)fw_frame, METH_VARARGS,
-     "frame(channel, n) -> (status, a, b): 0 framed seqs a..b, 1 needs a segment, 2 bad "
-     "entry at seq a, 3 entry at seq a needs b bytes, 4 seq a out of order."},
-    {"write", (PyCFunction)fw_write, METH_NOARGS, "write() -> [segment numbers written]"},
-    {"postings", (PyCFunction)fw_postings, METH_NOARGS, "postings() -> (status, a, b)"},
-    {"done", (PyCFunction)fw_done, METH_NOARGS, "done(): the batch is committed."},
+    {"run", (PyCFunction)fw_run, METH_VARARGS,
+     "run(channel, max_batch, latency, timeout, max_batches, sync_each) -> (event, a, b)"},
+    {"progress", (PyCFunction)fw_progress, METH_NOARGS,
+     "progress() -> (hwm, durable, segment, position, ts_max, [segments written])"},
+    {"configure", (PyCFunction)fw_configure, METH_VARARGS,
+     "configure(index_capacity, keys_fd, symbols_fd, min_free, index_sync_interval, hwm)"},
     {"set_segments", (PyCFunction)fw_set_segments, METH_VARARGS,
      "set_segments([(fd, size, number), ...], pos)"},
     {"set_hix", (PyCFunction)fw_set_hix, METH_VARARGS,

@@ -89,7 +89,8 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     if (mml_channel_init_strings() < 0) return NULL;
-    if (PyType_Ready(&mml_ChannelType) < 0 || PyType_Ready(&mml_FrameWriterType) < 0)
+    if (PyType_Ready(&mml_ChannelType) < 0 || PyType_Ready(&mml_FrameWriterType) < 0 ||
+        PyType_Ready(&mml_WallClockType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
@@ -97,6 +98,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;
     Py_INCREF(&mml_FrameWriterType);
     if (PyModule_AddObject(m, "FrameWriter", (PyObject *)&mml_FrameWriterType) < 0) goto fail;
+    Py_INCREF(&mml_WallClockType);
+    if (PyModule_AddObject(m, "WallClock", (PyObject *)&mml_WallClockType) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

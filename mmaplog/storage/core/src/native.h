@@ -77,6 +77,13 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
+    _Atomic uint64_t last; /* the last reading handed out */
+} mml_wallclock;
+
+uint64_t mml_wallclock_now(mml_wallclock *clock);
+
+typedef struct {
+    PyObject_HEAD
     /* ring of slots: [tail, taken) belong to the writer's current batch, [taken, head) wait */
     mml_slot *slots;
     uint64_t mask;         /* slot count - 1 (a power of two) */
@@ -105,16 +112,25 @@ typedef struct {
     _Atomic uint64_t fill_target; /* WAIT_FILL: wake the writer when head reaches this */
     _Atomic int wake;      /* flush or control request: stop waiting for a fuller batch */
     int closed;
+    /* the producer side (GIL held): EventStoreWriter.submit_fields in C */
+    uint64_t accepted;     /* the last seq taken (the writer's _accepted) */
+    int open;              /* the writer is OPEN: submit_fields takes entries */
+    mml_wallclock *wall;   /* the writer's clock when it is a native WallClock ... */
+    PyObject *now_ns;      /* ... else its bound now_ns method */
 } mml_channel;
 
 extern PyTypeObject mml_ChannelType;
 extern PyTypeObject mml_FrameWriterType;
+extern PyTypeObject mml_WallClockType;
 
 /* channel.c, for framewriter.c */
 const mml_pair *mml_channel_pair(const mml_channel *ch, uint32_t index);
 const mml_slot *mml_channel_slot(const mml_channel *ch, uint64_t index);
 uint64_t mml_channel_tail(mml_channel *ch);
 uint64_t mml_channel_taken(mml_channel *ch);
+uint64_t mml_channel_wait(mml_channel *ch, uint64_t max_batch, double latency, double timeout,
+                          int *woken);
+void mml_channel_release(mml_channel *ch);
 
 /* little-endian stores / loads (the format is little-endian; x86-64 is too, but say so) */
 static inline void mml_put_u16(unsigned char *p, uint16_t v) {
