@@ -80,6 +80,7 @@ def write_run(root: Path, items, *, use_native: bool, batch: int, durability, mo
         max_batch_entries=batch, durability=durability, channel_capacity=64, min_free_bytes=0
     )
     writer = EventStoreWriter.spawn(backend, clock, noop_halt, config)
+    assert writer.core == ("native" if use_native else "pure-python")
     for i, item in enumerate(items):
         clock.set_time(1_000 + i)
         writer.submit_fields(*item)
@@ -186,37 +187,43 @@ def test_a_bad_key_fails_the_native_writer_with_the_pure_paths_error(tmp_path, m
 def test_postings_of_a_batch_cut_before_its_commit_are_rolled_back_by_recovery(
     tmp_path, monkeypatch
 ):
-    """The native writer marks keys.hix dirty before each batch's first posting, also after an
-    earlier commit cleared the flag; a crash between postings and commit is then undone."""
+    """The native writer marks keys.hix dirty before a batch's first posting, also after an
+    earlier commit cleared the flag; a crash between postings and commit is then undone. The
+    crash is injected where the native loop stops mid-postings: keys.hix must grow."""
     from mmaplog.storage.hash_index import HashIndex
 
     monkeypatch.setattr(writer_module, "native", native)
-    backend = MmapBackend(tmp_path, "diff", segment_size=SEGMENT)
+    backend = MmapBackend(tmp_path, "diff", segment_size=1 << 22)
     backend.open_run(RunManifest(run_id=RUN_ID, instance_id="diff", start_ts_init=1000))
     writer = EventStoreWriter.spawn(backend, TestClock(1000), noop_halt, WriterConfig())
-    key = (IndexKey(IndexKind.CLIENT_ORDER_ID, "O-1"),)
-    writer.submit_fields("t", "P", b"a", 1000, Headers(), key)
+    assert writer.core == "native"
+    writer.submit_fields("t", "P", b"a", 1000, Headers(), (IndexKey(IndexKind.TRADE_ID, "T-1"),))
     writer.flush(10)
-    original = HashIndex.commit
 
-    def crash(index, through):
-        raise OSError(5, "injected crash before the commit")
+    def crash(index, need_end):
+        raise OSError(5, "injected crash while postings are half written")
 
-    monkeypatch.setattr(HashIndex, "commit", crash)
-    writer.submit_fields("t", "P", b"b", 1001, Headers(), key)
+    monkeypatch.setattr(HashIndex, "grow_for_native", crash)
+    for i in range(40):  # ~2.7 MB of new keys: more than keys.hix's first heap holds
+        keys = tuple(
+            IndexKey(IndexKind.CLIENT_ORDER_ID, f"{i:03d}-{k:02d}-" + "k" * 1000) for k in range(64)
+        )
+        writer.submit_fields("t", "P", b"b", 1001 + i, Headers(), keys)
     with pytest.raises(WriterBrokenError):
         writer.flush(10)
     writer.abandon()
     backend.close()
-    monkeypatch.setattr(HashIndex, "commit", original)
     run_dir = tmp_path / "diff" / RUN_ID
-    header = (run_dir / "keys.hix").read_bytes()[:128]
-    indexed_through, dirty = struct.unpack_from("<QQ", header, 56)
-    assert (indexed_through, dirty) == (1, 1)  # seq 2's posting is marked uncommitted
+    indexed_through, dirty = struct.unpack_from("<QQ", (run_dir / "keys.hix").read_bytes(), 56)
+    (committed,) = struct.unpack_from("<Q", (run_dir / "index.idx").read_bytes(), 16)
+    assert indexed_through == committed
+    assert dirty == 1  # postings past indexed_through are marked uncommitted
+    monkeypatch.undo()
     reopened = MmapBackend.open_existing(run_dir, writable=True)  # repairs the tail
     try:
-        # seq 2's frame is complete, so the repair indexes it again from the frame.
-        assert reopened.high_watermark() == 2
-        assert reopened.lookup_all(IndexKind.CLIENT_ORDER_ID, "O-1") == [1, 2]
+        hwm = reopened.high_watermark()
+        assert reopened.lookup_all(IndexKind.TRADE_ID, "T-1") == [1]
+        seqs = reopened.lookup_all(IndexKind.CLIENT_ORDER_ID, "039-63-" + "k" * 1000)
+        assert all(s <= hwm for s in seqs)
     finally:
         reopened.close()

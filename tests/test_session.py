@@ -212,6 +212,7 @@ class _DiskFull:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, armed: bool) -> None:
         self.armed = threading.Event()
+        self.native_armed = threading.Event()  # the native loop came back and saw the arming
         if armed:
             self.armed.set()
         # Every append path: the pure core's and the native core's.
@@ -220,12 +221,32 @@ class _DiskFull:
             monkeypatch.setattr(MmapBackend, name, self._wrap(original))
 
     def _wrap(self, original: Callable[..., int]) -> Callable[..., int]:
-        def append(backend: MmapBackend, *args: Any) -> int:
+        def append(backend: MmapBackend, *args: Any, **kwargs: Any) -> Any:
             if self.armed.is_set():
+                if original.__name__ == "run_channel":
+                    # The native loop fails when it has a batch to write, as the pure path
+                    # fails in append_items: wait for an entry before failing.
+                    self.native_armed.set()
+                    channel = args[0]
+                    while channel.counts()[0] == channel.counts()[2]:
+                        time.sleep(0.001)
                 raise DiskError("no space left on device (injected)")
-            return original(backend, *args)
+            if original.__name__ == "run_channel":
+                # Come back every 10 ms instead of sleeping in the native wait, so that arming
+                # takes effect before the next entry's batch.
+                channel, max_batch, latency, timeout = args
+                timeout = 0.01 if timeout < 0 else min(timeout, 0.01)
+                args = (channel, max_batch, latency, timeout)
+            return original(backend, *args, **kwargs)
 
         return append
+
+    def arm(self, session: RunSession) -> None:
+        """Fail the next batch. The native loop checks between its calls: wait until it has
+        seen the arming, so that the next entry is the one that fails (as on the pure path)."""
+        self.armed.set()
+        if session.writer.core == "native":
+            assert self.native_armed.wait(5)
 
 
 def test_a_halt_during_boot_fails_the_open_and_leaves_the_run_running(store, monkeypatch):
@@ -241,9 +262,9 @@ def test_a_halt_during_boot_fails_the_open_and_leaves_the_run_running(store, mon
 
 def test_a_run_started_that_does_not_commit_in_time_fails_the_open(store, monkeypatch):
     def slowed(original):
-        def slow(backend, *args):
+        def slow(backend, *args, **kwargs):
             time.sleep(0.3)
-            return original(backend, *args)
+            return original(backend, *args, **kwargs)
 
         return slow
 
@@ -256,7 +277,7 @@ def test_a_run_started_that_does_not_commit_in_time_fails_the_open(store, monkey
 def test_the_first_halt_reason_wins(store, monkeypatch):
     full = _DiskFull(monkeypatch, armed=False)
     session = open_session(store)
-    full.armed.set()
+    full.arm(session)
     session.bus.publish("clock.time_event", tick(1))  # accepted; its commit fails
     assert session.halt_signal.wait(5)  # the writer reported the disk
     with pytest.raises(CaptureError):  # then the adapter halts on the refused submit
@@ -274,7 +295,7 @@ def test_the_first_halt_reason_wins(store, monkeypatch):
 def test_a_halted_session_is_abandoned_not_sealed_by_its_context_manager(store, monkeypatch):
     full = _DiskFull(monkeypatch, armed=False)
     with open_session(store) as session:
-        full.armed.set()
+        full.arm(session)
         session.bus.publish("clock.time_event", tick(1))
         assert session.halt_signal.wait(5)
     assert store.resolve(session.run_id).status is RunStatus.RUNNING

@@ -129,7 +129,7 @@ class EventStoreWriter:
         self._put = self._queue.put
         # The native core's queue, when it is loaded and the backend frames channel batches.
         # It then keeps the accepted count and takes entries while the writer is OPEN.
-        if native is not None and not self._inline and hasattr(backend, "append_channel"):
+        if native is not None and not self._inline and hasattr(backend, "run_channel"):
             self._native = NativeQueue(native, backend, config, clock, hwm)
         # Commit side: the committer publishes the committed and durable high-watermarks.
         self._commit = committer.commit
@@ -213,6 +213,12 @@ class EventStoreWriter:
     def is_halted(self) -> bool:
         """True after a backpressure halt or a failure."""
         return self._state in (_HALTED, _FAILED)
+
+    @property
+    def core(self) -> str:
+        """``native`` when the native core's channel and loop carry the entries, else
+        ``pure-python``."""
+        return "native" if self._native is not None else "pure-python"
 
     @property
     def clock(self) -> Clock:
