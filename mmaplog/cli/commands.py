@@ -36,6 +36,7 @@ from mmaplog.cli.common import (
 )
 from mmaplog.cli.export import add_export_parser
 from mmaplog.cli.salvage import add_salvage_parser
+from mmaplog.cli.sql import add_sql_parser
 from mmaplog.cli.text import (
     align,
     entry_record,
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gc)
 
     add_salvage_parser(sub, common)
+    add_sql_parser(sub, common)
     return parser
 
 
