@@ -34,6 +34,7 @@ from mmaplog.cli.common import (
     resolve,
     store_of,
 )
+from mmaplog.cli.diff import add_diff_parser
 from mmaplog.cli.export import add_export_parser
 from mmaplog.cli.salvage import add_salvage_parser
 from mmaplog.cli.sql import add_sql_parser
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_salvage_parser(sub, common)
     add_sql_parser(sub, common)
+    add_diff_parser(sub, common)
     return parser
 
 
