@@ -96,7 +96,7 @@ def export_runs(
                         target = partition_dir(
                             out, manifest.instance_id, manifest.run_id, batch.payload_type
                         )
-                        part = _part_name(batch.payload_type, sinks, summary.files, target)
+                        part = _part_name(summary.files, target)
                         sink = _open_sink(fmt, target / part, batch.columns, pa)
                         sinks[batch.payload_type] = sink
                     sink.write(batch)
@@ -119,7 +119,7 @@ def export_runs(
     return summary
 
 
-def _part_name(payload_type: str, sinks: dict[str, Any], files: list[Path], target: Path) -> str:
+def _part_name(files: list[Path], target: Path) -> str:
     """``data`` for a type's only table in a run; ``data-1``, ... after a schema change."""
     earlier = sum(1 for p in files if p.parent == target)
     return "data" if earlier == 0 else f"data-{earlier}"
