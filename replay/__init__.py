@@ -7,7 +7,14 @@ Layers: ``mmaplog`` (engine) ← ``replay`` ← ``tui``; nothing here imports ``
 from __future__ import annotations
 
 from replay.breakpoints import Breakpoint, any_of, at_seq, on_header, on_key, on_topic, on_type
-from replay.decoders import DecoderRegistry, RawEntry, RunEnded, decoders_for, default_decoders
+from replay.decoders import (
+    DecoderRegistry,
+    RawEntry,
+    RunEnded,
+    decoders_for,
+    decoders_for_run,
+    default_decoders,
+)
 from replay.engine import Predicate, ReplayEngine
 from replay.errors import (
     DecodeFailure,
@@ -82,6 +89,7 @@ __all__ = [
     "any_of",
     "at_seq",
     "decoders_for",
+    "decoders_for_run",
     "default_decoders",
     "load_handler",
     "on_header",

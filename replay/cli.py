@@ -26,7 +26,7 @@ from mmaplog import (
     version_line,
 )
 from mmaplog.cli.text import silence_stdout
-from replay.decoders import DecoderRegistry, decoders_for
+from replay.decoders import DecoderRegistry, decoders_for_run
 from replay.engine import ReplayEngine
 from replay.errors import (
     DeterminismError,
@@ -283,7 +283,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         extra_decoders.register_module(spec)
     report_path = _json_report_target(args.json_report)
     info = resolve(args)
-    decoders = decoders_for(info.manifest)
+    decoders = decoders_for_run(info.manifest, info.run_dir)
     decoders.update(extra_decoders)
     # Lines on a terminal are their own progress; a bar would tear through them.
     printing = any(isinstance(h, PrintHandler) for h in handlers) and sys.stdout.isatty()

@@ -21,6 +21,8 @@ import msgspec
 
 from mmaplog import Entry, RegisteredComponents, RunManifest
 from mmaplog.demo import DEMO_TYPES, is_demo_run
+from mmaplog.storage.schema_decode import RunDecoder, SchemaDecoder
+from mmaplog.storage.schemas import RunSchemas, TypeSchema, schema_of_struct
 from replay.errors import (
     DecodeFailure,
     DecoderSpecError,
@@ -34,6 +36,7 @@ __all__ = [
     "RawEntry",
     "RunEnded",
     "decoders_for",
+    "decoders_for_run",
     "default_decoders",
     "import_attribute",
 ]
@@ -125,6 +128,26 @@ class DecoderRegistry:
         self._decoders[payload_type] = fn
         self._types[payload_type] = cls
 
+    def register_schema(self, versions: list[TypeSchema]) -> None:
+        """Decode ``payload_type`` from the run's stored schema (no user code): into a Struct
+        built from it, trying the newest version first when the type changed in the run."""
+        if not versions:
+            return
+        decoders = [SchemaDecoder(schema).decode_struct for schema in reversed(versions)]
+        if len(decoders) == 1:
+            self.register_function(versions[0].payload_type, decoders[0])
+            return
+
+        def decode(payload: bytes | memoryview) -> Any:
+            for fn in decoders[:-1]:
+                try:
+                    return fn(payload)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+            return decoders[-1](payload)
+
+        self.register_function(versions[0].payload_type, decode)
+
     def register_types(self, types: Mapping[str, type[Any]]) -> int:
         """Register every ``payload_type → class`` pair; returns how many."""
         for payload_type, cls in types.items():
@@ -207,14 +230,50 @@ def default_decoders(*, generic_fallback: bool = False) -> DecoderRegistry:
 
 
 def decoders_for(
-    manifest: RunManifest | None, *, generic_fallback: bool = False
+    manifest: RunManifest | None,
+    *,
+    generic_fallback: bool = False,
+    schemas: RunSchemas | None = None,
 ) -> DecoderRegistry:
-    """The decoders for one run: the lifecycle entries, plus the demo engine's twelve types
-    only for a run the demo captured. A user's own ``SubmitOrder`` is not the demo's, so it is
-    never decoded as one (register its class, or use ``--decoders``)."""
-    if manifest is not None and is_demo_run(manifest):
-        return default_decoders(generic_fallback=generic_fallback)
-    return DecoderRegistry(generic_fallback=generic_fallback)
+    """The decoders for one run: the lifecycle entries, the run's stored schemas
+    (``schemas.json``: no user code imported), and the demo engine's classes where they are
+    the run's types. Decoders are matched by payload type *and* schema hash: a demo class
+    decodes a type whose stored schema hash is its own (or, in a demo run without stored
+    schemas, its name), so a user's own ``SubmitOrder`` is never decoded as the demo's. A
+    user's decoders (``update``, ``--decoders``) added afterwards win."""
+    registry = DecoderRegistry(generic_fallback=generic_fallback)
+    schemas = schemas or RunSchemas(())
+    demo = manifest is not None and is_demo_run(manifest)
+    for payload_type, cls in DEMO_TYPES.items():
+        versions = schemas.versions(payload_type)
+        if not versions:
+            if demo:
+                registry.register(payload_type, cls)
+        elif all(v.schema_hash == _hash_of(cls, payload_type) for v in versions):
+            registry.register(payload_type, cls)
+    for payload_type in schemas.payload_types:
+        if payload_type not in registry:
+            registry.register_schema(schemas.versions(payload_type))
+    return registry
+
+
+def decoders_for_run(
+    manifest: RunManifest | None, run_dir: Any, *, generic_fallback: bool = False
+) -> DecoderRegistry:
+    """``decoders_for`` with the schemas stored in ``run_dir`` (none when its
+    ``schemas.json`` is damaged: ``mmaplog verify`` reports that)."""
+    stored = RunDecoder.for_run(run_dir).schemas
+    return decoders_for(manifest, generic_fallback=generic_fallback, schemas=stored)
+
+
+_HASHES: dict[tuple[type[Any], str], str] = {}
+
+
+def _hash_of(cls: type[msgspec.Struct], payload_type: str) -> str:
+    key = (cls, payload_type)
+    if key not in _HASHES:
+        _HASHES[key] = schema_of_struct(cls, payload_type).schema_hash
+    return _HASHES[key]
 
 
 def import_attribute(spec: str, error: type[HandlerSpecError] = HandlerSpecError) -> Any:

@@ -26,7 +26,7 @@ from replay.decoders import (
     DecoderRegistry,
     RawEntry,
     decode_failure_reason,
-    decoders_for,
+    decoders_for_run,
     no_decoder_reason,
 )
 from replay.errors import (
@@ -60,7 +60,9 @@ class ReplayEngine:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.reader = reader
-        self.decoders = decoders if decoders is not None else decoders_for(reader.manifest)
+        self.decoders = (
+            decoders if decoders is not None else decoders_for_run(reader.manifest, reader.run_dir)
+        )
         self.handlers = list(handlers)
         self.options = options if options is not None else ReplayOptions()
         self.progress = progress

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import zip_longest
 from typing import Any
 
 import msgspec
@@ -25,6 +24,7 @@ import msgspec
 from mmaplog import Entry, MmapLogError, Reader, RunIdentity, RunInfo, RunStatus, Store
 from mmaplog.demo import DemoConfig, DemoEngine, demo_components, demo_registry, is_demo_run
 from mmaplog.demo.components import TIME_EVENT
+from mmaplog.query.diff import first_divergence
 from replay.decoders import DecoderRegistry, RawEntry, default_decoders
 from replay.engine import ReplayEngine
 from replay.errors import ReplayOptionError
@@ -34,7 +34,6 @@ from replay.report import ReplayReport
 __all__ = ["Divergence", "RecaptureReport", "compare_runs", "recapture"]
 
 _LIFECYCLE = "run.lifecycle."
-_FIELDS = ("topic", "payload_type", "payload", "headers")
 
 
 class Divergence(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,80 +248,33 @@ def compare_runs(
     original: Reader, recaptured: Reader, decoders: DecoderRegistry | None = None
 ) -> tuple[int, Divergence | None]:
     """Compare two runs' non-lifecycle entries in order on (topic, payload_type, payload,
-    headers); returns how many matched and the first divergence (None when identical)."""
-    decoders = decoders or default_decoders()
-    index = 0
-    for a, b in zip_longest(_body(original), _body(recaptured)):
-        index += 1
-        if a is None:
-            assert b is not None
-            return index - 1, Divergence(
-                index=index,
-                original_seq=None,
-                recaptured_seq=b.seq,
-                field="extra",
-                original="(the original run has no more entries)",
-                recaptured=_describe(b),
-                detail=f"the recapture produced an extra {b.payload_type} on {b.topic}",
-            )
-        if b is None:
-            return index - 1, Divergence(
-                index=index,
-                original_seq=a.seq,
-                recaptured_seq=None,
-                field="missing",
-                original=_describe(a),
-                recaptured="(the recapture has no more entries)",
-                detail=f"the recapture never produced the original's {a.payload_type}",
-            )
-        for name in _FIELDS:
-            va, vb = getattr(a, name), getattr(b, name)
-            same = bytes(va) == bytes(vb) if name == "payload" else va == vb
-            if not same:
-                return index - 1, Divergence(
-                    index=index,
-                    original_seq=a.seq,
-                    recaptured_seq=b.seq,
-                    field=name,
-                    original=_describe(a),
-                    recaptured=_describe(b),
-                    detail=_field_detail(name, a, b, decoders),
-                )
-    return index, None
+    headers); returns how many matched and the first divergence (None when identical).
+    The comparison is ``mmaplog diff``'s (``mmaplog.query.diff``), decoding with
+    ``decoders``."""
+    registry = decoders or default_decoders()
 
+    def decode(entry: Entry) -> Any:
+        message = registry.decode_entry(entry)
+        return None if type(message) is RawEntry else message
 
-def _describe(entry: Entry) -> str:
-    h = entry.headers
-    return (
-        f"seq {entry.seq} {entry.topic} {entry.payload_type} ({len(entry.payload)} B, "
-        f"correlation {h.correlation_id}, causation {h.causation_id})"
+    compared, found = first_divergence(_body(original), _body(recaptured), decode, decode)
+    if found is None:
+        return compared, None
+    detail = found.detail
+    if found.field == "extra" and found.b_seq is not None:
+        b = recaptured.entry(found.b_seq)
+        assert b is not None
+        detail = f"the recapture produced an extra {b.payload_type} on {b.topic}"
+    elif found.field == "missing" and found.a_seq is not None:
+        a = original.entry(found.a_seq)
+        assert a is not None
+        detail = f"the recapture never produced the original's {a.payload_type}"
+    return compared, Divergence(
+        index=found.index,
+        original_seq=found.a_seq,
+        recaptured_seq=found.b_seq,
+        field=found.field,
+        original=found.a if found.field != "extra" else "(the original run has no more entries)",
+        recaptured=found.b if found.field != "missing" else "(the recapture has no more entries)",
+        detail=detail,
     )
-
-
-def _field_detail(name: str, a: Entry, b: Entry, decoders: DecoderRegistry) -> str:
-    if name == "topic":
-        return f"topic {a.topic!r} != {b.topic!r}"
-    if name == "payload_type":
-        return f"payload_type {a.payload_type!r} != {b.payload_type!r}"
-    if name == "headers":
-        parts = []
-        for field in ("correlation_id", "causation_id"):
-            va, vb = getattr(a.headers, field), getattr(b.headers, field)
-            if va != vb:
-                parts.append(f"{field} {va} != {vb}")
-        return "; ".join(parts)
-    da = decoders.decode_entry(a)
-    db = decoders.decode_entry(b)
-    if isinstance(da, msgspec.Struct) and type(da) is type(db):
-        diffs = []
-        for field in da.__struct_fields__:
-            va, vb = getattr(da, field), getattr(db, field)
-            if va != vb:
-                diffs.append(f"{field} {va!r} != {vb!r}")
-        if diffs:
-            more = f" (+{len(diffs) - 4} more fields)" if len(diffs) > 4 else ""
-            return f"{a.payload_type} differs: " + "; ".join(diffs[:4]) + more
-    pa, pb = bytes(a.payload), bytes(b.payload)
-    same = min(len(pa), len(pb))
-    at = next((i for i, (x, y) in enumerate(zip(pa, pb, strict=False)) if x != y), same)
-    return f"payload bytes differ at offset {at} ({len(pa)} B vs {len(pb)} B)"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmaplog import Entry, Reader
-from replay.decoders import DecoderRegistry, decoders_for
+from replay.decoders import DecoderRegistry, decoders_for_run
 from replay.engine import Predicate, ReplayEngine
 from replay.options import ReplayOptions
 from replay.projection import ProjectionHandler, ProjectionState
@@ -37,7 +37,11 @@ class ReplaySession:
     ) -> None:
         self.reader = Reader(run_dir)
         try:
-            self.decoders = decoders if decoders is not None else decoders_for(self.reader.manifest)
+            self.decoders = (
+                decoders
+                if decoders is not None
+                else decoders_for_run(self.reader.manifest, self.reader.run_dir)
+            )
             self.projection = ProjectionHandler() if projection else None
             self.warmup: ReplayReport | None = None
             if self.projection is not None and start_seq > 1:

@@ -399,12 +399,12 @@ def test_export_killed_by_a_catchable_signal_leaves_no_temporary_file(tmp_path, 
     target = tmp_path / "out" / "export.jsonl"
     target.parent.mkdir()
     slow_export = (
-        "import sys, time, mmaplog.cli.commands as cli\n"
-        "record = cli.entry_record\n"
+        "import sys, time, mmaplog.cli.commands as cli, mmaplog.cli.export as export\n"
+        "record = export.entry_record\n"
         "def slow(*a, **k):\n"
         "    time.sleep(0.002)\n"
         "    return record(*a, **k)\n"
-        "cli.entry_record = slow\n"
+        "export.entry_record = slow\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     proc = subprocess.Popen(

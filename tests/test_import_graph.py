@@ -21,6 +21,7 @@ LAYERS = (
     "mmaplog.engine",
     "mmaplog.integrity",
     "mmaplog.runs",
+    "mmaplog.query",  # selection, decoded tables, the Parquet/CSV dataset, SQL, run diff
     "mmaplog",  # the package root: the public re-exports
     "mmaplog.demo",
     "mmaplog.cli",

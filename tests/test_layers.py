@@ -39,3 +39,10 @@ def test_no_module_of_ours_imports_pickle():
             text = path.read_text()
             for banned in ("import pickle", "from pickle", "allow_pickle=True", "marshal.load"):
                 assert banned not in text, f"{path}: {banned}"
+
+
+def test_importing_mmaplog_and_its_cli_loads_neither_pyarrow_nor_duckdb():
+    # The analytics extra is optional: only `export --format parquet` and `sql` import it.
+    loaded = top_levels(loaded_after_import("mmaplog"))
+    loaded |= top_levels(loaded_after_import("mmaplog.cli.commands"))
+    assert not loaded & {"pyarrow", "duckdb", "pyspark"}

@@ -183,7 +183,9 @@ def test_a_users_type_named_like_a_demo_type_is_not_decoded_as_the_demo_type(tmp
     assert code == 0
     (line,) = [json for json in out.splitlines() if "SubmitOrder" in json]
     assert "trader_id" not in line
-    assert "no decoder for payload type 'SubmitOrder'" in line
+    # Issue 14: decoded from the run's stored schema (the user's fields), not as the demo's.
+    assert '"decoded": true' in line
+    assert '"quantity": "1.0"' in line
     code = main(
         ["latest", "--root", str(tmp_path), "--format", "jsonl", "--decoders", f"{__name__}:types"]
     )

@@ -8,11 +8,16 @@ inspector can show the raw bytes beside the reason.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from mmaplog.storage.schema_decode import RunDecoder
+from mmaplog.storage.schemas import SCHEMAS
 
 __all__ = ["DecodeResult", "decode_payload", "hexdump", "to_display"]
 
@@ -51,15 +56,41 @@ def _registry_decoder(demo: bool) -> _DecodeFn | None:
     return run
 
 
+@lru_cache(maxsize=16)
+def _run_decoder(run_dir: str, stamp: int) -> RunDecoder:
+    return RunDecoder.for_run(Path(run_dir))
+
+
+def _stored_decoder(run_dir: Path) -> RunDecoder | None:
+    """The run's stored-schema decoders, re-read when ``schemas.json`` changes."""
+    try:
+        stamp = os.stat(run_dir / SCHEMAS).st_mtime_ns
+    except OSError:
+        return None
+    return _run_decoder(str(run_dir), stamp)
+
+
 def decode_payload(
-    payload_type: str, payload: bytes | memoryview, *, demo: bool = False
+    payload_type: str,
+    payload: bytes | memoryview,
+    *,
+    demo: bool = False,
+    run_dir: Path | None = None,
+    seq: int | None = None,
 ) -> DecodeResult:
     """The payload as plain Python data (dicts, lists, str, numbers), or ``None`` and why not.
 
-    ``demo``: the entry belongs to a run the demo engine captured (``is_demo_run``), so its
-    type names mean the demo's classes; otherwise only the lifecycle types are known and the
-    rest is decoded as plain msgpack."""
+    ``run_dir``: a type whose schema the run stored (``schemas.json``) is decoded into its
+    named, typed fields from that schema (no user code). ``demo``: the entry belongs to a run
+    the demo engine captured (``is_demo_run``), so its type names mean the demo's classes;
+    otherwise only the lifecycle types are known and the rest is decoded as plain msgpack."""
     data = bytes(payload)
+    stored = None if run_dir is None else _stored_decoder(run_dir)
+    if stored is not None and stored.schema(payload_type, seq) is not None:
+        try:
+            return to_display(stored.decode(payload_type, data, seq)), None
+        except _DECODE_ERRORS as exc:
+            return None, f"does not match its stored schema ({type(exc).__name__}: {exc})"
     registry = _registry_decoder(demo)
     if registry is not None:
         try:

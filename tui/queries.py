@@ -127,7 +127,11 @@ def search_text(reader: Reader, seq: int) -> str:
     if entry is None:
         return ""
     value, error = decode_payload(
-        entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+        entry.payload_type,
+        entry.payload,
+        demo=is_demo_run(reader.manifest),
+        run_dir=reader.run_dir,
+        seq=entry.seq,
     )
     body = error or msgspec.json.encode(value, enc_hook=repr).decode()
     headers = entry.headers
@@ -268,7 +272,11 @@ def build_causation_tree(
         if entry is None:
             continue
         value, _ = decode_payload(
-            entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+            entry.payload_type,
+            entry.payload,
+            demo=is_demo_run(reader.manifest),
+            run_dir=reader.run_dir,
+            seq=entry.seq,
         )
         node = CauseNode(
             entry.seq,

@@ -65,7 +65,11 @@ def read_row(reader: Reader, seq: int) -> RowInfo:
     if entry is None:
         return RowInfo(seq, 0, "", "", None, "", error="not committed")
     value, error = decode_payload(
-        entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+        entry.payload_type,
+        entry.payload,
+        demo=is_demo_run(reader.manifest),
+        run_dir=reader.run_dir,
+        seq=entry.seq,
     )
     summary = summarize(value) if error is None else f"⚠ undecodable: {error}"
     return RowInfo(
@@ -166,7 +170,11 @@ def load_details(reader: Reader, seq: int) -> EntryDetails:
     if entry is None:  # pragma: no cover - read_row already reported it
         return EntryDetails(seq, row)
     value, error = decode_payload(
-        entry.payload_type, entry.payload, demo=is_demo_run(reader.manifest)
+        entry.payload_type,
+        entry.payload,
+        demo=is_demo_run(reader.manifest),
+        run_dir=reader.run_dir,
+        seq=entry.seq,
     )
     try:
         keys = tuple(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,10 @@ from mmaplog.cli.common import (
     resolve,
     store_of,
 )
+from mmaplog.cli.diff import add_diff_parser
+from mmaplog.cli.export import add_export_parser
 from mmaplog.cli.salvage import add_salvage_parser
+from mmaplog.cli.sql import add_sql_parser
 from mmaplog.cli.text import (
     align,
     entry_record,
@@ -106,12 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("export", parents=[common], help="write every entry as JSON lines")
-    p.add_argument("run", metavar="RUN", help="run id, unique prefix, or 'latest'")
-    p.add_argument("--format", choices=("jsonl",), default="jsonl")
-    p.add_argument("--out", type=Path, default=None, help="output file (default: stdout)")
-    p.add_argument("--decode", action="store_true", help="also decode msgpack payloads")
-    p.set_defaults(func=cmd_export)
+    add_export_parser(sub, common)
 
     p = sub.add_parser("demo", help="run the simulated trading engine with capture on")
     p.add_argument(
@@ -205,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gc)
 
     add_salvage_parser(sub, common)
+    add_sql_parser(sub, common)
+    add_diff_parser(sub, common)
     return parser
 
 
@@ -453,35 +452,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    info = resolve(args)
-    stream: IO[str]
-    with Reader(info.run_dir) as reader:
-        hwm = reader.high_watermark
-        if args.out is not None:
-            tmp = args.out.with_name(f".{args.out.name}.tmp")
-            stream = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-        else:
-            stream = sys.stdout
-        try:
-            with progress_bar(hwm, "export") as advance:
-                for entry in reader.scan(1, hwm):
-                    decoded = _generic_decode(entry.payload) if args.decode else None
-                    stream.write(json.dumps(entry_record(entry, decoded=decoded)) + "\n")
-                    if entry.seq % 4096 == 0:
-                        advance(entry.seq)
-        except BaseException:
-            if args.out is not None:
-                stream.close()
-                os.unlink(tmp)
-            raise
-        if args.out is not None:
-            stream.close()
-            os.replace(tmp, args.out)
-            print(f"exported {hwm:,} entries to {args.out}", file=sys.stderr)
-    return EXIT_OK
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -711,13 +681,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     return EXIT_OK
-
-
-def _generic_decode(payload: bytes | memoryview) -> Any:
-    try:
-        return msgspec.to_builtins(msgspec.msgpack.decode(payload), enc_hook=str)
-    except (msgspec.DecodeError, TypeError, ValueError):
-        return None
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[str]:

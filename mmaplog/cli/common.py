@@ -31,6 +31,7 @@ __all__ = [
     "progress_bar",
     "raise_on_termination",
     "resolve",
+    "resolve_many",
     "store_of",
 ]
 
@@ -94,6 +95,22 @@ def resolve(args: argparse.Namespace) -> RunInfo:
     if info.manifest is None:
         raise CorruptionError(f"run {info.run_id} cannot be read: {info.error}")
     return info
+
+
+def resolve_many(args: argparse.Namespace, specs: Sequence[str]) -> list[RunInfo]:
+    """The runs ``specs`` name, in order and without repeats; ``all`` is every run (of
+    ``--instance`` when given). Each must have a readable manifest (see ``resolve``)."""
+    store = store_of(args)
+    found: dict[str, RunInfo] = {}
+    for spec in specs:
+        infos = store.runs(args.instance) if spec == "all" else [store.resolve(spec, args.instance)]
+        for info in infos:
+            if info.manifest is None:
+                raise CorruptionError(f"run {info.run_id} cannot be read: {info.error}")
+            found.setdefault(str(info.run_dir), info)
+    if not found:
+        raise UsageError(f"no runs under {store.root}")
+    return list(found.values())
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

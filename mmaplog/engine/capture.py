@@ -27,6 +27,7 @@ from mmaplog.engine.halt import (
 from mmaplog.engine.writer import EventStoreWriter, HaltSignaled, SubmitError, WriterClosed
 from mmaplog.errors import MmapLogError
 from mmaplog.storage.entry import Headers, IndexKey
+from mmaplog.storage.schemas import TypeSchema, schema_of_struct
 
 __all__ = [
     "DEDUP_WINDOW",
@@ -38,6 +39,7 @@ __all__ = [
     "EncodeError",
     "EncodedPayload",
     "EncoderRegistry",
+    "SchemaListener",
     "SubmitCounter",
     "TypeMismatch",
     "TypedEncoder",
@@ -84,6 +86,8 @@ class EncodedPayload(msgspec.Struct, frozen=True):
 Encoder: TypeAlias = Callable[[Any], EncodedPayload]
 HeadersExtractor: TypeAlias = Callable[[Any], Headers]
 IdentityExtractor: TypeAlias = Callable[[Any], Hashable | None]
+# Told of every schema a registration records (the session writes it into schemas.json).
+SchemaListener: TypeAlias = Callable[[TypeSchema], None]
 
 
 class EncodeError(MmapLogError):
@@ -118,7 +122,7 @@ class TypedEncoder:
 
 
 class _Registration:
-    __slots__ = ("encoder", "headers", "identity", "payload_type")
+    __slots__ = ("encoder", "headers", "identity", "payload_type", "schema")
 
     def __init__(
         self,
@@ -126,11 +130,14 @@ class _Registration:
         encoder: Encoder,
         headers: HeadersExtractor | None,
         identity: IdentityExtractor | None,
+        schema: TypeSchema | None = None,
     ) -> None:
         self.payload_type = payload_type
         self.encoder = encoder
         self.headers = headers
         self.identity = identity
+        # Recorded at registration, never read on the capture path.
+        self.schema = schema
 
 
 class EncoderRegistry:
@@ -140,10 +147,11 @@ class EncoderRegistry:
     registered class are not registered by inheritance.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_schema_listeners")
 
     def __init__(self) -> None:
         self._entries: dict[type[Any], _Registration] = {}
+        self._schema_listeners: list[SchemaListener] = []
 
     def __repr__(self) -> str:
         tags = ", ".join(r.payload_type for r in self._entries.values())
@@ -160,9 +168,24 @@ class EncoderRegistry:
         other = EncoderRegistry()
         for cls, reg in self._entries.items():
             other._entries[cls] = _Registration(
-                reg.payload_type, reg.encoder, reg.headers, reg.identity
+                reg.payload_type, reg.encoder, reg.headers, reg.identity, reg.schema
             )
         return other
+
+    def schemas(self) -> list[TypeSchema]:
+        """The schema of every class registered with ``register_struct``, in order."""
+        return [reg.schema for reg in self._entries.values() if reg.schema is not None]
+
+    def add_schema_listener(self, listener: SchemaListener) -> None:
+        """Call ``listener(schema)`` for every struct registered from now on, before
+        ``register_struct`` returns (an open session records it in its run)."""
+        self._schema_listeners.append(listener)
+
+    def remove_schema_listener(self, listener: SchemaListener) -> None:
+        try:
+            self._schema_listeners.remove(listener)
+        except ValueError:
+            pass
 
     def register(
         self,
@@ -182,6 +205,7 @@ class EncoderRegistry:
         if current is not None:
             current.payload_type = payload_type
             current.encoder = encoder
+            current.schema = None
             if headers is not None:
                 current.headers = headers
             if identity is not None:
@@ -201,6 +225,9 @@ class EncoderRegistry:
         """Capture a ``msgspec.Struct`` class as MessagePack (a map with field names).
 
         ``payload_type`` defaults to the class name; ``keys(message)`` gives its index keys.
+        The class's schema (field names and types, a schema hash) is recorded with the
+        registration, and a session writes it into its run's ``schemas.json`` before the first
+        entry of the type, so readers decode the entries without importing the class.
         """
         if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
             raise TypeError(f"register_struct needs a msgspec.Struct subclass, got {cls!r}")
@@ -218,7 +245,11 @@ class EncoderRegistry:
                 return EncodedPayload(encode(message), tuple(key_fn(message)))
 
         tag = cls.__name__ if payload_type is None else payload_type
+        schema = schema_of_struct(cls, tag)
         self.register(cls, tag, encoder, headers=headers, identity=identity)
+        self._entries[cls].schema = schema
+        for listener in list(self._schema_listeners):
+            listener(schema)
 
     def register_headers(self, cls: type[T], fn: Callable[[T], Headers]) -> None:
         """Set the headers extractor of a registered class; a no-op for unregistered ones."""

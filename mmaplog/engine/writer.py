@@ -215,6 +215,11 @@ class EventStoreWriter:
         return self._state in (_HALTED, _FAILED)
 
     @property
+    def next_seq(self) -> int:
+        """The seq the next accepted entry will get."""
+        return self._accepted + 1
+
+    @property
     def core(self) -> str:
         """``native`` when the native core's channel and loop carry the entries, else
         ``pure-python``."""

@@ -37,6 +37,7 @@ class FindingKind(enum.Enum):
     INDEX_MISSING_KEY = "index_missing_key"
     INDEX_DANGLING = "index_dangling"
     SYMBOLS_DAMAGED = "symbols_damaged"
+    SCHEMAS_DAMAGED = "schemas_damaged"
     MANIFEST_MISMATCH = "manifest_mismatch"
     ANCHOR_INVALID = "anchor_invalid"
     UNREADABLE = "unreadable"

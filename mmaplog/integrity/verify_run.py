@@ -38,6 +38,7 @@ from mmaplog.storage.layout import (
 )
 from mmaplog.storage.manifest import RunStatus, encode_manifest, read_manifest
 from mmaplog.storage.mmap_backend import INDEX, MANIFEST, SEGMENTS, SYMBOLS
+from mmaplog.storage.schemas import SCHEMAS, read_schemas
 from mmaplog.storage.segments import run_hash
 from mmaplog.storage.seqindex import SeqIndex
 from mmaplog.storage.symbols import SymbolTable
@@ -80,6 +81,7 @@ class _RunScan(_PostingsCheck):
             self.check_tails()
         self.check_hash_index()
         self.check_manifest()
+        self.check_schemas()
         self.throttle(self.throttle.total)
 
     # --- loading ----------------------------------------------------------------------------
@@ -116,6 +118,14 @@ class _RunScan(_PostingsCheck):
             self.f.add(mm, "manifest mismatch encoding: not the canonical form (edited or damaged)")
         if not manifest.is_sealed() and (manifest.high_watermark or manifest.end_ts_init):
             self.f.add(mm, "manifest mismatch status: RUNNING but high_watermark or end is set")
+
+    def check_schemas(self) -> None:
+        """``schemas.json`` (when the run has one): checksum, format and every schema hash."""
+        try:
+            read_schemas(self.run_dir)
+        except (MmapLogError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            self.f.add(FindingKind.SCHEMAS_DAMAGED, f"schemas damaged: {reason}", path=SCHEMAS)
 
     def load_symbols(self) -> None:
         sd = FindingKind.SYMBOLS_DAMAGED

@@ -21,6 +21,7 @@ from mmaplog.engine.halt import HaltReason, HaltSignal
 from mmaplog.engine.writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
 from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
 from mmaplog.runs.checkpointer import CheckpointConfig, Checkpointer
+from mmaplog.runs.schema_recorder import SchemaRecorder
 from mmaplog.storage.checkpoints import Checkpoint
 from mmaplog.storage.entry import EntryDraft, Headers
 from mmaplog.storage.layout import DEFAULT_SEGMENT_SIZE
@@ -95,8 +96,10 @@ class RunSession:
         recovered: list[RecoveryReport],
         backend: MmapBackend,
         checkpointer: Checkpointer | None = None,
+        schemas: SchemaRecorder | None = None,
     ) -> None:
         self.manifest = manifest
+        self.schemas = schemas
         self._backend = backend
         self.run_dir = run_dir
         self.writer = writer
@@ -142,6 +145,7 @@ class RunSession:
             run_ended = EntryDraft(
                 Headers.empty(), "run.lifecycle.RunEnded", "RunEnded", b"", ts_init
             )
+        self._detach_schemas()
         try:
             self.writer.close(run_ended)
             self._stamp_uncaptured()
@@ -159,6 +163,10 @@ class RunSession:
             self._final = reader.manifest
         return self._final
 
+    def _detach_schemas(self) -> None:
+        if self.schemas is not None:
+            self.adapter.registry.remove_schema_listener(self.schemas)
+
     def _stamp_uncaptured(self) -> None:
         """Record the uncaptured publishes in the sealed manifest (we still hold the LOCK)."""
         uncaptured = self.adapter.uncaptured
@@ -171,6 +179,7 @@ class RunSession:
     def abandon(self) -> None:
         """Stop the writer without sealing: the run stays RUNNING, as after a crash, and its
         LOCK is released so the next session recovers it."""
+        self._detach_schemas()
         try:
             self.writer.abandon()
         finally:
@@ -251,8 +260,17 @@ def open_session(
     manifest = backend.open_run(manifest)
     assert backend.run_dir is not None
     run_dir = backend.run_dir
+    registry = registry or EncoderRegistry()
+    schemas = SchemaRecorder(run_dir)
+    try:
+        # Every struct registered so far is described before the first entry can be captured.
+        schemas.record_all(registry.schemas())
+    except BaseException:
+        backend.close()
+        raise
     halt = HaltSignal()
     writer = EventStoreWriter.spawn(backend, clock, halt.callback(), config.writer)
+    schemas.set_next_seq(lambda: writer.next_seq)
     started = EntryDraft(
         Headers.empty(),
         RUN_STARTED_TOPIC,
@@ -274,9 +292,8 @@ def open_session(
     checkpointer = None
     if config.checkpoints is not None:
         checkpointer = Checkpointer(run_dir, manifest.run_id, config.checkpoints, signer).start()
-    adapter = BusCaptureAdapter(
-        writer, registry or EncoderRegistry(), halt.callback(), unregistered=unregistered
-    )
+    registry.add_schema_listener(schemas)
+    adapter = BusCaptureAdapter(writer, registry, halt.callback(), unregistered=unregistered)
     bus = MessageBus(adapter, audit=config.audit)
     return RunSession(
         manifest=manifest,
@@ -288,6 +305,7 @@ def open_session(
         recovered=recovered,
         backend=backend,
         checkpointer=checkpointer,
+        schemas=schemas,
     )
 
 
