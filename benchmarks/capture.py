@@ -49,6 +49,7 @@ from mmaplog import (
     noop_halt,
 )
 from mmaplog.demo import DemoEngine, demo_registry
+from mmaplog.storage.core import native
 from mmaplog.storage.mmap_backend import MmapBackend
 
 TARGETS = {
@@ -117,14 +118,21 @@ class _Sink:
 class OursSink(_Sink):
     """``BusCaptureAdapter`` + writer thread + ``MmapBackend``."""
 
-    def __init__(self, tmpdir: Path, registry: EncoderRegistry, durability: Durability) -> None:
-        self.name = f"mmaplog {durability.name}"
+    def __init__(
+        self,
+        tmpdir: Path,
+        registry: EncoderRegistry,
+        durability: Durability,
+        *,
+        pure: bool = False,
+    ) -> None:
+        self.name = f"mmaplog {durability.name}" + (" (pure core)" if pure else "")
         self.backend = MmapBackend(tmpdir, "bench")
         start = time.time_ns()
         self.backend.open_run(
             RunManifest(run_id=build_run_id(start), instance_id="bench", start_ts_init=start)
         )
-        config = WriterConfig(durability=durability)
+        config = WriterConfig(durability=durability, pure_core=pure)
         self.writer = EventStoreWriter.spawn(self.backend, MonotonicWallClock(), noop_halt, config)
         self.adapter = BusCaptureAdapter(self.writer, registry, noop_halt)
         adapter_capture = self.adapter.capture
@@ -358,6 +366,13 @@ def factories(registry: EncoderRegistry) -> list[tuple[str, SinkFactory]]:
     out: list[tuple[str, SinkFactory]] = [
         ("ours-none", lambda d: OursSink(d, registry, Durability.NONE)),
         ("ours-batch", lambda d: OursSink(d, registry, Durability.BATCH)),
+    ]
+    if native is not None:  # both cores, side by side: the pure one is the reference
+        out += [
+            ("ours-none-pure", lambda d: OursSink(d, registry, Durability.NONE, pure=True)),
+            ("ours-batch-pure", lambda d: OursSink(d, registry, Durability.BATCH, pure=True)),
+        ]
+    out += [
         ("sqlite-normal", lambda d: SqliteSink(d, registry, "NORMAL")),
         ("sqlite-full", lambda d: SqliteSink(d, registry, "FULL")),
     ]
@@ -574,8 +589,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(f"n={args.n:,} demo messages, batch 100; ratio = ours / peer\n")
-    fast = [none, results["sqlite-normal"]]
-    durable = [batch, results["sqlite-full"]]
+    fast = [none, *[results[k] for k in ("ours-none-pure",) if k in results]]
+    fast.append(results["sqlite-normal"])
+    durable = [batch, *[results[k] for k in ("ours-batch-pure",) if k in results]]
+    durable.append(results["sqlite-full"])
     if "lmdb-nosync" in results:
         fast.append(results["lmdb-nosync"])
         durable.append(results["lmdb-sync"])

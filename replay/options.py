@@ -5,12 +5,12 @@ Every parser raises ``ReplayOptionError`` with a message naming the option and t
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass, field
 
 from mmaplog import IndexKey, IndexKind
+from mmaplog.query.errors import SelectionError
+from mmaplog.query.select import parse_time as parse_selection_time
 from replay.errors import ReplayOptionError
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "parse_time",
 ]
 
-_FRACTION = re.compile(r"(T\d\d:\d\d:\d\d)\.(\d+)")
 _MAX_NS = (1 << 64) - 1
 
 
@@ -122,36 +121,12 @@ class ReplayOptions:
 
 def parse_time(text: str, option: str = "time") -> int:
     """ns since the epoch from an integer (ns) or ISO-8601 (``2023-11-14T22:13:20.5Z``; no
-    offset means UTC; up to nine fractional digits are kept exactly)."""
-    raw = text.strip()
-    if raw.isdigit():
-        value = int(raw)
-        if value > _MAX_NS:
-            raise ReplayOptionError(f"{option} {text!r} is beyond 2^64 ns")
-        return value
-    fraction_ns = 0
-    match = _FRACTION.search(raw)
-    if match is not None:
-        digits = match.group(2)
-        if len(digits) > 9:
-            raise ReplayOptionError(f"{option} {text!r}: more than 9 fractional digits")
-        fraction_ns = int(digits.ljust(9, "0"))
-        raw = raw[: match.start(2) - 1] + raw[match.end(2) :]
+    offset means UTC; up to nine fractional digits are kept exactly). The one parser is
+    ``mmaplog.query.select.parse_time``; here its error is a ``ReplayOptionError``."""
     try:
-        stamp = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise ReplayOptionError(
-            f"{option} {text!r} is neither ns since the epoch nor ISO-8601 "
-            "(e.g. 2023-11-14T22:13:20Z)"
-        ) from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    seconds = delta.days * 86_400 + delta.seconds
-    value = seconds * 1_000_000_000 + delta.microseconds * 1_000 + fraction_ns
-    if value < 0:
-        raise ReplayOptionError(f"{option} {text!r} is before 1970")
-    return value
+        return parse_selection_time(text, option)
+    except SelectionError as exc:
+        raise ReplayOptionError(str(exc)) from None
 
 
 def parse_pace(text: str) -> Pace:

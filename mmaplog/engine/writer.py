@@ -129,7 +129,12 @@ class EventStoreWriter:
         self._put = self._queue.put
         # The native core's queue, when it is loaded and the backend frames channel batches.
         # It then keeps the accepted count and takes entries while the writer is OPEN.
-        if native is not None and not self._inline and hasattr(backend, "run_channel"):
+        if (
+            native is not None
+            and not self._inline
+            and not config.pure_core
+            and hasattr(backend, "run_channel")
+        ):
             self._native = NativeQueue(native, backend, config, clock, hwm)
         # Commit side: the committer publishes the committed and durable high-watermarks.
         self._commit = committer.commit

@@ -44,6 +44,9 @@ class WriterConfig:
     durability: Durability = Durability.NONE
     durability_interval_ms: int = 100
     inline: bool = False
+    # Run the pure-Python queue and framing even when the native core is loaded: the reference
+    # implementation, for side-by-side comparisons and for narrowing down a suspected defect.
+    pure_core: bool = False
     min_free_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
