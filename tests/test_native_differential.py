@@ -227,3 +227,35 @@ def test_postings_of_a_batch_cut_before_its_commit_are_rolled_back_by_recovery(
         assert all(s <= hwm for s in seqs)
     finally:
         reopened.close()
+
+
+def test_append_batch_writes_the_same_bytes_on_both_cores(tmp_path, monkeypatch):
+    """Bulk append_batch goes through the native loop with the entry hashes it is given."""
+    import mmaplog.storage.mmap_backend as backend_module
+    from mmaplog import AppendEntry, Entry, compute_entry_hash
+
+    def batches():
+        seq = 0
+        for size in (1, 100, 4000, 7):
+            out = []
+            for _ in range(size):
+                seq += 1
+                headers = Headers(uuid.UUID(int=seq), None) if seq % 3 else Headers()
+                payload = bytes([seq % 251]) * (seq % 300)
+                digest = compute_entry_hash(seq, 1000 + seq, 2000 + seq, "t", "P", payload, headers)
+                keys = (IndexKey(IndexKind.CLIENT_ORDER_ID, f"O-{seq % 50}"),)
+                entry = Entry(seq, 1000 + seq, 2000 + seq, "t", "P", payload, headers, digest)
+                out.append(AppendEntry(entry, keys))
+            yield out
+
+    runs = []
+    for name, core in (("pure", None), ("native", native)):
+        monkeypatch.setattr(backend_module, "native", core)
+        backend = MmapBackend(tmp_path / name, "diff", segment_size=SEGMENT)
+        backend.open_run(RunManifest(run_id=RUN_ID, instance_id="diff", start_ts_init=1000))
+        for batch in batches():
+            assert backend.append_batch(batch) == batch[-1].entry.seq
+        backend.close()
+        runs.append(tmp_path / name / "diff" / RUN_ID)
+    assert files_of(runs[0]) == files_of(runs[1])
+    assert verify(runs[1]).is_clean

@@ -20,6 +20,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +60,12 @@ from mmaplog.storage.manifest import (
     validate_run_id,
     write_manifest,
 )
-from mmaplog.storage.native_append import Channel, NativeAppender
+from mmaplog.storage.native_append import (
+    Channel,
+    NativeAppender,
+    bad_key_error,
+    native_posting_key,
+)
 from mmaplog.storage.repair import TailRepair, TailRepairer
 from mmaplog.storage.run_dir import (
     INDEX,
@@ -93,6 +99,10 @@ __all__ = [
 INDEX_SYNC_INTERVAL = 1.0  # seconds between fdatasyncs of index.idx and keys.hix
 # 256 KiB of slots: the first ~8k keys never pay for a table rebuild.
 _INITIAL_KEY_SLOTS = 1 << 14
+# append_batch's own native channel: slots for a typical bulk batch, and the arena its bytes
+# are copied into (a batch needing more commits in parts).
+_BATCH_CHANNEL_MIN = 4096
+_BATCH_ARENA_BYTES = 64 << 20
 
 
 class MmapBackend:
@@ -120,6 +130,7 @@ class MmapBackend:
         self._segments: SegmentSet | None = None
         self._framer: Framer | None = None
         self._appender: NativeAppender | None = None
+        self._batch_channel: Any = None  # append_batch's native channel, made on first use
         self._index: SeqIndex | None = None
         self._keys: HashIndex | None = None
         self._symbols: SymbolTable | None = None
@@ -354,6 +365,8 @@ class MmapBackend:
         if not batch:
             return self._hwm
         check_batch(batch, self._hwm)
+        if native is not None:
+            return self._append_batch_native(batch)
         rows = [
             (
                 e.seq,
@@ -421,7 +434,7 @@ class MmapBackend:
             )
         try:
             hwm, durable, ts_max, woken, timed_out = appender.run(
-                channel, max_batch, latency, timeout, sync_each
+                channel, max_batch, latency, timeout, sync_each, min_free
             )
         except OSError as exc:
             raise classify_os_error(exc, "append batch") from exc
@@ -429,6 +442,44 @@ class MmapBackend:
             self._hwm = hwm
             self._max_ts = ts_max
         return hwm, durable, woken, timed_out
+
+    def _append_batch_native(self, batch: Sequence[AppendEntry]) -> int:
+        """``append_batch`` on the native core: the entries go through a channel of this
+        backend's own and the native loop frames them (with the entry hashes they carry, as
+        the pure path writes them). A batch larger than the channel's arena commits in parts,
+        as a crash in the middle of a pure-path batch would leave it after recovery."""
+        assert native is not None
+        chan = self._batch_channel
+        if chan is None or chan.capacity < len(batch):
+            chan = self._batch_channel = native.Channel(
+                capacity=max(len(batch), _BATCH_CHANNEL_MIN),
+                max_batch=max(len(batch), _BATCH_CHANNEL_MIN),
+                arena_bytes=_BATCH_ARENA_BYTES,
+                intern=self.intern_names,
+                posting_key=native_posting_key,
+                make_error=bad_key_error,
+                clock=native.WallClock(),
+            )
+        submit = chan.submit
+        pending = 0
+        for item in batch:
+            e = item.entry
+            args = (e.seq, e.ts_publish, e.topic, e.payload_type, e.payload, e.ts_init)
+            while not submit(*args, e.headers, item.index_keys, e.entry_hash):
+                if not pending:  # pragma: no cover - an entry always fits an empty arena
+                    raise BackendError(f"entry seq {e.seq} does not fit the native channel")
+                self._run_batch_channel(chan, pending)
+                pending = 0
+            pending += 1
+        self._run_batch_channel(chan, pending)
+        return self._hwm
+
+    def _run_batch_channel(self, chan: Any, n: int) -> None:
+        done = self._hwm + n
+        while self._hwm < done:
+            hwm, _, _, _ = self.run_channel(chan, n, 0.0, 0.0, sync_each=False, min_free=0)
+            if hwm < done and not chan.counts()[0] - chan.counts()[2]:
+                raise BackendError(f"native append stopped at seq {hwm} of {done}")
 
     def _check_appendable(self) -> None:
         manifest = self._run()

@@ -124,12 +124,21 @@ class NativeAppender:
         )
 
     def run(
-        self, channel: Channel, max_batch: int, latency: float, timeout: float, sync_each: bool
+        self,
+        channel: Channel,
+        max_batch: int,
+        latency: float,
+        timeout: float,
+        sync_each: bool,
+        min_free: int,
     ) -> tuple[int, int, int, bool, bool]:
         """Commit what the channel holds (waiting up to ``timeout`` for the first entry, -1:
         no limit) until Python is needed. Returns (high-watermark, durable seq, ts_max, woken
         by a request or flush, timed out with nothing to do)."""
         fw = self._fw
+        if min_free != self._min_free:
+            self._min_free = min_free
+            self._configure()
         while True:
             event, a, b = fw.run(
                 channel, max_batch, latency, timeout, MAX_BATCHES_PER_RUN, sync_each

@@ -228,7 +228,7 @@ static unsigned char *arena_reserve(mml_channel *ch, size_t need, size_t *cost) 
 /* Queue one entry under `seq`: 1 queued, 0 no room (nothing taken), -1 a Python error. */
 static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyObject *topic,
                         PyObject *ptype, PyObject *payload_obj, uint64_t ts_init,
-                        PyObject *headers, PyObject *keys) {
+                        PyObject *headers, PyObject *keys, PyObject *digest) {
     uint64_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_acquire);
     if (head - taken >= ch->capacity) return 0; /* channel_capacity entries wait */
@@ -245,6 +245,15 @@ static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyOb
         return -1;
     }
     slot.payload_len = (uint32_t)payload.len;
+    if (digest != NULL && digest != Py_None) {
+        if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 16) {
+            PyBuffer_Release(&payload);
+            PyErr_SetString(PyExc_ValueError, "entry_hash must be 16 bytes");
+            return -1;
+        }
+        memcpy(slot.digest, PyBytes_AS_STRING(digest), 16);
+        slot.has_digest = 1;
+    }
 
     /* headers: correlation and causation ids (None when absent) */
     PyObject *corr = PyObject_GetAttr(headers, str_correlation_id);
@@ -435,10 +444,10 @@ fail:
 /* submit(seq, ts_publish, topic, payload_type, payload, ts_init, headers, index_keys) -> bool:
  * the writer's slow paths (a stalled producer, close's last entry) with the seq they chose. */
 static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8) {
+    if (nargs != 8 && nargs != 9) {
         PyErr_SetString(PyExc_TypeError,
                         "submit(seq, ts_publish, topic, payload_type, payload, ts_init, "
-                        "headers, index_keys)");
+                        "headers, index_keys[, entry_hash])");
         return NULL;
     }
     uint64_t seq = PyLong_AsUnsignedLongLong(args[0]);
@@ -446,7 +455,7 @@ static PyObject *channel_submit(mml_channel *ch, PyObject *const *args, Py_ssize
     uint64_t ts_init = PyLong_AsUnsignedLongLong(args[5]);
     if (PyErr_Occurred()) return NULL;
     int rc = submit_entry(ch, seq, ts_publish, args[2], args[3], args[4], ts_init, args[6],
-                          args[7]);
+                          args[7], nargs == 9 ? args[8] : NULL);
     if (rc < 0) return NULL;
     return PyBool_FromLong(rc);
 }
@@ -487,7 +496,8 @@ static PyObject *channel_submit_fields(mml_channel *ch, PyObject *const *args,
         ts_init = PyLong_AsUnsignedLongLong(args[3]);
         if (PyErr_Occurred()) return NULL;
     }
-    int rc = submit_entry(ch, seq, now, args[0], args[1], args[2], ts_init, args[4], args[5]);
+    int rc =
+        submit_entry(ch, seq, now, args[0], args[1], args[2], ts_init, args[4], args[5], NULL);
     if (rc < 0) return NULL;
     return PyLong_FromUnsignedLongLong(rc ? seq : 0);
 }
@@ -653,6 +663,15 @@ static PyObject *channel_take_error(mml_channel *ch, PyObject *seq) {
     return error;
 }
 
+static PyObject *channel_get_capacity(mml_channel *ch, void *Py_UNUSED(closure)) {
+    return PyLong_FromUnsignedLongLong(ch->capacity);
+}
+
+static PyGetSetDef channel_getset[] = {
+    {"capacity", (getter)channel_get_capacity, NULL, "entries that may wait", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyObject *channel_counts(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue("KKK", (unsigned long long)atomic_load(&ch->head),
                          (unsigned long long)atomic_load(&ch->taken),
@@ -775,6 +794,7 @@ PyTypeObject mml_ChannelType = {
     .tp_init = (initproc)channel_init,
     .tp_dealloc = (destructor)channel_dealloc,
     .tp_methods = channel_methods,
+    .tp_getset = channel_getset,
 };
 
 int mml_channel_init_strings(void) {

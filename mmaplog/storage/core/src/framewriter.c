@@ -273,7 +273,10 @@ static frame_result frame_batch(mml_framewriter *fw) {
         else memset(f + 48, 0, 16);
         if (s->flags & MML_FLAG_CAUSATION) memcpy(f + 64, s->caus, 16);
         else memset(f + 64, 0, 16);
-        entry_hash(s, pair, f + 80);
+        if (s->has_digest) /* append_batch: the caller's hash, written as given (pure path) */
+            memcpy(f + 80, s->digest, 16);
+        else
+            entry_hash(s, pair, f + 80);
         mml_copy(f + MML_FRAME_HEADER_SIZE, s->data, (size_t)s->payload_len + s->keys_len);
         memset(f + body, 0, pad);
         mml_put_u64(f + length - 8, mml_xxh3_64(f, length - 8, 0));

@@ -73,6 +73,8 @@ typedef struct {
     size_t arena_cost;     /* arena bytes this entry holds, wrap waste included */
     unsigned char corr[16];
     unsigned char caus[16];
+    unsigned char digest[16]; /* the entry hash the caller gave (has_digest), else computed */
+    uint32_t has_digest;
 } mml_slot;
 
 typedef struct {
