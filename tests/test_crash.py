@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,9 +69,9 @@ def run_until_killed(
     return run_id, published
 
 
-def check_recovered(root: Path, run_id: str, published: int) -> int:
+def check_recovered(root: Path, run_id: str, published: int, **session_options: Any) -> int:
     store = Store(root)
-    session = store.open_session("crashy")  # recovers the crashed predecessor first
+    session = store.open_session("crashy", **session_options)  # recovers the predecessor first
     try:
         assert session.parent_run_id == run_id
         (report,) = [r for r in session.recovered if r.run_id == run_id]

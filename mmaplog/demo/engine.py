@@ -48,7 +48,7 @@ from mmaplog.demo.components import (
 from mmaplog.demo.interrupt import deferred_sigint
 from mmaplog.demo.messages import DemoMessage, TimeEvent
 from mmaplog.demo.registry import DEMO_FEATURE_FLAG, demo_registry
-from mmaplog.runs.checkpointer import CheckpointConfig
+from mmaplog.runs.checkpointer import AUTO_CHECKPOINTS, CheckpointConfig
 from mmaplog.runs.session import RunIdentity, SessionConfig
 from mmaplog.runs.store import Store
 from mmaplog.storage.entry import Headers
@@ -298,7 +298,12 @@ def run_demo(
         identity=identity,
         registry=demo_registry(),
         components=demo_components(config),
-        config=SessionConfig(checkpoints=CheckpointConfig(signing_key=signing_key)),
+        # Signed checkpoints with a key (--signing-key or $MMAPLOG_SIGNING_KEY), else none.
+        config=SessionConfig(
+            checkpoints=AUTO_CHECKPOINTS
+            if signing_key is None
+            else CheckpointConfig(signing_key=signing_key)
+        ),
     )
     with session:
         engine = DemoEngine.for_run(session.bus, session.manifest)

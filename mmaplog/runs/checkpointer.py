@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from mmaplog.errors import MmapLogError
 from mmaplog.integrity.signing import Signer, load_signer, signer_from_env
@@ -51,6 +52,14 @@ class CheckpointConfig:
             return load_signer(self.signing_key)
         return signer_from_env()
 
+    def resolved(self) -> CheckpointConfig | None:
+        """The configuration a session uses: ``AUTO_CHECKPOINTS`` (the default) turns
+        checkpoints on only when a signing key is configured (``$MMAPLOG_SIGNING_KEY``); any
+        other configuration is used as it is."""
+        if self is AUTO_CHECKPOINTS and self.signer() is None:
+            return None
+        return self
+
     def sinks(self) -> list[CheckpointSink]:
         out: list[CheckpointSink] = []
         if self.sink_file is not None:
@@ -58,6 +67,14 @@ class CheckpointConfig:
         if self.sink is not None:
             out.append(self.sink)
         return out
+
+
+# The session default. Unsigned checkpoints kept only inside the run prove nothing against an
+# attacker who can rewrite the run (he recomputes them too), while the checkpointer's hashing
+# costs capture throughput (see benchmarks/merkle.py); so by default they are on only when a
+# signing key is configured. Pass CheckpointConfig() (with a sink_file, say) to keep unsigned
+# ones, or None to turn them off whatever the environment.
+AUTO_CHECKPOINTS: Final = CheckpointConfig()
 
 
 class Checkpointer:

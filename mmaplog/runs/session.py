@@ -20,7 +20,7 @@ from mmaplog.engine.capture import BusCaptureAdapter, EncoderRegistry, Unregiste
 from mmaplog.engine.halt import HaltReason, HaltSignal
 from mmaplog.engine.writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
 from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
-from mmaplog.runs.checkpointer import CheckpointConfig, Checkpointer
+from mmaplog.runs.checkpointer import AUTO_CHECKPOINTS, CheckpointConfig, Checkpointer
 from mmaplog.runs.schema_recorder import SchemaRecorder
 from mmaplog.storage.checkpoints import Checkpoint
 from mmaplog.storage.entry import EntryDraft, Headers
@@ -72,13 +72,14 @@ class RunIdentity:
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     """Writer knobs plus the session's own: segment size, boot timeout, bus audit mode, and
-    the Merkle tree and checkpoints (``checkpoints=None`` turns them off)."""
+    the Merkle tree and checkpoints: by default (``AUTO_CHECKPOINTS``) on when a signing key
+    is configured, a ``CheckpointConfig`` turns them on, ``None`` turns them off."""
 
     writer: WriterConfig = field(default_factory=WriterConfig)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     run_started_timeout: float = 5.0
     audit: Literal["enqueue", "commit"] = "enqueue"
-    checkpoints: CheckpointConfig | None = field(default_factory=CheckpointConfig)
+    checkpoints: CheckpointConfig | None = AUTO_CHECKPOINTS
 
 
 class RunSession:
@@ -229,10 +230,11 @@ def open_session(
     config = config or SessionConfig()
     clock = clock or MonotonicWallClock()
     components = components or RegisteredComponents()
-    signer = config.checkpoints.signer() if config.checkpoints is not None else None
+    checkpoints = config.checkpoints.resolved() if config.checkpoints is not None else None
+    signer = checkpoints.signer() if checkpoints is not None else None
     recovered = recover_predecessors(store, instance_id)
-    if config.checkpoints is not None:
-        _checkpoint_recovered(recovered, config.checkpoints, signer)
+    if checkpoints is not None:
+        _checkpoint_recovered(recovered, checkpoints, signer)
     if source_run_id is not None:
         validate_run_id(source_run_id)
     start = clock.now_ns() if start_ts_init is None else start_ts_init
@@ -290,8 +292,8 @@ def open_session(
             backend.close()
         raise
     checkpointer = None
-    if config.checkpoints is not None:
-        checkpointer = Checkpointer(run_dir, manifest.run_id, config.checkpoints, signer).start()
+    if checkpoints is not None:
+        checkpointer = Checkpointer(run_dir, manifest.run_id, checkpoints, signer).start()
     registry.add_schema_listener(schemas)
     adapter = BusCaptureAdapter(writer, registry, halt.callback(), unregistered=unregistered)
     bus = MessageBus(adapter, audit=config.audit)
