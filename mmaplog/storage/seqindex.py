@@ -192,6 +192,13 @@ class SeqIndex:
             self._mapped_records = on_disk
         return self._array[:count]
 
+    def mapping(self, count: int) -> mmap.mmap:
+        """The read-only mapping holding at least records 1..count (header included), for the
+        record checks and the native read path: record N is at ``64 + (N - 1) * 96``."""
+        self.array(count)
+        assert self._map is not None
+        return self._map
+
     def check_not_truncated(self) -> None:
         if self._mapped_records and self.records_on_disk() < self._mapped_records:
             self._array = None
