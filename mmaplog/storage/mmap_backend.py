@@ -601,12 +601,20 @@ class MmapBackend:
         if index.checksummed:
             check_records(index, index.mapping(hwm), lo, hi - lo + 1)
             return
-        # v1: no record checksum; the frame cross-check is what vouches for a record.
+        # v1: no record checksum; the frame cross-check is what vouches for a record, and
+        # ts_max (not in the frame) must be the running max of the checked ts_init.
         step = READ_CHUNK * 16
         for start in range(lo, hi + 1, step):
             chunk = self.check_chunk(start, min(start + step - 1, hi), hashes=False)
             if chunk.error is not None:
                 raise chunk.error
+        arr = index.array(hwm)[:hi]
+        wrong = np.flatnonzero(np.maximum.accumulate(arr["ts_init"]) != arr["ts_max"])
+        if wrong.size:
+            seq = int(wrong[0]) + 1
+            raise IndexCorruptError(
+                "seq index record's running max of ts_init is wrong", path=index.path, seq=seq
+            )
 
     def damaged_records(self, lo: int, hi: int) -> list[tuple[int, IndexCorruptError]]:
         """The seqs of ``lo..=hi`` whose records fail their own check (v2 checksum, seq,

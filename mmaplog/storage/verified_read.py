@@ -192,8 +192,9 @@ class ReadChecks:
         top = int(max(records["topic"].max(), records["ptype"].max()))
         self.names(top)
         numbers = records["segment"]
-        first, last = int(numbers[0]), int(numbers[-1])
-        wanted = range(first, last + 1) if 0 <= last - first < 8 else np.unique(numbers).tolist()
+        # Every segment a record names (a damaged record may name any number, in any order).
+        least, most = int(numbers.min()), int(numbers.max())
+        wanted = range(least, most + 1) if most - least < 8 else np.unique(numbers).tolist()
         segs: list[tuple[int, memoryview | None]] = []
         for number in sorted(set(wanted)):
             segs.append((number, self._mapped(int(number), lo)))
