@@ -469,6 +469,11 @@ class MmapBackend:
         self._guard_truncation()
         return self._require_checks().entry(seq, hwm, copy=copy)
 
+    def _guard_index(self) -> None:
+        if not self._writable:
+            # An index cut short under its mapping would SIGBUS a read of a record.
+            self._require_index().check_not_truncated()
+
     def _guard_truncation(self) -> None:
         if not self._writable:
             # A file cut short under a mapping would SIGBUS a read: refuse it first.
@@ -534,7 +539,7 @@ class MmapBackend:
             return []  # not a UUID: no entry can carry it as a correlation id
         seqs = keys.lookup_all(kind.value, stored, max_seq=hwm)
         # The seqs are handed out to be read through their records: check those records.
-        self._guard_truncation()
+        self._guard_index()
         index = self._require_index()
         check_seqs(index, index.mapping(hwm), seqs)
         return seqs
@@ -636,7 +641,7 @@ class MmapBackend:
             arr = self.checked_index()
             pos = int(np.searchsorted(arr["ts_max"], np.uint64(ts_init), side="left"))
         else:
-            self._guard_truncation()
+            self._guard_index()
             pos = seek_ts_max(index, index.mapping(hwm), hwm, ts_init)
         return pos + 1 if pos < hwm else None
 

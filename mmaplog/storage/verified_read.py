@@ -19,6 +19,7 @@ and when the bulk check fails, the reference re-checks the range seq by seq so t
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -364,6 +365,23 @@ def chunk_entries(chunk: CheckedChunk, names: tuple[str, ...], copy: bool) -> li
     n = len(recs)
     if n == 0:
         return []
+    if native is not None and chunk.views:
+        built: list[Entry] = native.build_entries(
+            np.ascontiguousarray(recs),
+            n,
+            chunk.views,
+            chunk.segment_of,
+            chunk.payload_at,
+            chunk.payload_len,
+            names,
+            copy,
+            Entry,
+            Headers,
+            _EMPTY_HEADERS,
+            uuid.UUID,
+            uuid.SafeUUID.unknown,
+        )
+        return built
     raw = recs.view(np.uint8).reshape(n, -1) if recs.flags.c_contiguous else None
     if raw is None:
         raw = np.ascontiguousarray(recs).view(np.uint8).reshape(n, -1)

@@ -462,7 +462,148 @@ done:
     return result;
 }
 
+/* --- entries from a checked chunk (verified_read.py: chunk_entries) ------------------------ */
+
+/* A uuid.UUID from 16 big-endian bytes, as index_keys.fast_uuid builds it: the immutable
+ * class's own __setattr__ is bypassed (the bytes are always a valid UUID). */
+static PyObject *str_int_attr, *str_is_safe_attr;
+
+static PyObject *make_uuid(PyTypeObject *uuid_type, PyObject *safe, const unsigned char *raw) {
+    PyObject *u = uuid_type->tp_alloc(uuid_type, 0);
+    if (u == NULL) return NULL;
+    PyObject *value = _PyLong_FromByteArray(raw, 16, 0, 0);
+    if (value == NULL || PyObject_GenericSetAttr(u, str_int_attr, value) < 0 ||
+        PyObject_GenericSetAttr(u, str_is_safe_attr, safe) < 0) {
+        Py_XDECREF(value);
+        Py_DECREF(u);
+        return NULL;
+    }
+    Py_DECREF(value);
+    /* Its fields (an int, a SafeUUID member) can never lead back to it: no cycle, so the
+     * cyclic GC need not track it (as CPython untracks tuples of atomics). Scanning a run
+     * creates millions of these; tracked, the collector's passes cost more than the scan. */
+    PyObject_GC_UnTrack(u);
+    return u;
+}
+
+/* build_entries(records, n, views, segment_of, payload_at, payload_len, names, copy,
+ *               entry_type, headers_type, empty_headers, uuid_type, safe_unknown) -> [Entry]
+ * records: the chunk's n seq-index records (96 bytes each, contiguous).
+ * Only for rows verify_chunk passed: the records agree with their frames, every offset was
+ * bounds-checked there (and is checked again here against the views' sizes). */
+static PyObject *py_build_entries(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *index_obj, *views_obj, *segof_obj, *at_obj, *len_obj, *names, *entry_type,
+        *headers_type, *empty_headers, *uuid_type, *safe;
+    Py_ssize_t n;
+    int copy;
+    if (!PyArg_ParseTuple(args, "OnOOOOO!pOOOO!O", &index_obj, &n, &views_obj,
+                          &segof_obj, &at_obj, &len_obj, &PyTuple_Type, &names, &copy,
+                          &entry_type, &headers_type, &empty_headers, &PyType_Type, &uuid_type,
+                          &safe))
+        return NULL;
+    if (!PyList_Check(views_obj)) {
+        PyErr_SetString(PyExc_TypeError, "views must be a list");
+        return NULL;
+    }
+    if (str_int_attr == NULL) {
+        str_int_attr = PyUnicode_InternFromString("int");
+        str_is_safe_attr = PyUnicode_InternFromString("is_safe");
+        if (str_int_attr == NULL || str_is_safe_attr == NULL) return NULL;
+    }
+    Py_ssize_t nviews = PyList_GET_SIZE(views_obj), nnames = PyTuple_GET_SIZE(names);
+    PyObject *out = NULL;
+    Py_buffer index = {0}, segof = {0}, at = {0}, plen = {0};
+    Py_buffer *vb = PyMem_Calloc((size_t)nviews + 1, sizeof(Py_buffer));
+    Py_ssize_t got_views = 0;
+    int ok = 0;
+    if (vb == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (get_buffer(index_obj, &index) < 0) goto done;
+    if (get_buffer(segof_obj, &segof) < 0) goto done;
+    if (get_buffer(at_obj, &at) < 0) goto done;
+    if (get_buffer(len_obj, &plen) < 0) goto done;
+    for (; got_views < nviews; got_views++)
+        if (get_buffer(PyList_GET_ITEM(views_obj, got_views), &vb[got_views]) < 0) goto done;
+    if (n < 0 || segof.len < n * 8 || at.len < n * 8 || plen.len < n * 8) {
+        PyErr_SetString(PyExc_ValueError, "columns hold fewer than n rows");
+        goto done;
+    }
+    out = PyList_New(n);
+    if (out == NULL) goto done;
+    const int64_t *segs = segof.buf, *ats = at.buf, *lens = plen.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *r = (size_t)(i + 1) * MML_INDEX_RECORD_SIZE <= (size_t)index.len
+                                     ? (const unsigned char *)index.buf + i * MML_INDEX_RECORD_SIZE
+                                     : NULL;
+        int64_t s = segs[i], a = ats[i], l = lens[i];
+        uint32_t topic = r ? get_u32(r + R_TOPIC) : 0, ptype = r ? get_u32(r + R_PTYPE) : 0;
+        if (r == NULL || s < 0 || s >= nviews || a < 16 || l < 0 ||
+            (uint64_t)a + (uint64_t)l > (uint64_t)vb[s].len || topic == 0 || ptype == 0 ||
+            topic >= (uint64_t)nnames || ptype >= (uint64_t)nnames) {
+            PyErr_SetString(PyExc_ValueError, "row outside the checked chunk");
+            goto done;
+        }
+        const unsigned char *base = vb[s].buf;
+        PyObject *item[8] = {NULL};
+        item[0] = PyLong_FromUnsignedLongLong(get_u64(r + R_SEQ));
+        item[1] = PyLong_FromUnsignedLongLong(get_u64(r + R_TS_INIT));
+        item[2] = PyLong_FromUnsignedLongLong(get_u64(r + R_TS_PUBLISH));
+        item[3] = Py_NewRef(PyTuple_GET_ITEM(names, topic));
+        item[4] = Py_NewRef(PyTuple_GET_ITEM(names, ptype));
+        if (copy)
+            item[5] = PyBytes_FromStringAndSize((const char *)base + a, l);
+        else
+            item[5] = PySequence_GetSlice(PyList_GET_ITEM(views_obj, s), a, a + l);
+        uint32_t flags = get_u32(r + R_FLAGS);
+        if (flags & (MML_FLAG_CORRELATION | MML_FLAG_CAUSATION)) {
+            PyObject *ids[2] = {Py_None, Py_None};
+            int bad = 0;
+            if (flags & MML_FLAG_CORRELATION) {
+                ids[0] = make_uuid((PyTypeObject *)uuid_type, safe, r + R_IDS);
+                bad |= ids[0] == NULL;
+            }
+            if (!bad && (flags & MML_FLAG_CAUSATION)) {
+                ids[1] = make_uuid((PyTypeObject *)uuid_type, safe, r + R_IDS + 16);
+                bad |= ids[1] == NULL;
+            }
+            item[6] = bad ? NULL : PyObject_Vectorcall(headers_type, ids, 2, NULL);
+            if (ids[0] != Py_None) Py_XDECREF(ids[0]);
+            if (ids[1] != Py_None) Py_XDECREF(ids[1]);
+        } else {
+            item[6] = Py_NewRef(empty_headers);
+        }
+        item[7] = PyBytes_FromStringAndSize((const char *)base + a - 16, 16); /* entry hash */
+        PyObject *entry = NULL;
+        int complete = 1;
+        for (int k = 0; k < 8; k++) complete &= item[k] != NULL;
+        if (complete) entry = PyObject_Vectorcall(entry_type, item, 8, NULL);
+        /* Entry and Headers are frozen and hold only values created here (ints, strs, bytes,
+         * a memoryview of the segment's mapping, untracked UUIDs): nothing reachable from
+         * them can refer back, so they are left out of the cyclic GC too. */
+        if (entry != NULL && PyObject_GC_IsTracked(entry)) PyObject_GC_UnTrack(entry);
+        if (item[6] != NULL && PyObject_GC_IsTracked(item[6])) PyObject_GC_UnTrack(item[6]);
+        for (int k = 0; k < 8; k++) Py_XDECREF(item[k]);
+        if (entry == NULL) goto done;
+        PyList_SET_ITEM(out, i, entry);
+    }
+    ok = 1;
+done:
+    for (Py_ssize_t k = 0; k < got_views; k++) PyBuffer_Release(&vb[k]);
+    PyMem_Free(vb);
+    if (plen.obj) PyBuffer_Release(&plen);
+    if (at.obj) PyBuffer_Release(&at);
+    if (segof.obj) PyBuffer_Release(&segof);
+    if (index.obj) PyBuffer_Release(&index);
+    if (!ok) Py_CLEAR(out);
+    return out;
+}
+
 PyMethodDef mml_reader_methods[] = {
+    {"build_entries", py_build_entries, METH_VARARGS,
+     "build_entries(records, n, views, segment_of, payload_at, payload_len, names, "
+     "copy, entry_type, headers_type, empty_headers, uuid_type, safe_unknown) -> [Entry]"},
     {"check_records", py_check_records, METH_VARARGS,
      "check_records(index, first_seq, n, checksummed) -> None | (i, code)"},
     {"check_seqs", py_check_seqs, METH_VARARGS,
