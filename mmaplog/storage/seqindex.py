@@ -21,6 +21,7 @@ import numpy.typing as npt
 import xxhash
 
 from mmaplog.errors import FormatError, IndexCorruptError
+from mmaplog.storage.core import native
 from mmaplog.storage.fileio import FILE_MODE, open_ro, preallocate, pwrite_all
 from mmaplog.storage.layout import (
     INDEX_COMMITTED_OFFSET,
@@ -123,6 +124,11 @@ class SeqIndex:
     # --- header -----------------------------------------------------------------------------
     def committed(self) -> int:
         """The committed count (high-watermark) the header claims, clamped to the file."""
+        if native is not None:  # the same pread, without a bytes object and an unpack
+            value: int | None = native.pread_u64(self._fd, INDEX_COMMITTED_OFFSET)
+            if value is None:
+                raise IndexCorruptError("seq index truncated", path=self.path)
+            return value
         raw = os.pread(self._fd, 8, INDEX_COMMITTED_OFFSET)
         if len(raw) < 8:
             raise IndexCorruptError("seq index truncated", path=self.path)
@@ -131,7 +137,7 @@ class SeqIndex:
 
     def records_on_disk(self) -> int:
         """How many whole records the file can hold (remembered as ``known_records``)."""
-        size = os.fstat(self._fd).st_size
+        size: int = native.file_size(self._fd) if native is not None else os.fstat(self._fd).st_size
         self.known_records = max(0, (size - INDEX_HEADER_SIZE) // INDEX_RECORD_SIZE)
         return self.known_records
 

@@ -24,6 +24,8 @@
 #include "native.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum {
     RC_OK = 0,
@@ -600,7 +602,38 @@ done:
     return out;
 }
 
+/* --- the two syscalls of every point read ------------------------------------------------- */
+
+/* file_size(fd) -> st_size: os.fstat without building a stat_result (the truncation guard
+ * before every point read, segments.py / seqindex.py check_not_truncated). */
+static PyObject *py_file_size(PyObject *Py_UNUSED(module), PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+        return NULL;
+    }
+    struct stat st;
+    if (fstat((int)fd, &st) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLongLong((long long)st.st_size);
+}
+
+/* pread_u64(fd, offset) -> the little-endian u64 there, or None when the file ends first
+ * (the committed count, read on every high_watermark). */
+static PyObject *py_pread_u64(PyObject *Py_UNUSED(module), PyObject *args) {
+    int fd;
+    long long offset;
+    if (!PyArg_ParseTuple(args, "iL", &fd, &offset)) return NULL;
+    unsigned char raw[8];
+    ssize_t got = pread(fd, raw, 8, (off_t)offset);
+    if (got < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    if (got < 8) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(get_u64(raw));
+}
+
 PyMethodDef mml_reader_methods[] = {
+    {"file_size", py_file_size, METH_O, "file_size(fd) -> st_size"},
+    {"pread_u64", py_pread_u64, METH_VARARGS, "pread_u64(fd, offset) -> int | None"},
     {"build_entries", py_build_entries, METH_VARARGS,
      "build_entries(records, n, views, segment_of, payload_at, payload_len, names, "
      "copy, entry_type, headers_type, empty_headers, uuid_type, safe_unknown) -> [Entry]"},
