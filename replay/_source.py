@@ -20,6 +20,7 @@ from mmaplog.errors import (
     ChecksumMismatchError,
     GapError,
     HashMismatchError,
+    IndexCorruptError,
     TornFrameError,
 )
 from mmaplog.storage.mmap_backend import lock_is_held
@@ -46,7 +47,9 @@ def classify_corruption(exc: MmapLogError, seq: int) -> ReplayIntegrityError:
     message = f"{reason} {where}".strip()
     if isinstance(exc, ChecksumMismatchError | HashMismatchError):
         return ReplayHashError(message, seq=seq)
-    if isinstance(exc, GapError | TornFrameError) or "seq mismatch" in reason:
+    # A damaged seq-index record makes its entry unreachable through the index: a gap.
+    unreachable = isinstance(exc, IndexCorruptError) and reason.startswith("seq index record")
+    if isinstance(exc, GapError | TornFrameError) or "seq mismatch" in reason or unreachable:
         return ReplayGapError(f"entry is missing: {message}", seq=seq)
     return ReplayIntegrityError(message, seq=seq)
 
@@ -122,11 +125,11 @@ class EntrySource:
 
     # -- one chunk ---------------------------------------------------------------------------
     def _chunk(self, lo: int, hi: int) -> Iterator[Entry]:
-        index = self.reader.index()
-        seqs = np.asarray(index["seq"][lo - 1 : hi], dtype=np.uint64)
-        expected = np.arange(lo, hi + 1, dtype=np.uint64)
-        bad = expected[seqs != expected] if len(seqs) == len(expected) else expected
-        selected = self._select(lo, hi)
+        # A record that fails its own check (v2 checksum, seq) makes its entry unreachable:
+        # a gap, reported where the replay meets it; every other record is used checked.
+        damaged = dict(self.reader.backend.damaged_records(lo, hi))
+        bad = np.array(sorted(damaged), dtype=np.uint64)
+        selected = self._select(lo, hi, sorted(damaged))
         if selected is not None:
             self.skipped_by_filter += (hi - lo + 1) - len(selected)
         if not len(bad) and selected is None:
@@ -151,19 +154,17 @@ class EntrySource:
         gap = next(gaps, None)
         for start, end in runs:
             while gap is not None and gap < start:
-                self._gap(gap, int(seqs[gap - lo]))
+                self._gap(gap, damaged[gap])
                 gap = next(gaps, None)
             yield from self._scan(start, end, None if mask is None else (lo, mask))
         while gap is not None:
-            self._gap(gap, int(seqs[gap - lo]))
+            self._gap(gap, damaged[gap])
             gap = next(gaps, None)
         self.next_seq = hi + 1
 
-    def _gap(self, seq: int, found: int) -> None:
+    def _gap(self, seq: int, why: CorruptionError) -> None:
         self.skipped_by_error += 1
-        self._on_error(
-            ReplayGapError(f"entry is missing (its seq index record holds seq {found})", seq=seq)
-        )
+        self._on_error(ReplayGapError(f"entry is missing ({why.reason})", seq=seq))
 
     def _scan(self, start: int, end: int, mask: tuple[int, list[bool]] | None) -> Iterator[Entry]:
         """Entries ``start..=end`` through ``Reader.scan``; a storage error is reported for
@@ -205,8 +206,10 @@ class EntrySource:
                 self.next_seq = cursor
 
     # -- filters -----------------------------------------------------------------------------
-    def _select(self, lo: int, hi: int) -> SeqArray | None:
-        """The seqs of ``lo..=hi`` every filter keeps, or None when there is no filter."""
+    def _select(self, lo: int, hi: int, damaged: list[int]) -> SeqArray | None:
+        """The seqs of ``lo..=hi`` every filter keeps, or None when there is no filter. The
+        filters never look at a ``damaged`` record (they would raise on it): they run on the
+        ranges between them."""
         opts = self.options
         if not opts.has_filter:
             return None
@@ -218,15 +221,19 @@ class EntrySource:
             or opts.since is not None
             or opts.until is not None
         ):
-            seqs = reader.filter(
-                topic=opts.topic,
-                payload_type=opts.payload_type,
-                correlation_id=opts.correlation_id,
-                since=opts.since,
-                until=opts.until,
-                from_seq=lo,
-                to_seq=hi,
-            )
+            parts = [
+                reader.filter(
+                    topic=opts.topic,
+                    payload_type=opts.payload_type,
+                    correlation_id=opts.correlation_id,
+                    since=opts.since,
+                    until=opts.until,
+                    from_seq=start,
+                    to_seq=end,
+                )
+                for start, end in _runs(lo, hi, damaged)
+            ]
+            seqs = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
         else:
             seqs = np.arange(lo, hi + 1, dtype=np.uint64)
         if opts.keys:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xxhash
 
 from mmaplog import (
     Headers,
@@ -207,7 +208,8 @@ def test_scan_batches_match_the_entry_scan_column_for_column(tmp_path):
         assert list(reader.scan_batches(500, 600)) == []
 
 
-@pytest.mark.parametrize(("where", "error"), [(100, "checksum"), (8, "index record")])
+# A frame's checksum is checked before any of its fields is compared with the record.
+@pytest.mark.parametrize(("where", "error"), [(100, "checksum"), (8, "frame checksum")])
 def test_scan_batches_raise_typed_errors_on_damage(tmp_path, where, error):
     from mmaplog import CorruptionError
 
@@ -229,10 +231,14 @@ def test_scan_batches_refuse_an_index_record_naming_an_unknown_symbol(tmp_path, 
     from mmaplog import IndexCorruptError
 
     run_dir = build_run(tmp_path, "1700000000000000001-0000000a", n=20)
-    offset = 64 + 11 * 96 + 44  # record of seq 12, its topic id
+    at = 64 + 11 * 96  # record of seq 12: its topic id, then its v2 checksum made to match
     with open(run_dir / "index.idx", "r+b") as f:
-        f.seek(offset)
-        f.write(topic_id.to_bytes(4, "little"))
+        f.seek(at)
+        rec = bytearray(f.read(96))
+        rec[44:48] = topic_id.to_bytes(4, "little")
+        rec[88:96] = xxhash.xxh3_64_intdigest(bytes(rec[:88])).to_bytes(8, "little")
+        f.seek(at)
+        f.write(rec)
     with (
         Reader(run_dir) as reader,
         pytest.raises(IndexCorruptError, match="unknown symbol") as info,

@@ -74,11 +74,7 @@ class Reader:
     # --- entries ----------------------------------------------------------------------------
     def entry(self, seq: int, *, copy: bool = False) -> Entry | None:
         """The entry at ``seq`` (hash-checked), with a zero-copy payload unless ``copy``."""
-        hwm = self.high_watermark
-        if seq < 1 or seq > hwm:
-            return None
-        rec = self._backend.index_array()[seq - 1]
-        return self._backend.read_entry(seq, int(rec["segment"]), int(rec["offset"]), copy=copy)
+        return self._backend.checked_entry(seq, copy=copy)
 
     def scan(
         self,
@@ -154,17 +150,18 @@ class Reader:
 
     # --- vectorised views -------------------------------------------------------------------
     def index(self) -> npt.NDArray[np.void]:
-        """The committed seq-index records (row i is seq i + 1), a zero-copy numpy view."""
-        return self._backend.index_array()
+        """The committed seq-index records (row i is seq i + 1), a zero-copy numpy view; every
+        record is checked (its v2 checksum, or against its frame in a v1 run) before it is
+        handed out, once per reader."""
+        return self._backend.checked_index()
 
     def seek_time(self, ts_init: int) -> int | None:
         """The first seq whose ts_init is ≥ ``ts_init``, or None past the end.
 
-        Uses the running max of ts_init, which is sorted even where ts_init is not.
+        Uses the running max of ts_init, which is sorted even where ts_init is not; every
+        record the binary search compares with is checked first.
         """
-        arr = self.index()
-        i = int(np.searchsorted(arr["ts_max"], np.uint64(ts_init), side="left"))
-        return i + 1 if i < len(arr) else None
+        return self._backend.seek_ts(ts_init)
 
     def topic_ids(self, pattern: str) -> list[int]:
         """Symbol ids of the names matching a glob (``exec.*``) or an exact name."""
@@ -182,10 +179,11 @@ class Reader:
         from_seq: int = 1,
         to_seq: int | None = None,
     ) -> SeqArray:
-        """Seqs matching every given condition, by vectorised comparisons over the index."""
-        arr = self.index()
-        hi = len(arr) if to_seq is None else min(len(arr), to_seq)
+        """Seqs matching every given condition, by vectorised comparisons over the index; every
+        record the filter selects or rejects is checked first."""
         lo = max(from_seq, 1) - 1
+        arr = self._backend.checked_index(lo + 1, to_seq)
+        hi = len(arr) if to_seq is None else min(len(arr), to_seq)
         if lo >= hi:
             return np.empty(0, dtype=np.uint64)
         arr = arr[lo:hi]

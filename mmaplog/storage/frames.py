@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 import xxhash
 
-from mmaplog.errors import BackendError, CorruptionError, HashMismatchError, TornFrameError
+from mmaplog.errors import (
+    BackendError,
+    CorruptionError,
+    HashMismatchError,
+    IndexCorruptError,
+    TornFrameError,
+)
 from mmaplog.storage.entry import Entry, Headers, IndexKey
 from mmaplog.storage.entry_hash import framed_names, hash_with_framing, raw_headers_tail
 from mmaplog.storage.hash_index import HashIndex
@@ -210,10 +216,22 @@ class Framer:
             segments.prepare_next(seg)
         return last, ts_max
 
-    def read_entry(self, seg: Segment, seq: int, offset: int, copy: bool) -> Entry:
+    def read_entry(
+        self,
+        seg: Segment,
+        seq: int,
+        offset: int,
+        copy: bool,
+        *,
+        expect: tuple[object, ...] | None = None,
+        hashes: bool = True,
+    ) -> Entry:
         """Check the frame of ``seq`` at ``offset`` of ``seg`` (commit word, length, checksum over
-        every byte, seq, canonical entry hash) and decode it. The caller checked the segment
-        against truncation under its mapping."""
+        every byte, seq, its agreement with ``expect``, canonical entry hash) and decode it. The
+        caller checked the segment against truncation under its mapping.
+
+        ``expect`` is the seq-index record that led here (``INDEX_RECORD`` unpacked, checked on
+        its own): the frame must say what it says, or the record is damaged."""
         view, length = seg.checked_frame(offset, seq)
         (
             _,
@@ -242,6 +260,23 @@ class Framer:
             raise TornFrameError(
                 "frame lengths disagree", path=seg.path, segment=seg.number, offset=offset, seq=seq
             )
+        if expect is not None and (
+            expect[6] != length
+            or expect[1] != ts_init
+            or expect[2] != ts_pub
+            or expect[7] != topic_id
+            or expect[8] != type_id
+            or expect[9] != flags
+            or expect[10] != corr
+            or expect[11] != caus
+        ):
+            raise IndexCorruptError(
+                "seq index record disagrees with its frame",
+                path=seg.path,
+                segment=seg.number,
+                offset=offset,
+                seq=seq,
+            )
         names = self._by_ids.get((topic_id, type_id))
         if names is None:
             names = self.names_for(topic_id, type_id)
@@ -255,7 +290,7 @@ class Framer:
         else:
             headers = _EMPTY_HEADERS
         tail = raw_headers_tail(flags, corr, caus)
-        if hash_with_framing(fseq, ts_init, ts_pub, names[2], payload, tail) != digest:
+        if hashes and hash_with_framing(fseq, ts_init, ts_pub, names[2], payload, tail) != digest:
             raise HashMismatchError(
                 "entry hash mismatch", path=seg.path, segment=seg.number, offset=offset, seq=seq
             )

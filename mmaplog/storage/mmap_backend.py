@@ -66,6 +66,12 @@ from mmaplog.storage.native_append import (
     bad_key_error,
     native_posting_key,
 )
+from mmaplog.storage.record_check import (
+    check_records,
+    check_seqs,
+    damaged_records,
+    seek_ts_max,
+)
 from mmaplog.storage.repair import TailRepair, TailRepairer
 from mmaplog.storage.run_dir import (
     INDEX,
@@ -81,6 +87,7 @@ from mmaplog.storage.segment_set import SegmentSet
 from mmaplog.storage.segments import Segment, run_hash
 from mmaplog.storage.seqindex import SeqIndex
 from mmaplog.storage.symbols import SymbolTable
+from mmaplog.storage.verified_read import CheckedChunk, ReadChecks, chunk_entries
 
 __all__ = [
     "INDEX",
@@ -96,6 +103,7 @@ __all__ = [
     "take_lock",
 ]
 
+READ_CHUNK = 1024  # seqs checked in bulk per step of a scan
 INDEX_SYNC_INTERVAL = 1.0  # seconds between fdatasyncs of index.idx and keys.hix
 # 256 KiB of slots: the first ~8k keys never pay for a table rebuild.
 _INITIAL_KEY_SLOTS = 1 << 14
@@ -134,6 +142,11 @@ class MmapBackend:
         self._index: SeqIndex | None = None
         self._keys: HashIndex | None = None
         self._symbols: SymbolTable | None = None
+        self._checks: ReadChecks | None = None
+        # Records 1..this were checked on their own (v2) or against their frames (v1) by this
+        # handle. Committed records never change under a reader (the writer only appends past
+        # the committed count), so a whole-index view is checked once, not at every call.
+        self._checked_through = 0
         self._run_hash = 0
         self._hwm = 0
         self._max_ts: int | None = None
@@ -176,6 +189,7 @@ class MmapBackend:
             self._index = SeqIndex.open(run_dir / INDEX, writable=self._writable)
             self._segments = self._segment_set(run_dir)
             self._segments.open_existing()
+            self._checks = ReadChecks(self._index, self._segments, self._symbols, self._framer)
             self._manifest = manifest
             if self._writable and not manifest.is_sealed():
                 repairer = TailRepairer(self._index, self._segments, self._read_for_repair)
@@ -270,6 +284,7 @@ class MmapBackend:
             self._index = SeqIndex.create(tmp / INDEX)
             self._segments = self._segment_set(tmp)
             self._segments.create_first()
+            self._checks = ReadChecks(self._index, self._segments, self._symbols, self._framer)
             write_manifest(tmp / MANIFEST, manifest)
             os.rename(tmp, run_dir)
             fsync_dir(parent)
@@ -510,20 +525,32 @@ class MmapBackend:
         return self._require_framer().read_entry(seg, seq, offset, copy)
 
     def scan_seq(self, seq: int) -> Entry | None:
+        return self.checked_entry(seq)
+
+    def checked_entry(self, seq: int, *, copy: bool = True) -> Entry | None:
+        """The entry at ``seq`` with its record and frame checked (``verified_read``), or None
+        outside 1..high-watermark."""
         hwm = self.high_watermark()
         if seq < 1 or seq > hwm:
             return None
-        rec = self._require_index().array(hwm)[seq - 1]
-        self._check_record(rec, seq)
-        return self.read_entry(seq, int(rec["segment"]), int(rec["offset"]))
+        self._guard_truncation()
+        return self._require_checks().entry(seq, hwm, copy=copy)
 
-    def _check_record(self, rec: np.void, seq: int) -> None:
-        if int(rec["seq"]) != seq:
-            raise IndexCorruptError(
-                f"seq index record {seq} holds seq {int(rec['seq'])}",
-                path=self._require_index().path,
-                seq=seq,
-            )
+    def _guard_index(self) -> None:
+        if not self._writable:
+            # An index cut short under its mapping would SIGBUS a read of a record.
+            self._require_index().check_not_truncated()
+
+    def _guard_truncation(self) -> None:
+        if not self._writable:
+            # A file cut short under a mapping would SIGBUS a read: refuse it first.
+            self._require_index().check_not_truncated()
+            self._require_segments().check_not_truncated()
+
+    def _require_checks(self) -> ReadChecks:
+        if self._checks is None:
+            raise BackendError("no run open")
+        return self._checks
 
     def iter_range(
         self,
@@ -533,30 +560,31 @@ class MmapBackend:
         *,
         copy: bool = True,
     ) -> Iterator[Entry]:
+        """Entries ``from_seq..=to_seq`` (clipped to the high-watermark), each record and frame
+        checked; the first damaged one raises, after every entry before it (in the scan's
+        direction) was yielded."""
         hwm = self.high_watermark()
         hi = min(to_seq, hwm)
-        if from_seq == 0 or from_seq > hi:
+        if from_seq < 1 or from_seq > hi:
             return
-        index = self._require_index()
-        index.check_not_truncated()
-        segments = self._require_segments()
-        segments.check_not_truncated()
-        read = self._require_framer().read_entry
-        recs = index.array(hwm)[from_seq - 1 : hi]
-        seqs = recs["seq"].tolist()
-        segs = recs["segment"].tolist()
-        offs = recs["offset"].tolist()
-        order = (
-            range(len(seqs)) if direction is ScanDirection.FORWARD else range(len(seqs) - 1, -1, -1)
-        )
-        first = from_seq
-        for i in order:
-            seq = first + i
-            if seqs[i] != seq:
-                raise IndexCorruptError(
-                    f"seq index record {seq} holds seq {seqs[i]}", path=index.path, seq=seq
-                )
-            yield read(segments.get(segs[i], seq, index.path), seq, offs[i], copy)
+        self._guard_truncation()
+        checks = self._require_checks()
+        if direction is ScanDirection.FORWARD:
+            for lo in range(from_seq, hi + 1, READ_CHUNK):
+                chunk = checks.chunk(lo, min(lo + READ_CHUNK - 1, hi), hwm)
+                yield from chunk_entries(chunk, checks.names(), copy)
+                if chunk.error is not None:
+                    raise chunk.error
+            return
+        for top in range(hi, from_seq - 1, -READ_CHUNK):
+            lo = max(top - READ_CHUNK + 1, from_seq)
+            chunk = checks.chunk(lo, top, hwm)
+            if chunk.error is None:
+                yield from reversed(chunk_entries(chunk, checks.names(), copy))
+                continue
+            # Damage inside: the reference, downwards, meets the highest damaged seq first.
+            for seq in range(top, lo - 1, -1):
+                yield checks.entry(seq, hwm, copy=copy)
 
     def scan_range(
         self, from_seq: int, to_seq: int, direction: ScanDirection = ScanDirection.FORWARD
@@ -576,7 +604,12 @@ class MmapBackend:
             stored = posting_key(kind, key)
         except ValueError:
             return []  # not a UUID: no entry can carry it as a correlation id
-        return keys.lookup_all(kind.value, stored, max_seq=hwm)
+        seqs = keys.lookup_all(kind.value, stored, max_seq=hwm)
+        # The seqs are handed out to be read through their records: check those records.
+        self._guard_index()
+        index = self._require_index()
+        check_seqs(index, index.mapping(hwm), seqs)
+        return seqs
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
         kind = IndexKind.of(kind)
@@ -612,6 +645,73 @@ class MmapBackend:
         """Verified entries in columnar batches (see ``mmaplog.storage.batch``)."""
         return iter_batches(self, from_seq, to_seq, chunk=chunk, entry_hashes=entry_hashes)
 
+    def check_chunk(self, lo: int, hi: int, *, hashes: bool = True) -> CheckedChunk:
+        """Seqs ``lo..=hi`` (within the high-watermark) checked in bulk, records and frames."""
+        hwm = self.high_watermark()
+        self._guard_truncation()
+        return self._require_checks().chunk(lo, min(hi, hwm), hwm, hashes=hashes)
+
+    def checked_names(self, need: int = 0) -> tuple[str, ...]:
+        """Symbol names by id, id 0 being no symbol."""
+        return self._require_checks().names(need)
+
+    def checked_index(self, lo: int = 1, hi: int | None = None) -> npt.NDArray[np.void]:
+        """The committed seq-index records (row i is seq i + 1), every record of ``lo..=hi``
+        (default: all) checked: on its own in a v2 index, against its frame in a v1 index."""
+        arr = self.index_array()
+        hi = len(arr) if hi is None else min(hi, len(arr))
+        if hi > self._checked_through and lo <= hi:
+            # Continue from the checked prefix when the range touches it, else check only it.
+            start = self._checked_through + 1 if lo <= self._checked_through + 1 else lo
+            self._check_index_range(start, hi, len(arr))
+            if start == self._checked_through + 1:
+                self._checked_through = hi
+        return arr
+
+    def _check_index_range(self, lo: int, hi: int, hwm: int) -> None:
+        index = self._require_index()
+        if index.checksummed:
+            check_records(index, index.mapping(hwm), lo, hi - lo + 1)
+            return
+        # v1: no record checksum; the frame cross-check is what vouches for a record, and
+        # ts_max (not in the frame) must be the running max of the checked ts_init.
+        step = READ_CHUNK * 16
+        for start in range(lo, hi + 1, step):
+            chunk = self.check_chunk(start, min(start + step - 1, hi), hashes=False)
+            if chunk.error is not None:
+                raise chunk.error
+        arr = index.array(hwm)[:hi]
+        wrong = np.flatnonzero(np.maximum.accumulate(arr["ts_init"]) != arr["ts_max"])
+        if wrong.size:
+            seq = int(wrong[0]) + 1
+            raise IndexCorruptError(
+                "seq index record's running max of ts_init is wrong", path=index.path, seq=seq
+            )
+
+    def damaged_records(self, lo: int, hi: int) -> list[tuple[int, IndexCorruptError]]:
+        """The seqs of ``lo..=hi`` whose records fail their own check (v2 checksum, seq,
+        ts_max), each with its error: for a reader that goes on around them."""
+        hwm = self.high_watermark()
+        hi = min(hi, hwm)
+        if lo < 1 or lo > hi:
+            return []
+        self._guard_truncation()
+        index = self._require_index()
+        return damaged_records(index, index.mapping(hwm), lo, hi - lo + 1)
+
+    def seek_ts(self, ts_init: int) -> int | None:
+        """The first seq whose ts_init is >= ``ts_init`` (a lower bound over the records'
+        running max of ts_init, every record the search compares with checked), or None."""
+        hwm = self.high_watermark()
+        index = self._require_index()
+        if not index.checksummed:
+            arr = self.checked_index()
+            pos = int(np.searchsorted(arr["ts_max"], np.uint64(ts_init), side="left"))
+        else:
+            self._guard_index()
+            pos = seek_ts_max(index, index.mapping(hwm), hwm, ts_init)
+        return pos + 1 if pos < hwm else None
+
     def index_array(self) -> npt.NDArray[np.void]:
         """The committed seq-index records as a zero-copy numpy structured array."""
         index = self._require_index()
@@ -628,8 +728,8 @@ class MmapBackend:
         hwm = self.high_watermark()
         if seq < 1 or seq > hwm:
             return []
+        self.checked_entry(seq, copy=False)  # the record and its frame, checked together
         rec = self._require_index().array(hwm)[seq - 1]
-        self._check_record(rec, seq)
         seg = self.segment_for_read(int(rec["segment"]), seq)
         head, _ = seg.read_frame(int(rec["offset"]), seq)
         return keys_of_frame(seg, int(rec["offset"]), head, seq)
@@ -698,6 +798,8 @@ class MmapBackend:
             self._segments.close()
         self._segments = None
         self._framer = None
+        self._checks = None
+        self._checked_through = 0
         for part in (self._index, self._keys, self._symbols):
             if part is not None:
                 part.close()

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import xxhash
 
 from mmaplog.errors import ChecksumMismatchError, FormatError, TornFrameError
+from mmaplog.storage.core import native
 from mmaplog.storage.fileio import FILE_MODE, map_readonly, open_ro, preallocate, pwrite_all
 from mmaplog.storage.layout import (
     CHECKSUM,
@@ -29,6 +30,11 @@ from mmaplog.storage.manifest import fsync_dir
 __all__ = ["FrameView", "Segment", "run_hash"]
 
 _xxh64 = xxhash.xxh3_64_intdigest
+
+
+def _file_size(fd: int) -> int:
+    size: int = native.file_size(fd) if native is not None else os.fstat(fd).st_size
+    return size
 
 
 def run_hash(run_id: str) -> int:
@@ -165,7 +171,7 @@ class Segment:
 
     def check_not_truncated(self) -> None:
         """Cheap guard before a batch of reads: a file cut short under the map is an error."""
-        if self._view is not None and os.fstat(self.fd).st_size < self.mapped:
+        if self._view is not None and _file_size(self.fd) < self.mapped:
             self.release()
             raise TornFrameError(
                 "segment was truncated while mapped", path=self.path, segment=self.number

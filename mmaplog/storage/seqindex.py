@@ -21,6 +21,7 @@ import numpy.typing as npt
 import xxhash
 
 from mmaplog.errors import FormatError, IndexCorruptError
+from mmaplog.storage.core import native
 from mmaplog.storage.fileio import FILE_MODE, open_ro, preallocate, pwrite_all
 from mmaplog.storage.layout import (
     INDEX_COMMITTED_OFFSET,
@@ -123,6 +124,11 @@ class SeqIndex:
     # --- header -----------------------------------------------------------------------------
     def committed(self) -> int:
         """The committed count (high-watermark) the header claims, clamped to the file."""
+        if native is not None:  # the same pread, without a bytes object and an unpack
+            value: int | None = native.pread_u64(self._fd, INDEX_COMMITTED_OFFSET)
+            if value is None:
+                raise IndexCorruptError("seq index truncated", path=self.path)
+            return value
         raw = os.pread(self._fd, 8, INDEX_COMMITTED_OFFSET)
         if len(raw) < 8:
             raise IndexCorruptError("seq index truncated", path=self.path)
@@ -131,7 +137,7 @@ class SeqIndex:
 
     def records_on_disk(self) -> int:
         """How many whole records the file can hold (remembered as ``known_records``)."""
-        size = os.fstat(self._fd).st_size
+        size: int = native.file_size(self._fd) if native is not None else os.fstat(self._fd).st_size
         self.known_records = max(0, (size - INDEX_HEADER_SIZE) // INDEX_RECORD_SIZE)
         return self.known_records
 
@@ -196,6 +202,13 @@ class SeqIndex:
             )
             self._mapped_records = on_disk
         return self._array[:count]
+
+    def mapping(self, count: int) -> mmap.mmap:
+        """The read-only mapping holding at least records 1..count (header included), for the
+        record checks and the native read path: record N is at ``64 + (N - 1) * 96``."""
+        self.array(count)
+        assert self._map is not None
+        return self._map
 
     def check_not_truncated(self) -> None:
         if self._mapped_records and self.records_on_disk() < self._mapped_records:

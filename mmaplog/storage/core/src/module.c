@@ -8,6 +8,7 @@
 #include "native.h"
 
 int mml_channel_init_strings(void);
+extern PyMethodDef mml_reader_methods[]; /* reader.c: the read and verify path */
 
 /* The bytes of a buffer, hashed with the GIL released when they are many. */
 #define RELEASE_GIL_ABOVE 4096
@@ -82,7 +83,8 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "mmaplog.storage.core._native",
-    .m_doc = "mmaplog's native core: xxh3, the submit channel and the batch framer.",
+    .m_doc = "mmaplog's native core: xxh3, the submit channel, the batch framer and the checked "
+               "read path.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -94,6 +96,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
+    if (PyModule_AddFunctions(m, mml_reader_methods) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;
     Py_INCREF(&mml_FrameWriterType);

@@ -1,0 +1,650 @@
+/*
+ * reader.c - the read side: seq-index records and frames checked in bulk, GIL released.
+ *
+ * Python twins (the reference, and what reports an error): mmaplog/storage/record_check.py
+ * (a record on its own: checksum, seq, ts_max) and mmaplog/storage/verified_read.py (a record
+ * and its frame, one seq at a time, in the order below). These loops only say *where* the
+ * first failure is and which check failed; the Python side then re-checks that seq with the
+ * reference, which raises the typed error, so both cores fail with the same error at the same
+ * seq by construction.
+ *
+ * Checks, per seq, in this order (the codes are returned):
+ *   record:  v2 checksum of bytes 0..88, seq field == seq, ts_max >= ts_init,
+ *            topic and payload_type ids are known symbols
+ *   frame:   its segment exists, the offset is aligned and inside the mapping, the commit word
+ *            (magic, length >= 104, multiple of 8, inside the mapping), the frame checksum over
+ *            every byte, the frame's seq, payload + keys fit the length, the record agrees with
+ *            the frame (length, times, ids, flags, both UUIDs), the canonical entry hash.
+ *
+ * Every offset and length read from a file is checked against the size of the buffer it
+ * indexes before it is used: a damaged file gives a code, never an out-of-bounds read. The
+ * buffers are the caller's mappings, whose sizes the caller checked against fstat (a file cut
+ * short under a mapping would SIGBUS, mmaplog/storage/segments.py: check_not_truncated).
+ */
+#include "native.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum {
+    RC_OK = 0,
+    RC_RECORD_BOUNDS = 1,
+    RC_RECORD_CHECKSUM = 2,
+    RC_RECORD_SEQ = 3,
+    RC_RECORD_TS_MAX = 4,
+    RC_RECORD_SYMBOL = 5,
+    RC_SEGMENT_MISSING = 6,
+    RC_FRAME_BOUNDS = 7,
+    RC_COMMIT_WORD = 8,
+    RC_FRAME_CHECKSUM = 9,
+    RC_FRAME_SEQ = 10,
+    RC_FRAME_LENGTHS = 11,
+    RC_DISAGREE = 12,
+    RC_ENTRY_HASH = 13,
+};
+
+#define RELEASE_GIL_RECORDS 64 /* below this many records the GIL switch costs more */
+#define SMALL_HASH_INPUT 4096
+
+static const unsigned char ENTRY_HASH_DOMAIN[16] = "mmaplog/entry/v1";
+
+static inline uint32_t get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+static inline uint64_t get_u64(const unsigned char *p) {
+    return (uint64_t)get_u32(p) | ((uint64_t)get_u32(p + 4) << 32);
+}
+
+/* --- one record on its own (record_check.py: first_bad_record) ---------------------------- */
+
+/* Record fields (layout.py INDEX_DTYPE). */
+#define R_SEQ 0
+#define R_TS_INIT 8
+#define R_TS_PUBLISH 16
+#define R_TS_MAX 24
+#define R_SEGMENT 32
+#define R_OFFSET 36
+#define R_LENGTH 40
+#define R_TOPIC 44
+#define R_PTYPE 48
+#define R_FLAGS 52
+#define R_IDS 56 /* correlation_id then causation_id, 32 bytes, as in the frame */
+#define R_CHECK 88
+
+/* The record of `seq` in an index mapping, or NULL when the mapping does not hold it. */
+static const unsigned char *record_at(const unsigned char *index, size_t index_len,
+                                      uint64_t seq) {
+    if (seq == 0) return NULL;
+    uint64_t at = (uint64_t)MML_INDEX_HEADER_SIZE + (seq - 1) * (uint64_t)MML_INDEX_RECORD_SIZE;
+    if ((seq - 1) > (UINT64_MAX - MML_INDEX_HEADER_SIZE) / MML_INDEX_RECORD_SIZE ||
+        at + MML_INDEX_RECORD_SIZE > index_len)
+        return NULL;
+    return index + at;
+}
+
+static int check_record(const unsigned char *r, uint64_t seq, int checksummed) {
+    if (checksummed && get_u64(r + R_CHECK) != mml_xxh3_64(r, MML_INDEX_RECORD_CHECKED, 0))
+        return RC_RECORD_CHECKSUM;
+    if (get_u64(r + R_SEQ) != seq) return RC_RECORD_SEQ;
+    /* ts_max is the running max of ts_init: never below the record's own ts_init. */
+    if (get_u64(r + R_TS_MAX) < get_u64(r + R_TS_INIT)) return RC_RECORD_TS_MAX;
+    return RC_OK;
+}
+
+/* A Python buffer argument, read-only. */
+static int get_buffer(PyObject *obj, Py_buffer *view) {
+    return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
+}
+
+static PyObject *failure(Py_ssize_t index, int code) {
+    return Py_BuildValue("(ni)", index, code);
+}
+
+/* check_records(index, first_seq, n, checksummed) -> None | (i, code)
+ * Records first_seq..first_seq+n-1 of the index mapping, each on its own. */
+static PyObject *py_check_records(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *index_obj;
+    unsigned long long first;
+    Py_ssize_t n;
+    int checksummed;
+    if (!PyArg_ParseTuple(args, "OKnp", &index_obj, &first, &n, &checksummed)) return NULL;
+    Py_buffer index;
+    if (get_buffer(index_obj, &index) < 0) return NULL;
+    Py_ssize_t bad = -1;
+    int code = RC_OK;
+    const unsigned char *base = index.buf;
+    size_t len = (size_t)index.len;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *r = record_at(base, len, first + (uint64_t)i);
+        code = r == NULL ? RC_RECORD_BOUNDS : check_record(r, first + (uint64_t)i, checksummed);
+        if (code != RC_OK) {
+            bad = i;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&index);
+    if (bad < 0) Py_RETURN_NONE;
+    return failure(bad, code);
+}
+
+/* check_seqs(index, seqs, checksummed) -> None | (i, code): the records of scattered seqs
+ * (lookup_all's postings), `seqs` a buffer of u64. */
+static PyObject *py_check_seqs(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *index_obj, *seqs_obj;
+    int checksummed;
+    if (!PyArg_ParseTuple(args, "OOp", &index_obj, &seqs_obj, &checksummed)) return NULL;
+    Py_buffer index, seqs;
+    if (get_buffer(index_obj, &index) < 0) return NULL;
+    if (get_buffer(seqs_obj, &seqs) < 0) {
+        PyBuffer_Release(&index);
+        return NULL;
+    }
+    Py_ssize_t n = seqs.len / 8, bad = -1;
+    int code = RC_OK;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t seq = get_u64((const unsigned char *)seqs.buf + 8 * i);
+        const unsigned char *r = record_at(index.buf, (size_t)index.len, seq);
+        code = r == NULL ? RC_RECORD_BOUNDS : check_record(r, seq, checksummed);
+        if (code != RC_OK) {
+            bad = i;
+            break;
+        }
+    }
+    PyBuffer_Release(&seqs);
+    PyBuffer_Release(&index);
+    if (bad < 0) Py_RETURN_NONE;
+    return failure(bad, code);
+}
+
+/* seek_time(index, count, ts, checksummed) -> (pos, bad_seq, code)
+ * Reader.seek_time: the lower bound of `ts` over the records' ts_max (sorted by construction),
+ * pos in 0..count. Every record the search compares with is checked first: a damaged ts_max
+ * would steer the search, so it must not be trusted unchecked. bad_seq is 0 when all were
+ * fine. */
+static PyObject *py_seek_time(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *index_obj;
+    unsigned long long count, ts;
+    int checksummed;
+    if (!PyArg_ParseTuple(args, "OKKp", &index_obj, &count, &ts, &checksummed)) return NULL;
+    Py_buffer index;
+    if (get_buffer(index_obj, &index) < 0) return NULL;
+    uint64_t lo = 0, hi = count, bad = 0;
+    int code = RC_OK;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        const unsigned char *r = record_at(index.buf, (size_t)index.len, mid + 1);
+        code = r == NULL ? RC_RECORD_BOUNDS : check_record(r, mid + 1, checksummed);
+        if (code != RC_OK) {
+            bad = mid + 1;
+            break;
+        }
+        if (get_u64(r + R_TS_MAX) < ts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    PyBuffer_Release(&index);
+    return Py_BuildValue("(KKi)", (unsigned long long)lo, (unsigned long long)bad, code);
+}
+
+/* --- records and their frames (verified_read.py) ------------------------------------------- */
+
+typedef struct {
+    uint64_t number;
+    const unsigned char *buf; /* NULL: the segment does not exist */
+    size_t len;
+} seg_map;
+
+typedef struct {
+    const unsigned char *bytes;
+    size_t len;
+} name_ref;
+
+typedef struct {
+    const unsigned char *index;
+    size_t index_len;
+    uint64_t first;
+    Py_ssize_t n;
+    int checksummed;
+    int entry_hashes;
+    const seg_map *segs;
+    Py_ssize_t nsegs;
+    const name_ref *names; /* framed names by symbol id; id 0 is not a symbol */
+    Py_ssize_t nnames;
+    int64_t *payload_at; /* out: payload offset in its segment */
+    int64_t *payload_len; /* out */
+    int64_t *segment_of; /* out: index into segs */
+} chunk_job;
+
+static Py_ssize_t find_segment(const chunk_job *job, uint64_t number, Py_ssize_t hint) {
+    if (hint >= 0 && hint < job->nsegs && job->segs[hint].number == number) return hint;
+    Py_ssize_t lo = 0, hi = job->nsegs; /* segs are sorted by number */
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (job->segs[mid].number < number)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < job->nsegs && job->segs[lo].number == number ? lo : -1;
+}
+
+/* The canonical entry hash of a checked frame (entry_hash.py: hash_with_framing). */
+static void frame_entry_hash(const unsigned char *f, const name_ref *topic, const name_ref *ptype,
+                             uint32_t plen, unsigned char out[16]) {
+    unsigned char head[16 + 24];
+    memcpy(head, ENTRY_HASH_DOMAIN, 16);
+    mml_put_u64be(head + 16, get_u64(f + 8));
+    mml_put_u64be(head + 24, get_u64(f + 16));
+    mml_put_u64be(head + 32, get_u64(f + 24));
+    unsigned char lenbe[8];
+    mml_put_u64be(lenbe, plen);
+    uint16_t flags = mml_get_u16(f + 44);
+    unsigned char tail[34];
+    size_t ntail = 0;
+    tail[ntail++] = (flags & MML_FLAG_CORRELATION) ? 1 : 0;
+    if (flags & MML_FLAG_CORRELATION) {
+        memcpy(tail + ntail, f + 48, 16);
+        ntail += 16;
+    }
+    tail[ntail++] = (flags & MML_FLAG_CAUSATION) ? 1 : 0;
+    if (flags & MML_FLAG_CAUSATION) {
+        memcpy(tail + ntail, f + 64, 16);
+        ntail += 16;
+    }
+    const unsigned char *payload = f + MML_FRAME_HEADER_SIZE;
+    size_t total = sizeof head + topic->len + ptype->len + sizeof lenbe + plen + ntail;
+    mml_u128 h;
+    if (total <= SMALL_HASH_INPUT) {
+        unsigned char stream[SMALL_HASH_INPUT];
+        unsigned char *p = stream;
+        memcpy(p, head, sizeof head);
+        p += sizeof head;
+        memcpy(p, topic->bytes, topic->len);
+        p += topic->len;
+        memcpy(p, ptype->bytes, ptype->len);
+        p += ptype->len;
+        memcpy(p, lenbe, sizeof lenbe);
+        p += sizeof lenbe;
+        mml_copy(p, payload, plen);
+        p += plen;
+        memcpy(p, tail, ntail);
+        h = mml_xxh3_128(stream, total, 0);
+    } else {
+        mml_xxh3_state st;
+        mml_xxh3_128_reset(&st, 0);
+        mml_xxh3_update(&st, head, sizeof head);
+        mml_xxh3_update(&st, topic->bytes, topic->len);
+        mml_xxh3_update(&st, ptype->bytes, ptype->len);
+        mml_xxh3_update(&st, lenbe, sizeof lenbe);
+        mml_xxh3_update(&st, payload, plen);
+        mml_xxh3_update(&st, tail, ntail);
+        h = mml_xxh3_128_digest(&st);
+    }
+    mml_u128_canonical(h, out);
+}
+
+/* One seq: its record, then its frame. */
+static int check_entry(const chunk_job *job, Py_ssize_t i, Py_ssize_t *seg_hint) {
+    uint64_t seq = job->first + (uint64_t)i;
+    const unsigned char *r = record_at(job->index, job->index_len, seq);
+    if (r == NULL) return RC_RECORD_BOUNDS;
+    int code = check_record(r, seq, job->checksummed);
+    if (code != RC_OK) return code;
+    uint32_t topic = get_u32(r + R_TOPIC), ptype = get_u32(r + R_PTYPE);
+    if (topic == 0 || ptype == 0 || topic >= (uint64_t)job->nnames ||
+        ptype >= (uint64_t)job->nnames)
+        return RC_RECORD_SYMBOL;
+    Py_ssize_t s = find_segment(job, get_u32(r + R_SEGMENT), *seg_hint);
+    if (s < 0 || job->segs[s].buf == NULL) return RC_SEGMENT_MISSING;
+    *seg_hint = s;
+    const seg_map *seg = &job->segs[s];
+    uint64_t off = get_u32(r + R_OFFSET);
+    if ((off & 7) || off < MML_SEGMENT_HEADER_SIZE ||
+        off + MML_FRAME_HEADER_SIZE + 8 > (uint64_t)seg->len)
+        return RC_FRAME_BOUNDS;
+    const unsigned char *f = seg->buf + off;
+    uint32_t length = get_u32(f), magic = get_u32(f + 4);
+    if (magic != MML_FRAME_MAGIC || length < MML_FRAME_HEADER_SIZE + 8 || (length & 7) ||
+        off + length > (uint64_t)seg->len)
+        return RC_COMMIT_WORD;
+    if (get_u64(f + length - 8) != mml_xxh3_64(f, length - 8, 0)) return RC_FRAME_CHECKSUM;
+    if (get_u64(f + 8) != seq) return RC_FRAME_SEQ;
+    uint32_t plen = get_u32(f + 40);
+    uint32_t klen = mml_get_u16(f + 46);
+    if ((uint64_t)MML_FRAME_HEADER_SIZE + plen + klen + 8 > length) return RC_FRAME_LENGTHS;
+    /* The record must say what the frame says: a record damaged into another valid record
+     * (another topic id, say) would otherwise steer filters without anyone noticing. */
+    if (get_u32(r + R_LENGTH) != length || get_u64(r + R_TS_INIT) != get_u64(f + 16) ||
+        get_u64(r + R_TS_PUBLISH) != get_u64(f + 24) || topic != get_u32(f + 32) ||
+        ptype != get_u32(f + 36) || get_u32(r + R_FLAGS) != mml_get_u16(f + 44) ||
+        memcmp(r + R_IDS, f + 48, 32) != 0)
+        return RC_DISAGREE;
+    if (job->entry_hashes) {
+        unsigned char digest[16];
+        frame_entry_hash(f, &job->names[topic], &job->names[ptype], plen, digest);
+        if (memcmp(digest, f + 80, 16) != 0) return RC_ENTRY_HASH;
+    }
+    job->payload_at[i] = (int64_t)(off + MML_FRAME_HEADER_SIZE);
+    job->payload_len[i] = plen;
+    job->segment_of[i] = s;
+    return RC_OK;
+}
+
+/* verify_chunk(index, first_seq, n, checksummed, segments, names, entry_hashes,
+ *              payload_at, payload_len, segment_of) -> None | (i, code)
+ *
+ * segments: [(number, buffer or None)] sorted by number, covering every segment the records
+ * name (None: it does not exist); names: [bytes] the framed name of each symbol id (index 0
+ * unused); payload_at / payload_len / segment_of: writable buffers of n int64, filled for the
+ * seqs that passed (segment_of is the position in `segments`). */
+static PyObject *py_verify_chunk(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *index_obj, *segs_obj, *names_obj, *at_obj, *len_obj, *segof_obj;
+    unsigned long long first;
+    Py_ssize_t n;
+    int checksummed, entry_hashes;
+    if (!PyArg_ParseTuple(args, "OKnpOOpOOO", &index_obj, &first, &n, &checksummed, &segs_obj,
+                          &names_obj, &entry_hashes, &at_obj, &len_obj, &segof_obj))
+        return NULL;
+    if (!PyList_Check(segs_obj) || !PyList_Check(names_obj)) {
+        PyErr_SetString(PyExc_TypeError, "segments and names must be lists");
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t nsegs = PyList_GET_SIZE(segs_obj), nnames = PyList_GET_SIZE(names_obj);
+    Py_buffer index, at, plen, segof;
+    Py_buffer *segbufs = PyMem_Calloc((size_t)nsegs + 1, sizeof(Py_buffer));
+    seg_map *segs = PyMem_Calloc((size_t)nsegs + 1, sizeof(seg_map));
+    name_ref *names = PyMem_Calloc((size_t)nnames + 1, sizeof(name_ref));
+    int have_index = 0, have_at = 0, have_len = 0, have_segof = 0;
+    Py_ssize_t got_segs = 0;
+    if (segbufs == NULL || segs == NULL || names == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (get_buffer(index_obj, &index) < 0) goto done;
+    have_index = 1;
+    if (PyObject_GetBuffer(at_obj, &at, PyBUF_WRITABLE) < 0) goto done;
+    have_at = 1;
+    if (PyObject_GetBuffer(len_obj, &plen, PyBUF_WRITABLE) < 0) goto done;
+    have_len = 1;
+    if (PyObject_GetBuffer(segof_obj, &segof, PyBUF_WRITABLE) < 0) goto done;
+    have_segof = 1;
+    if (n < 0 || at.len < n * 8 || plen.len < n * 8 || segof.len < n * 8) {
+        PyErr_SetString(PyExc_ValueError, "output buffers hold fewer than n int64");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < nnames; k++) {
+        PyObject *name = PyList_GET_ITEM(names_obj, k);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be bytes");
+            goto done;
+        }
+        names[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
+        names[k].len = (size_t)PyBytes_GET_SIZE(name);
+    }
+    for (Py_ssize_t k = 0; k < nsegs; k++) {
+        PyObject *item = PyList_GET_ITEM(segs_obj, k);
+        unsigned long long number;
+        PyObject *buf;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "KO", &number, &buf)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "segments must be (number, buffer) tuples");
+            goto done;
+        }
+        if (k > 0 && number <= segs[k - 1].number) {
+            PyErr_SetString(PyExc_ValueError, "segments must be sorted by number");
+            goto done;
+        }
+        segs[k].number = number;
+        if (buf != Py_None) {
+            if (get_buffer(buf, &segbufs[k]) < 0) goto done;
+            segs[k].buf = segbufs[k].buf;
+            segs[k].len = (size_t)segbufs[k].len;
+        }
+        got_segs = k + 1;
+    }
+    chunk_job job = {
+        .index = index.buf,
+        .index_len = (size_t)index.len,
+        .first = first,
+        .n = n,
+        .checksummed = checksummed,
+        .entry_hashes = entry_hashes,
+        .segs = segs,
+        .nsegs = nsegs,
+        .names = names,
+        .nnames = nnames,
+        .payload_at = at.buf,
+        .payload_len = plen.buf,
+        .segment_of = segof.buf,
+    };
+    Py_ssize_t bad = -1;
+    int code = RC_OK;
+    Py_ssize_t hint = 0;
+    if (n >= RELEASE_GIL_RECORDS) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            code = check_entry(&job, i, &hint);
+            if (code != RC_OK) {
+                bad = i;
+                break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            code = check_entry(&job, i, &hint);
+            if (code != RC_OK) {
+                bad = i;
+                break;
+            }
+        }
+    }
+    if (bad < 0) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    } else {
+        result = failure(bad, code);
+    }
+done:
+    for (Py_ssize_t k = 0; k < got_segs; k++)
+        if (segs != NULL && segs[k].buf != NULL) PyBuffer_Release(&segbufs[k]);
+    if (have_segof) PyBuffer_Release(&segof);
+    if (have_len) PyBuffer_Release(&plen);
+    if (have_at) PyBuffer_Release(&at);
+    if (have_index) PyBuffer_Release(&index);
+    PyMem_Free(segbufs);
+    PyMem_Free(segs);
+    PyMem_Free(names);
+    return result;
+}
+
+/* --- entries from a checked chunk (verified_read.py: chunk_entries) ------------------------ */
+
+/* A uuid.UUID from 16 big-endian bytes, as index_keys.fast_uuid builds it: the immutable
+ * class's own __setattr__ is bypassed (the bytes are always a valid UUID). */
+static PyObject *str_int_attr, *str_is_safe_attr;
+
+static PyObject *make_uuid(PyTypeObject *uuid_type, PyObject *safe, const unsigned char *raw) {
+    PyObject *u = uuid_type->tp_alloc(uuid_type, 0);
+    if (u == NULL) return NULL;
+    PyObject *value = _PyLong_FromByteArray(raw, 16, 0, 0);
+    if (value == NULL || PyObject_GenericSetAttr(u, str_int_attr, value) < 0 ||
+        PyObject_GenericSetAttr(u, str_is_safe_attr, safe) < 0) {
+        Py_XDECREF(value);
+        Py_DECREF(u);
+        return NULL;
+    }
+    Py_DECREF(value);
+    /* Its fields (an int, a SafeUUID member) can never lead back to it: no cycle, so the
+     * cyclic GC need not track it (as CPython untracks tuples of atomics). Scanning a run
+     * creates millions of these; tracked, the collector's passes cost more than the scan. */
+    PyObject_GC_UnTrack(u);
+    return u;
+}
+
+/* build_entries(records, n, views, segment_of, payload_at, payload_len, names, copy,
+ *               entry_type, headers_type, empty_headers, uuid_type, safe_unknown) -> [Entry]
+ * records: the chunk's n seq-index records (96 bytes each, contiguous).
+ * Only for rows verify_chunk passed: the records agree with their frames, every offset was
+ * bounds-checked there (and is checked again here against the views' sizes). */
+static PyObject *py_build_entries(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *index_obj, *views_obj, *segof_obj, *at_obj, *len_obj, *names, *entry_type,
+        *headers_type, *empty_headers, *uuid_type, *safe;
+    Py_ssize_t n;
+    int copy;
+    if (!PyArg_ParseTuple(args, "OnOOOOO!pOOOO!O", &index_obj, &n, &views_obj,
+                          &segof_obj, &at_obj, &len_obj, &PyTuple_Type, &names, &copy,
+                          &entry_type, &headers_type, &empty_headers, &PyType_Type, &uuid_type,
+                          &safe))
+        return NULL;
+    if (!PyList_Check(views_obj)) {
+        PyErr_SetString(PyExc_TypeError, "views must be a list");
+        return NULL;
+    }
+    if (str_int_attr == NULL) {
+        str_int_attr = PyUnicode_InternFromString("int");
+        str_is_safe_attr = PyUnicode_InternFromString("is_safe");
+        if (str_int_attr == NULL || str_is_safe_attr == NULL) return NULL;
+    }
+    Py_ssize_t nviews = PyList_GET_SIZE(views_obj), nnames = PyTuple_GET_SIZE(names);
+    PyObject *out = NULL;
+    Py_buffer index = {0}, segof = {0}, at = {0}, plen = {0};
+    Py_buffer *vb = PyMem_Calloc((size_t)nviews + 1, sizeof(Py_buffer));
+    Py_ssize_t got_views = 0;
+    int ok = 0;
+    if (vb == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (get_buffer(index_obj, &index) < 0) goto done;
+    if (get_buffer(segof_obj, &segof) < 0) goto done;
+    if (get_buffer(at_obj, &at) < 0) goto done;
+    if (get_buffer(len_obj, &plen) < 0) goto done;
+    for (; got_views < nviews; got_views++)
+        if (get_buffer(PyList_GET_ITEM(views_obj, got_views), &vb[got_views]) < 0) goto done;
+    if (n < 0 || segof.len < n * 8 || at.len < n * 8 || plen.len < n * 8) {
+        PyErr_SetString(PyExc_ValueError, "columns hold fewer than n rows");
+        goto done;
+    }
+    out = PyList_New(n);
+    if (out == NULL) goto done;
+    const int64_t *segs = segof.buf, *ats = at.buf, *lens = plen.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *r = (size_t)(i + 1) * MML_INDEX_RECORD_SIZE <= (size_t)index.len
+                                     ? (const unsigned char *)index.buf + i * MML_INDEX_RECORD_SIZE
+                                     : NULL;
+        int64_t s = segs[i], a = ats[i], l = lens[i];
+        uint32_t topic = r ? get_u32(r + R_TOPIC) : 0, ptype = r ? get_u32(r + R_PTYPE) : 0;
+        if (r == NULL || s < 0 || s >= nviews || a < 16 || l < 0 ||
+            (uint64_t)a + (uint64_t)l > (uint64_t)vb[s].len || topic == 0 || ptype == 0 ||
+            topic >= (uint64_t)nnames || ptype >= (uint64_t)nnames) {
+            PyErr_SetString(PyExc_ValueError, "row outside the checked chunk");
+            goto done;
+        }
+        const unsigned char *base = vb[s].buf;
+        PyObject *item[8] = {NULL};
+        item[0] = PyLong_FromUnsignedLongLong(get_u64(r + R_SEQ));
+        item[1] = PyLong_FromUnsignedLongLong(get_u64(r + R_TS_INIT));
+        item[2] = PyLong_FromUnsignedLongLong(get_u64(r + R_TS_PUBLISH));
+        item[3] = Py_NewRef(PyTuple_GET_ITEM(names, topic));
+        item[4] = Py_NewRef(PyTuple_GET_ITEM(names, ptype));
+        if (copy)
+            item[5] = PyBytes_FromStringAndSize((const char *)base + a, l);
+        else
+            item[5] = PySequence_GetSlice(PyList_GET_ITEM(views_obj, s), a, a + l);
+        uint32_t flags = get_u32(r + R_FLAGS);
+        if (flags & (MML_FLAG_CORRELATION | MML_FLAG_CAUSATION)) {
+            PyObject *ids[2] = {Py_None, Py_None};
+            int bad = 0;
+            if (flags & MML_FLAG_CORRELATION) {
+                ids[0] = make_uuid((PyTypeObject *)uuid_type, safe, r + R_IDS);
+                bad |= ids[0] == NULL;
+            }
+            if (!bad && (flags & MML_FLAG_CAUSATION)) {
+                ids[1] = make_uuid((PyTypeObject *)uuid_type, safe, r + R_IDS + 16);
+                bad |= ids[1] == NULL;
+            }
+            item[6] = bad ? NULL : PyObject_Vectorcall(headers_type, ids, 2, NULL);
+            if (ids[0] != Py_None) Py_XDECREF(ids[0]);
+            if (ids[1] != Py_None) Py_XDECREF(ids[1]);
+        } else {
+            item[6] = Py_NewRef(empty_headers);
+        }
+        item[7] = PyBytes_FromStringAndSize((const char *)base + a - 16, 16); /* entry hash */
+        PyObject *entry = NULL;
+        int complete = 1;
+        for (int k = 0; k < 8; k++) complete &= item[k] != NULL;
+        if (complete) entry = PyObject_Vectorcall(entry_type, item, 8, NULL);
+        /* Entry and Headers are frozen and hold only values created here (ints, strs, bytes,
+         * a memoryview of the segment's mapping, untracked UUIDs): nothing reachable from
+         * them can refer back, so they are left out of the cyclic GC too. */
+        if (entry != NULL && PyObject_GC_IsTracked(entry)) PyObject_GC_UnTrack(entry);
+        if (item[6] != NULL && PyObject_GC_IsTracked(item[6])) PyObject_GC_UnTrack(item[6]);
+        for (int k = 0; k < 8; k++) Py_XDECREF(item[k]);
+        if (entry == NULL) goto done;
+        PyList_SET_ITEM(out, i, entry);
+    }
+    ok = 1;
+done:
+    for (Py_ssize_t k = 0; k < got_views; k++) PyBuffer_Release(&vb[k]);
+    PyMem_Free(vb);
+    if (plen.obj) PyBuffer_Release(&plen);
+    if (at.obj) PyBuffer_Release(&at);
+    if (segof.obj) PyBuffer_Release(&segof);
+    if (index.obj) PyBuffer_Release(&index);
+    if (!ok) Py_CLEAR(out);
+    return out;
+}
+
+/* --- the two syscalls of every point read ------------------------------------------------- */
+
+/* file_size(fd) -> st_size: os.fstat without building a stat_result (the truncation guard
+ * before every point read, segments.py / seqindex.py check_not_truncated). */
+static PyObject *py_file_size(PyObject *Py_UNUSED(module), PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+        return NULL;
+    }
+    struct stat st;
+    if (fstat((int)fd, &st) < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLongLong((long long)st.st_size);
+}
+
+/* pread_u64(fd, offset) -> the little-endian u64 there, or None when the file ends first
+ * (the committed count, read on every high_watermark). */
+static PyObject *py_pread_u64(PyObject *Py_UNUSED(module), PyObject *args) {
+    int fd;
+    long long offset;
+    if (!PyArg_ParseTuple(args, "iL", &fd, &offset)) return NULL;
+    unsigned char raw[8];
+    ssize_t got = pread(fd, raw, 8, (off_t)offset);
+    if (got < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    if (got < 8) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(get_u64(raw));
+}
+
+PyMethodDef mml_reader_methods[] = {
+    {"file_size", py_file_size, METH_O, "file_size(fd) -> st_size"},
+    {"pread_u64", py_pread_u64, METH_VARARGS, "pread_u64(fd, offset) -> int | None"},
+    {"build_entries", py_build_entries, METH_VARARGS,
+     "build_entries(records, n, views, segment_of, payload_at, payload_len, names, "
+     "copy, entry_type, headers_type, empty_headers, uuid_type, safe_unknown) -> [Entry]"},
+    {"check_records", py_check_records, METH_VARARGS,
+     "check_records(index, first_seq, n, checksummed) -> None | (i, code)"},
+    {"check_seqs", py_check_seqs, METH_VARARGS,
+     "check_seqs(index, seqs_u64, checksummed) -> None | (i, code)"},
+    {"seek_time", py_seek_time, METH_VARARGS,
+     "seek_time(index, count, ts, checksummed) -> (pos, bad_seq, code)"},
+    {"verify_chunk", py_verify_chunk, METH_VARARGS,
+     "verify_chunk(index, first_seq, n, checksummed, segments, names, entry_hashes, "
+     "payload_at, payload_len, segment_of) -> None | (i, code)"},
+    {NULL, NULL, 0, NULL},
+};
