@@ -1,17 +1,19 @@
 /*
  * channel.c - the submit channel between the engine thread and the writer thread.
  *
- * Python twin: the SimpleQueue of mmaplog/engine/writer.py. One producer at a time (the
- * writer's submit lock serialises producers) and one consumer (the writer thread).
+ * Python twin: the SimpleQueue of mmaplog/engine/writer.py. One producer at a time (the GIL
+ * serialises producers: nothing in submit releases it) and one consumer (the writer thread).
  *
- * submit() copies an entry into a preallocated slot and the bytes it carries (payload, the
- * frame's index-key block, the hash-index posting list) into a byte arena, then publishes the
- * slot with a release store of `head`. Nothing is allocated per entry: payloads larger than a
- * quarter of the arena are the exception and get their own buffer.
+ * submit_fields() (and submit() for the writer's slow paths) copies an entry into a
+ * preallocated slot and the bytes it carries (payload, the frame's index-key block, the
+ * hash-index posting list) into a byte arena, then publishes the slot with a release store of
+ * `head`. Nothing is allocated per entry: payloads larger than a quarter of the arena are the
+ * exception and get their own buffer.
  *
- * wait() (GIL released) blocks until a batch is ready: at least one entry, then more until
+ * mml_channel_wait() (no GIL) blocks until a batch is ready: at least one entry, then more until
  * max_batch entries or the latency window ends, as the Python loop does. The slots it hands
- * over stay the writer's until release(), so framing reads them without a copy.
+ * over stay the writer's until mml_channel_release(), so framing reads them without a copy.
+ * FrameWriter.run (framewriter.c) is its only caller.
  */
 #include "native.h"
 
@@ -546,7 +548,11 @@ static int timed_wait(mml_channel *ch, const struct timespec *deadline) {
  * Blocks (GIL released) until one entry waits, or `timeout` seconds pass (timeout < 0: no
  * limit), or wake() is called; then waits up to `latency` for the batch to fill. Returns the
  * number of entries handed to the writer (0: timeout or wake with nothing waiting). */
-/* The core of wait(), without the GIL: see channel_wait. */
+/* wait(max_batch, latency, timeout): take up to max_batch waiting entries for the writer (the
+ * caller holds no GIL). Blocks until one entry waits, or `timeout` seconds pass (timeout < 0:
+ * no limit), or wake() is called; then waits up to `latency` for the batch to fill. Returns the
+ * number of entries handed over (0: timeout, or a wake with nothing waiting); *woken says
+ * whether a wake was seen. */
 uint64_t mml_channel_wait(mml_channel *ch, uint64_t max_batch, double latency, double timeout,
                           int *woken) {
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_relaxed);
@@ -593,24 +599,7 @@ uint64_t mml_channel_wait(mml_channel *ch, uint64_t max_batch, double latency, d
     return avail;
 }
 
-static PyObject *channel_wait(mml_channel *ch, PyObject *args) {
-    Py_ssize_t max_batch;
-    double latency, timeout;
-    if (!PyArg_ParseTuple(args, "ndd", &max_batch, &latency, &timeout)) return NULL;
-    if (max_batch < 1) max_batch = 1;
-    if (atomic_load(&ch->taken) != atomic_load(&ch->tail)) {
-        PyErr_SetString(PyExc_RuntimeError, "wait() before release() of the previous batch");
-        return NULL;
-    }
-    uint64_t avail;
-    int woken;
-    Py_BEGIN_ALLOW_THREADS
-    avail = mml_channel_wait(ch, (uint64_t)max_batch, latency, timeout, &woken);
-    Py_END_ALLOW_THREADS
-    return PyLong_FromUnsignedLongLong(avail);
-}
-
-/* The core of release(), without the GIL. */
+/* release: the taken batch was committed; its slots and bytes are free (no GIL needed). */
 void mml_channel_release(mml_channel *ch) {
     uint64_t tail = atomic_load_explicit(&ch->tail, memory_order_relaxed);
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_relaxed);
@@ -625,12 +614,6 @@ void mml_channel_release(mml_channel *ch) {
     /* Release: the producer may reuse these bytes and slots only after we are done. */
     atomic_fetch_sub_explicit(&ch->arena_used, arena, memory_order_release);
     atomic_store_explicit(&ch->tail, taken, memory_order_release);
-}
-
-/* release(): the taken batch was committed (or abandoned); its slots and bytes are free. */
-static PyObject *channel_release(mml_channel *ch, PyObject *Py_UNUSED(ignored)) {
-    mml_channel_release(ch);
-    Py_RETURN_NONE;
 }
 
 /* wake(): a flush or a control request: the writer stops waiting for a fuller batch. */
@@ -772,10 +755,6 @@ static PyMethodDef channel_methods[] = {
     {"accepted", (PyCFunction)channel_accepted, METH_NOARGS, "accepted() -> last seq taken"},
     {"set_accepted", (PyCFunction)channel_set_accepted, METH_O, "set_accepted(n)"},
     {"set_open", (PyCFunction)channel_set_open, METH_O, "set_open(flag)"},
-    {"wait", (PyCFunction)channel_wait, METH_VARARGS,
-     "wait(max_batch, latency, timeout) -> n: take up to max_batch entries (GIL released)."},
-    {"release", (PyCFunction)channel_release, METH_NOARGS,
-     "release(): the taken batch is done; its slots and bytes are free again."},
     {"wake", (PyCFunction)channel_wake, METH_NOARGS,
      "wake(): stop waiting for a fuller batch (flush or control request)."},
     {"has_room", (PyCFunction)channel_has_room, METH_NOARGS, "has_room() -> bool"},

@@ -5,7 +5,7 @@
  * HashIndex.add / commit in mmaplog/storage/hash_index.py (postings, via hix.c) and
  * MmapBackend.sync (durability). run() is the writer thread's loop with the GIL released:
  *
- *   take a batch   from the Channel (waiting as Channel.wait does);
+ *   take a batch   from the Channel (waiting as mml_channel_wait does);
  *   frame          build its frames and index records in memory (nothing written yet, so a
  *                  batch that needs a segment the caller has not opened can stop here);
  *   write          pwrite the frames (each segment's first commit word last), the
@@ -533,7 +533,7 @@ static run_result run_loop(mml_framewriter *fw, uint64_t max_batch, double laten
 }
 
 /* run(channel, max_batch, latency, timeout, max_batches, sync_each) -> (event, a, b):
- * the writer thread's loop, GIL released: take a batch (waiting as Channel.wait does), frame,
+ * the writer thread's loop, GIL released: take a batch (waiting as mml_channel_wait does), frame,
  * write, post and commit it, sync it when sync_each, and go on with whatever already waits, up
  * to max_batches batches. Returns when the caller is needed (see RUN_*); a batch in progress
  * is kept and resumed by the next call. */
@@ -653,20 +653,6 @@ static PyObject *fw_set_hix(mml_framewriter *fw, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* set_hix_state(heap_used, key_count, max_added, dirty): the Python HashIndex changed its
- * writer copies (commit clears the dirty flag): the next postings must see that, or they
- * would not mark the file dirty before writing past indexed_through. */
-static PyObject *fw_set_hix_state(mml_framewriter *fw, PyObject *args) {
-    unsigned long long heap_used, key_count, max_added;
-    int dirty;
-    if (!PyArg_ParseTuple(args, "KKKp", &heap_used, &key_count, &max_added, &dirty)) return NULL;
-    fw->hix.heap_used = heap_used;
-    fw->hix.key_count = key_count;
-    fw->hix.max_added = max_added;
-    fw->hix.dirty = dirty;
-    Py_RETURN_NONE;
-}
-
 /* hix_state() -> (heap_used, key_count, max_added, dirty): the writer copies, for HashIndex. */
 static PyObject *fw_hix_state(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue("KKKO", (unsigned long long)fw->hix.heap_used,
@@ -682,11 +668,6 @@ static PyObject *fw_release_hix(mml_framewriter *fw, PyObject *Py_UNUSED(ignored
         fw->has_hix = 0;
     }
     Py_RETURN_NONE;
-}
-
-static PyObject *fw_position(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("IKK", fw->segs[0].number, (unsigned long long)fw->pos,
-                         (unsigned long long)fw->ts_max);
 }
 
 static int fw_init(mml_framewriter *fw, PyObject *args, PyObject *kwds) {
@@ -732,13 +713,9 @@ static PyMethodDef fw_methods[] = {
      "set_segments([(fd, size, number), ...], pos)"},
     {"set_hix", (PyCFunction)fw_set_hix, METH_VARARGS,
      "set_hix(mm, slots, heap_start, heap_used, key_count, max_added, dirty)"},
-    {"set_hix_state", (PyCFunction)fw_set_hix_state, METH_VARARGS,
-     "set_hix_state(heap_used, key_count, max_added, dirty)"},
     {"hix_state", (PyCFunction)fw_hix_state, METH_NOARGS,
      "hix_state() -> (heap_used, key_count, max_added, dirty)"},
     {"release_hix", (PyCFunction)fw_release_hix, METH_NOARGS, "release_hix()"},
-    {"position", (PyCFunction)fw_position, METH_NOARGS,
-     "position() -> (segment number, write position, ts_max)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,11 +3,11 @@
  *
  * The core has two halves that meet in one object, the Channel:
  *
- *   engine thread (GIL held)               writer thread (GIL released in the loops)
- *   Channel.submit: copy one entry into    Channel.wait: block until a batch is ready
- *   a preallocated slot + arena bytes,     FrameWriter.frame/.write/.postings: frame the
- *   publish it with a release store.       taken slots into segments, index and keys.hix
- *                                          Channel.release: give the slots back.
+ *   engine thread (GIL held)               writer thread (FrameWriter.run, GIL released)
+ *   Channel.submit_fields: copy one entry  mml_channel_wait: take a batch; frame, write and
+ *   into a preallocated slot + arena       post it into segments, index.idx and keys.hix,
+ *   bytes, publish it with a release       commit and sync it; mml_channel_release: give the
+ *   store.                                 slots back; on to the next batch.
  *
  * The Python twin of every loop here is the readable specification:
  * mmaplog/engine/writer.py (the queue), mmaplog/storage/frames.py (framing),
