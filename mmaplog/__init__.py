@@ -7,10 +7,11 @@ import graph and fails on a cycle or an upward import):
 2. ``storage`` — the on-disk format and the two backends (and the native core);
    ``version`` — the package version and the core in use;
 3. ``engine`` — writer thread, durability, halt, clocks, capture adapter, message bus;
-4. ``integrity`` — verify, crash recovery, retention;
-5. ``runs`` — store, session, reader;
-6. this module — the public names, re-exported with ``__all__``;
-7. ``demo`` — the simulated trading engine; 8. ``cli`` — the ``mmaplog`` command.
+4. ``integrity`` — verify, crash recovery, salvage, retention, Merkle proofs and signatures;
+5. ``runs`` — store, session, reader, the checkpointer and the schema recorder;
+6. ``query`` — selections, decoded tables, the Parquet/CSV dataset, SQL, run diff;
+7. this module — the public names, re-exported with ``__all__``;
+8. ``demo`` — the simulated trading engine; 9. ``cli`` — the ``mmaplog`` command.
 """
 
 from __future__ import annotations
