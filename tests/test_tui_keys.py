@@ -151,3 +151,59 @@ async def test_tab_in_the_key_lookup_goes_from_the_key_field_to_the_kind_selecto
         await pilot.pause()
         assert isinstance(modal.focused, Input)
         assert app.screen is modal
+
+
+# --- docs/TUI.md --------------------------------------------------------------------------------
+_DOC_KEYS = {
+    "question_mark": "?",
+    "colon": ":",
+    "slash": "/",
+    "at": "@",
+    "escape": "Esc",
+    "enter": "Enter",
+    "delete": "Delete",
+    "pageup": "PageUp",
+    "pagedown": "PageDown",
+    "space": "Space",
+    "home": "Home",
+    "end": "End",
+    "up": "↑",
+    "down": "↓",
+}
+
+
+def _binding_classes() -> list[type]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import tui
+
+    classes: list[type] = []
+    for info in pkgutil.walk_packages(tui.__path__, "tui."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and "BINDINGS" in vars(cls):
+                classes.append(cls)
+    return classes
+
+
+def test_tui_md_documents_every_key_binding_of_every_screen_and_readme_links_it() -> None:
+    from textual.binding import Binding
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "TUI.md").read_text()
+    missing = []
+    classes = _binding_classes()
+    assert len(classes) >= 10
+    for cls in classes:
+        for binding in vars(cls)["BINDINGS"]:
+            assert isinstance(binding, Binding)
+            for key in binding.key.split(","):
+                shown = _DOC_KEYS.get(key.strip(), key.strip())
+                if f"`{shown}`" not in doc:
+                    missing.append(f"{cls.__name__}: {key} ({binding.description})")
+    assert missing == []
+    assert "docs/TUI.md" in (root / "README.md").read_text()
