@@ -177,6 +177,11 @@ def _summary(message: object, ts_init: int, width: int) -> str:
             text = json.dumps(data, default=str, separators=(",", ":"))
     if type(message) is RawEntry:
         text = f"<raw: {message.reason}> {text}".rstrip()
+    return _cut(text, width)
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, ending in ``…`` when it was cut."""
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -231,13 +236,15 @@ class PrintHandler:
         self._write(self._row(["SEQ", "TIME (UTC)", "TOPIC", "TYPE", "CORR", "MESSAGE"]))
 
     def _row(self, cells: list[str]) -> str:
+        # A name longer than its column (past the cap, or first seen while following) is cut
+        # with an ellipsis: the columns stay under the header.
         w = self._widths
         return "  ".join(
             (
                 cells[0].rjust(w[0]),
                 cells[1].ljust(w[1]),
-                cells[2].ljust(w[2]),
-                cells[3].ljust(w[3]),
+                _cut(cells[2], w[2]).ljust(w[2]),
+                _cut(cells[3], w[3]).ljust(w[3]),
                 cells[4].ljust(w[4]),
                 cells[5],
             )

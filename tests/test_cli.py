@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -264,6 +265,100 @@ def test_verify_a_damaged_run_lists_findings_and_exits_1(root, capsys):
     code, out, _ = run_cli(capsys, "verify", RUN_A, "--root", str(root), "--json")
     assert code == 1
     assert json.loads(out)["clean"] is False
+
+
+def test_verify_prints_follow_on_findings_indented_under_the_checksum_mismatch_they_follow(
+    tmp_path, capsys
+):
+    from tests.test_verify import build_run as build_verify_run
+    from tests.test_verify import flip, frame_at
+
+    run_dir = build_verify_run(tmp_path, 300)
+    path, off, _ = frame_at(run_dir, 3)
+    flip(path, off + 100)
+    code, out, _ = run_cli(capsys, "verify", "latest", "--root", str(tmp_path))
+    assert code == 1
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("- checksum mismatch at seq 3"))
+    follow = []
+    for line in lines[at + 1 :]:
+        if not line.startswith("    "):
+            break
+        follow.append(line.strip())
+    assert follow
+    assert all("dangling target seq 3" in line for line in follow)
+    # ... and none of them is listed again as a root of its own.
+    assert not any(line.startswith("- index drift") for line in lines)
+
+
+def test_verify_folds_the_dangling_keys_of_a_missing_segment_into_one_count_under_its_root(
+    tmp_path, capsys
+):
+    from mmaplog.integrity.verify import FindingKind, verify
+    from tests.test_verify import build_run as build_verify_run
+    from tests.test_verify import seg_path
+
+    run_dir = build_verify_run(tmp_path, 400)
+    seg_path(run_dir, 1).unlink()
+    dangling = verify(run_dir).count(FindingKind.INDEX_DANGLING)
+    assert dangling > 100
+    code, out, _ = run_cli(capsys, "verify", "latest", "--root", str(tmp_path))
+    assert code == 1
+    roots = [line for line in out.splitlines() if line.startswith("- ")]
+    assert roots == ["- unreadable segment 1: No such file or directory"]
+    indented = [line.strip() for line in out.splitlines() if line.startswith("    ")]
+    assert indented[0].startswith("gap from seq ")
+    assert indented[-1] == f"\u2026 and {dangling - 3:,} more dangling keys from the same gap"
+    assert len(indented) == 1 + 3 + 1
+
+
+def test_verify_ends_with_a_summary_of_entries_bytes_and_throughput(tmp_path, capsys):
+    from mmaplog.demo import run_demo
+
+    run_demo(tmp_path, entries=300, seed=3)
+    code, out, _ = run_cli(capsys, "verify", "latest", "--root", str(tmp_path))
+    assert code == 0
+    summary = out.splitlines()[-1]
+    assert re.fullmatch(
+        r"scanned \d+ entries, [\d.]+ (B|KiB|MiB|GiB) in [\d.]+ s \([\d.]+ GB/s\)", summary
+    ), summary
+
+
+def test_verify_json_keeps_every_finding_and_adds_the_groups_by_index(tmp_path, capsys):
+    from tests.test_verify import build_run as build_verify_run
+    from tests.test_verify import flip, frame_at
+
+    run_dir = build_verify_run(tmp_path, 300)
+    path, off, _ = frame_at(run_dir, 3)
+    flip(path, off + 100)
+    code, out, _ = run_cli(capsys, "verify", "latest", "--root", str(tmp_path), "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert {"run_id", "status", "clean", "findings", "bytes_scanned"} <= doc.keys()
+    findings = doc["findings"]
+    (group,) = [g for g in doc["groups"] if g["follow_ons"]]
+    assert findings[group["root"]]["kind"] == "checksum_mismatch"
+    assert {findings[i]["seq"] for i in group["follow_ons"]} == {3}
+    listed = sorted([g["root"] for g in doc["groups"]] + group["follow_ons"])
+    assert listed == list(range(len(findings)))
+
+
+def test_the_verify_progress_bar_counts_entries(tmp_path, capsys, monkeypatch):
+    import io
+
+    from mmaplog.demo import run_demo
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    run_demo(tmp_path, entries=300, seed=3)
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    code = main(["verify", "latest", "--root", str(tmp_path)])
+    assert code == 0
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.getvalue())
+    assert re.search(r"\b307/307 entries\b", shown), shown
 
 
 def test_verify_never_modifies_a_file(root, capsys):

@@ -609,3 +609,38 @@ def test_replay_bogus_names_the_unknown_option(capsys):
     code = main(["--bogus"])
     assert code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_print_keeps_its_columns_aligned_under_the_header_when_a_name_is_longer_than_its_column(
+    tmp_path, capsys
+):
+    from mmaplog import AppendEntry, RunManifest
+    from mmaplog.storage.mmap_backend import MmapBackend
+    from tests.test_verify import _make_entry
+
+    long_topic = "venue." + "very_long_topic_segment." * 3 + "Fill"  # past the 40-cell cap
+    long_type = "AnOrderStatusReportWithAVeryLongTypeName"  # past the 32-cell cap
+    backend = MmapBackend(tmp_path, "inst", segment_size=64 * 1024)
+    run_id = f"{START}-0000000c"
+    backend.open_run(RunManifest(run_id=run_id, instance_id="inst", start_ts_init=START))
+    backend.append_batch(
+        [
+            AppendEntry(_make_entry(1, "a.b", "Short", b"\x80"), ()),
+            AppendEntry(_make_entry(2, long_topic, long_type, b"\x80"), ()),
+        ]
+    )
+    backend.seal(RunStatus.CRASHED_RECOVERED)
+    backend.close()
+    code = main([run_id, "--root", str(tmp_path), "--handler", "print"])
+    out = capsys.readouterr().out
+    assert code == 0
+    header, *rows = out.splitlines()
+    for label in ("TYPE", "CORR", "MESSAGE"):
+        at = header.index(label)
+        for row in rows:
+            assert row[at - 2 : at] == "  ", (label, row)
+            assert row[at] != " ", (label, row)
+    assert "venue.very_long_topic_segment.very_lo" in rows[1]
+    assert "…" in rows[1].split()[2]
+    assert rows[1].split()[3].startswith("AnOrderStatusReport")
+    assert rows[1].split()[3].endswith("…")

@@ -14,6 +14,7 @@ from typing import ClassVar, NoReturn
 from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.widgets import HelpPanel
 
 from mmaplog import Reader, Store, default_root, version_line
 from mmaplog.errors import MmapLogError
@@ -47,6 +48,16 @@ class MmapLogApp(App[None]):
         self.push_screen(RunsScreen(self.root))
         if self.initial_run is not None:
             self.open_run(self.initial_run)
+
+    def action_toggle_help_panel(self) -> None:
+        """``?``: show the keys panel, or close it when it is open."""
+        if self.help_panel_open():
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def help_panel_open(self) -> bool:
+        return bool(self.screen.query(HelpPanel))
 
     def open_run(self, run_dir: Path) -> bool:
         """Push a browse screen over ``run_dir``; a run that cannot be opened is a toast."""

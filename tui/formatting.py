@@ -7,8 +7,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from rich.cells import cell_len, set_cell_size
+
 __all__ = [
     "GotoTarget",
+    "ellipsize",
     "format_count",
     "format_duration",
     "format_size",
@@ -47,6 +50,15 @@ def format_ts(ts_ns: int, *, digits: int = 6) -> str:
     if digits <= 0:
         return stamp
     return f"{stamp}.{frac:09d}"[: len(stamp) + 1 + digits]
+
+
+def ellipsize(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells, ending in ``…`` when it was cut (never silently)."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 0:
+        return ""
+    return set_cell_size(text, width - 1) + "…"
 
 
 def format_size(n: int) -> str:

@@ -132,20 +132,29 @@ def print_json(value: object) -> None:
 
 
 @contextmanager
-def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on a terminal; silent when stderr is not a TTY."""
+def progress_bar(total: int, label: str, unit: str = "") -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr when it is a terminal (``done/total unit``, e.g.
+    ``1200/5000 entries``); silent when stderr is not a TTY."""
     if not sys.stderr.isatty() or total <= 0:
         yield lambda done: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
         f"[bold]{label}",
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn(unit),
         TimeRemainingColumn(),
         transient=True,
-        console=None,
+        console=Console(file=sys.stderr),
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda done: bar.update(task, completed=done)

@@ -89,7 +89,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mmaplog.query.dataset import export_runs
 
     total = sum(_hwm(info) for info in infos)
-    with progress_bar(total, "export") as advance:
+    with progress_bar(total, "export", "entries") as advance:
         summary = export_runs(
             infos, args.out, fmt=args.format, selection=selection, progress=advance
         )
@@ -125,7 +125,7 @@ def _export_jsonl(
     written = 0
     try:
         total = sum(_hwm(info) for info in infos)
-        with progress_bar(total, "export") as advance:
+        with progress_bar(total, "export", "entries") as advance:
             for info in infos:
                 with Reader(info.run_dir) as reader:
                     decoder = RunDecoder.for_run(info.run_dir) if decode else None

@@ -48,7 +48,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     runs = [info for info in store.runs(args.instance) if info.manifest is not None]
     cache = args.cache if args.cache is not None else store.root / CACHE_DIR
     total = sum(info.manifest.high_watermark for info in runs if info.manifest is not None)
-    with progress_bar(total, "sql: exporting runs") as advance:
+    with progress_bar(total, "sql: exporting runs", "entries") as advance:
         refresh_cache(runs, cache, refresh=args.refresh, progress=advance)
     db = StoreDatabase(store, cache, runs)
     try:

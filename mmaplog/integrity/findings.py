@@ -3,8 +3,9 @@ collector and progress throttle every check reports through."""
 
 from __future__ import annotations
 
+import bisect
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -15,9 +16,11 @@ __all__ = [
     "RUN_ENDED_PAYLOAD_TYPE",
     "RUN_ENDED_TOPIC",
     "Finding",
+    "FindingGroup",
     "FindingKind",
     "Progress",
     "VerifyReport",
+    "group_findings",
 ]
 
 RUN_ENDED_TOPIC: Final = "run.lifecycle.RunEnded"
@@ -89,6 +92,10 @@ class VerifyReport:
     def count(self, kind: FindingKind) -> int:
         return sum(1 for f in self.findings if f.kind is kind)
 
+    @property
+    def groups(self) -> tuple[FindingGroup, ...]:
+        return group_findings(self.findings)
+
     def to_dict(self) -> dict[str, object]:
         return {
             "run_id": self.run_id,
@@ -99,7 +106,79 @@ class VerifyReport:
             "elapsed_s": self.elapsed_s,
             "clean": self.is_clean,
             "findings": [f.to_dict() for f in self.findings],
+            "groups": [g.to_dict() for g in self.groups],
         }
+
+
+# --- root causes and their follow-on findings -------------------------------------------------
+# Findings that damage elsewhere explains: an index record or posting of a seq whose frame is
+# damaged, displaced or missing disagrees with it as a matter of course.
+FOLLOW_ON_KINDS: Final = frozenset(
+    {FindingKind.INDEX_DRIFT, FindingKind.INDEX_DANGLING, FindingKind.INDEX_MISSING_KEY}
+)
+# Findings that make the frames of a seq (range) unusable: the root of its follow-ons.
+_SEQ_ROOT_KINDS: Final = frozenset(
+    {FindingKind.CHECKSUM_MISMATCH, FindingKind.SEQ_MISMATCH, FindingKind.GAP}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FindingGroup:
+    """A root-cause finding and the follow-on findings it explains, as indexes into
+    ``VerifyReport.findings`` (in report order)."""
+
+    root: int
+    follow_ons: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"root": self.root, "follow_ons": list(self.follow_ons)}
+
+
+def group_findings(findings: Sequence[Finding]) -> tuple[FindingGroup, ...]:
+    """Group follow-on findings under their root cause.
+
+    A follow-on (``INDEX_DRIFT``, ``INDEX_DANGLING``, ``INDEX_MISSING_KEY``) of seq N goes under
+    the ``CHECKSUM_MISMATCH`` / ``SEQ_MISMATCH`` of seq N or the ``GAP`` covering N; a ``GAP``
+    inside one segment goes under the ``UNREADABLE`` finding of that segment (a missing segment
+    file), its follow-ons with it. Everything else is a root of its own. Roots keep report order.
+    """
+    by_seq: dict[int, int] = {}  # seq -> index of the root owning it
+    gaps: list[tuple[int, int, int]] = []  # (first seq, last seq, index)
+    segment_roots: dict[int, int] = {}
+    for i, f in enumerate(findings):
+        if f.kind is FindingKind.UNREADABLE and f.segment is not None and f.seq is None:
+            segment_roots.setdefault(f.segment, i)
+        elif f.kind is FindingKind.GAP and f.seq is not None:
+            gaps.append((f.seq, f.seq if f.seq_to is None else f.seq_to, i))
+        elif f.kind in _SEQ_ROOT_KINDS and f.seq is not None:
+            by_seq.setdefault(f.seq, i)
+    gaps.sort()
+    parent: dict[int, int] = {}
+    for i, f in enumerate(findings):
+        if f.kind is FindingKind.GAP and f.segment is not None and f.segment in segment_roots:
+            parent[i] = segment_roots[f.segment]
+        elif f.kind in FOLLOW_ON_KINDS and f.seq is not None:
+            owner = by_seq.get(f.seq)
+            if owner is None:
+                at = bisect.bisect_right(gaps, (f.seq, _BIG, _BIG)) - 1
+                if at >= 0 and gaps[at][0] <= f.seq <= gaps[at][1]:
+                    owner = gaps[at][2]
+            if owner is not None:
+                parent[i] = owner
+    members: dict[int, list[int]] = {}
+    roots: list[int] = []
+    for i in range(len(findings)):
+        top = i
+        while top in parent:
+            top = parent[top]
+        if top == i:
+            roots.append(i)
+        else:
+            members.setdefault(top, []).append(i)
+    return tuple(FindingGroup(r, tuple(members.get(r, ()))) for r in roots)
+
+
+_BIG: Final = 1 << 64
 
 
 # --- findings ---------------------------------------------------------------------------------

@@ -482,7 +482,11 @@ class _FrameScan:
             for run in np.split(missing, cuts):
                 lo, hi = int(run[0]) + 1, int(run[-1]) + 1
                 text = f"gap at seq {lo}" if lo == hi else f"gap from seq {lo} to {hi}"
-                self.f.add(FindingKind.GAP, text, seq=lo, seq_to=hi)
+                segs = np.unique(self.loc_seg[run])
+                # The segment the index places the whole gap in (a missing segment file).
+                placed = segs.size == 1 and bool(np.all(self.loc_off[run] > 0))
+                gap_seg = int(segs[0]) if placed else None
+                self.f.add(FindingKind.GAP, text, seq=lo, seq_to=hi, segment=gap_seg)
         self._index_only_checks()
         for seq in sorted(self.drift):
             fields = ", ".join(dict.fromkeys(self.drift[seq]))

@@ -19,11 +19,12 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, HelpPanel, Static
 from textual.worker import get_current_worker
 
 from mmaplog import IndexKind, Reader
 from mmaplog.errors import MmapLogError
+from mmaplog.storage.run_dir import lock_is_held
 from tui.commands import BrowseCommands
 from tui.formatting import GotoTarget, format_count, short_uuid
 from tui.queries import (
@@ -73,7 +74,7 @@ class BrowseScreen(Screen[None]):
         Binding("v", "verify", "Verify"),
         Binding("enter,i", "toggle_inspector", "Inspector", show=False),
         Binding("r", "replay", "Replay"),
-        Binding("question_mark", "app.show_help_panel", "Keys", show=False),
+        Binding("question_mark", "app.toggle_help_panel", "Keys", show=False),
         Binding("escape", "escape", "Back", show=False),
         Binding("q", "back", "Runs"),
     ]
@@ -139,7 +140,10 @@ class BrowseScreen(Screen[None]):
         self.run_dir: Path = reader.run_dir
         manifest = reader.manifest
         self.manifest = manifest
-        self.live = not manifest.is_sealed()
+        # LIVE only while a writer holds the LOCK: RUNNING with the LOCK free is a dead writer
+        # (the runs list's "no writer" check).
+        self.live = not manifest.is_sealed() and lock_is_held(self.run_dir)
+        self.writer_gone = not manifest.is_sealed() and not self.live
         self.spec = FilterSpec()
         self.filtering = False
         self.filter_chunk = FILTER_CHUNK
@@ -174,6 +178,8 @@ class BrowseScreen(Screen[None]):
         status = self.query_one(StatusBar)
         status.total = len(self._rows)
         status.live = self.live
+        status.no_writer = self.writer_gone
+        table.can_follow = self.live
         if self.live:
             self._tail_timer = self.set_interval(TAIL_POLL_SECONDS, self._poll_tail)
         self.call_after_refresh(self._refresh_histogram)
@@ -196,7 +202,7 @@ class BrowseScreen(Screen[None]):
         parts = [
             manifest.instance_id,
             manifest.run_id,
-            "LIVE" if self.live else manifest.status.value,
+            "LIVE" if self.live else self._state_name(),
         ]
         if seq is not None and len(self.source):
             info = self.table.cursor_info()
@@ -205,6 +211,11 @@ class BrowseScreen(Screen[None]):
                 if info.correlation_id:
                     parts.append(f"corr {short_uuid(info.correlation_id)}")
         return " › ".join(p for p in parts if p)
+
+    def _state_name(self) -> str:
+        if self.writer_gone:
+            return f"{self.manifest.status.value} (no writer)"
+        return self.manifest.status.value
 
     def _cursor_moved(self, row: int, seq: int | None) -> None:
         status = self.query_one(StatusBar)
@@ -453,18 +464,39 @@ class BrowseScreen(Screen[None]):
             manifest = self.reader.refresh_manifest()
         except (MmapLogError, OSError):
             return
+        if not self.live or self.reader.high_watermark != self._known_hwm:
+            self.manifest = manifest
+            return
+        if not manifest.is_sealed() and not lock_is_held(self.run_dir):
+            # The LOCK is free: sealed since the read above (a clean close seals first), or the
+            # writer died. Read the manifest once more to tell which.
+            try:
+                manifest = self.reader.refresh_manifest()
+            except (MmapLogError, OSError):
+                return
+            self.writer_gone = not manifest.is_sealed()
         self.manifest = manifest
-        if manifest.is_sealed() and self.live and self.reader.high_watermark == self._known_hwm:
-            self.live = False
-            if self._tail_timer is not None:
-                self._tail_timer.stop()
-            status = self.query_one(StatusBar)
-            status.live = False
-            self.table.follow = False
-            self.query_one("#crumbs", Static).update(
-                self._crumbs(self.table.cursor_seq), layout=False
-            )
-            self.notify(f"Run {manifest.status.value}: {format_count(self._known_hwm)} entries")
+        if manifest.is_sealed() or self.writer_gone:
+            self._stop_live()
+            if self.writer_gone:
+                self.notify(
+                    f"The writer is gone (run still RUNNING, LOCK free) after "
+                    f"{format_count(self._known_hwm)} entries; `mmaplog recover` seals it",
+                    severity="warning",
+                )
+            else:
+                self.notify(f"Run {manifest.status.value}: {format_count(self._known_hwm)} entries")
+
+    def _stop_live(self) -> None:
+        self.live = False
+        if self._tail_timer is not None:
+            self._tail_timer.stop()
+        status = self.query_one(StatusBar)
+        status.live = False
+        status.no_writer = self.writer_gone
+        self.table.follow = False
+        self.table.can_follow = False
+        self.query_one("#crumbs", Static).update(self._crumbs(self.table.cursor_seq), layout=False)
 
     @on(EntryTable.NewEntries)
     def _new_entries(self, message: EntryTable.NewEntries) -> None:
@@ -597,7 +629,10 @@ class BrowseScreen(Screen[None]):
             self.jump_to_seq(seq)
 
     def action_escape(self) -> None:
-        if not self.spec.is_empty():
+        """Close the keys panel; else clear the filter."""
+        if self.query(HelpPanel):
+            self.app.action_hide_help_panel()
+        elif not self.spec.is_empty():
             self.apply_filter(FilterSpec())
 
     def action_back(self) -> None:

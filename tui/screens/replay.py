@@ -31,7 +31,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Label, OptionList, Static
+from textual.widgets import Footer, HelpPanel, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from mmaplog import Reader
@@ -68,7 +68,7 @@ class ReplayScreen(Screen[int | None]):
         Binding("d,delete", "delete_breakpoint", "Delete bp"),
         Binding("h", "handler", "Handler"),
         Binding("escape", "escape", "Stop / back", show=False),
-        Binding("question_mark", "app.show_help_panel", "Keys", show=False),
+        Binding("question_mark", "app.toggle_help_panel", "Keys", show=False),
         Binding("q", "back", "Back"),
     ]
 
@@ -310,7 +310,9 @@ class ReplayScreen(Screen[int | None]):
             self._set_status("stopping after the current entry…")
 
     def action_escape(self) -> None:
-        if self.phase == "running":
+        if self.query(HelpPanel):
+            self.app.action_hide_help_panel()
+        elif self.phase == "running":
             self.action_stop()
         else:
             self.action_back()

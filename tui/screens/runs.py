@@ -20,11 +20,12 @@ from textual.widgets import DataTable, Footer, Static
 from mmaplog import Reader, RegisteredComponents, RunInfo, RunManifest, Store
 from mmaplog.cli.text import format_span
 from mmaplog.errors import MmapLogError
-from tui.formatting import format_count, format_size, format_ts
+from tui.formatting import ellipsize, format_count, format_size, format_ts
 
 __all__ = ["RunRow", "RunsScreen"]
 
 REFRESH_SECONDS = 2.0
+INSTANCE_MAX_WIDTH = 24  # longer instance names end in an ellipsis
 COLUMNS = (
     ("instance", 10),
     ("run", 28),
@@ -78,6 +79,8 @@ class RunsScreen(Screen[None]):
         Binding("q", "app.quit", "Quit"),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        Binding("question_mark", "app.toggle_help_panel", "Keys", show=False),
+        Binding("escape", "app.hide_help_panel", "Close keys", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -107,6 +110,7 @@ class RunsScreen(Screen[None]):
         self.root = root
         self.rows: dict[str, RunRow] = {}
         self.loaded = False
+        self.instance_width = COLUMNS[0][1]
 
     def compose(self) -> ComposeResult:
         yield Static(f"mmaplog · runs under {self.root}", id="runs-title")
@@ -118,13 +122,19 @@ class RunsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#runs-table", DataTable)
-        # Fixed widths: nothing is measured, and a 120-column terminal shows every column.
-        for label, width in COLUMNS:
-            table.add_column(label, width=width)
-        table.focus()
+        self._add_columns(COLUMNS[0][1])
+        self.query_one("#runs-table", DataTable).focus()
         self.set_interval(REFRESH_SECONDS, self._refresh_live)
         self._load()
+
+    def _add_columns(self, instance_width: int) -> None:
+        # Fixed widths: only instance names are measured (a 120-column terminal shows every
+        # column while they fit the default); cells too long for theirs end in an ellipsis.
+        table = self.query_one("#runs-table", DataTable)
+        table.clear(columns=True)
+        self.instance_width = instance_width
+        for label, width in ((COLUMNS[0][0], instance_width), *COLUMNS[1:]):
+            table.add_column(label, width=width)
 
     @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
     def _load(self) -> None:
@@ -142,8 +152,13 @@ class RunsScreen(Screen[None]):
         selected = self._selected_key()
         table.clear()
         self.rows = {str(row.info.run_dir): row for row in message.rows}
+        longest = max((len(row.info.instance_id) for row in self.rows.values()), default=0)
+        width = min(max(COLUMNS[0][1], longest), INSTANCE_MAX_WIDTH)
+        if width != self.instance_width:
+            self._add_columns(width)
+        widths = [width] + [w for _, w in COLUMNS[1:]]
         for key, row in self.rows.items():
-            table.add_row(*_cells(row), key=key)
+            table.add_row(*_cells(row, widths), key=key)
         self.set_class(not self.rows, "-empty")
         if not self.rows:
             self.query_one("#runs-empty", Static).update(_empty_text(self.root))
@@ -194,7 +209,17 @@ class RunsScreen(Screen[None]):
         self.query_one("#runs-table", DataTable).action_cursor_up()
 
 
-def _cells(row: RunRow) -> tuple[str | Text, ...]:
+def _cells(row: RunRow, widths: list[int] | None = None) -> tuple[str | Text, ...]:
+    cells = _raw_cells(row)
+    if widths is None:
+        widths = [w for _, w in COLUMNS]
+    return tuple(
+        ellipsize(cell, width) if isinstance(cell, str) else cell
+        for cell, width in zip(cells, widths, strict=True)
+    )
+
+
+def _raw_cells(row: RunRow) -> tuple[str | Text, ...]:
     info = row.info
     manifest = info.manifest
     if manifest is None:

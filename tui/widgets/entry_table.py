@@ -22,7 +22,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.formatting import format_ts, short_uuid
+from tui.formatting import ellipsize, format_ts, short_uuid
 from tui.source import RowInfo, RowSource
 
 __all__ = ["EntryTable"]
@@ -98,6 +98,8 @@ class EntryTable(ScrollView, can_focus=True, inherit_bindings=False):
     """The row under the cursor (0-based)."""
     follow: reactive[bool] = reactive(False, init=False)
     """Keep the cursor on the last row as the source grows."""
+    can_follow = False
+    """Whether rows may still arrive (a live run): ``G`` then starts following."""
 
     class CursorMoved(Message):
         """The cursor moved to ``row``, which shows ``seq`` (None when the table is empty)."""
@@ -283,7 +285,7 @@ class EntryTable(ScrollView, can_focus=True, inherit_bindings=False):
         for index, ((text, part), (_, w)) in enumerate(zip(values, columns, strict=True)):
             if index:
                 segments.append(Segment(" ", space))
-            cell = text.rjust(w) if index == 0 else text
+            cell = text.rjust(w) if index == 0 else ellipsize(text, w)
             style = component(f"entry-table--{part}")
             if error and part in ("summary", "seq"):
                 style += component("entry-table--error")
@@ -361,11 +363,11 @@ class EntryTable(ScrollView, can_focus=True, inherit_bindings=False):
         self.cursor = 0
 
     def action_last(self) -> None:
-        """Go to the last row; pressed again there, follow new rows."""
-        if self._rows and self.cursor >= self._rows - 1:
+        """Go to the last row, and follow new rows when the source can still grow (a live
+        run): one press, not two."""
+        if self.can_follow:
             self.follow = True
-        else:
-            self.cursor = self._rows - 1
+        self.cursor = max(self._rows - 1, 0)
 
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow

@@ -33,6 +33,8 @@ class StatusBar(Widget):
     """What a worker is doing (``filtering 42%``, ``searching…``)."""
     live: reactive[bool] = reactive(False)
     following: reactive[bool] = reactive(False)
+    no_writer: reactive[bool] = reactive(False)
+    """RUNNING but no process holds the LOCK: the writer died (the runs list's "no writer")."""
     verified_to: reactive[int | None] = reactive(None)
 
     def render(self) -> Text:
@@ -58,6 +60,8 @@ class StatusBar(Widget):
             parts.append(
                 Text("FOLLOW", style="bold green") if self.following else Text("LIVE", "green")
             )
+        elif self.no_writer:
+            parts.append(Text("no writer", style="yellow"))
         if self.verified_to is not None:
             parts.append(Text(f"verified ≤ {format_count(self.verified_to)}", style="cyan"))
         return Text(" • ").join(parts)
