@@ -14,13 +14,24 @@ import shlex
 from setuptools import Extension, setup
 
 SRC = "mmaplog/storage/core/src"
-SOURCES = ["module.c", "channel.c", "framewriter.c", "hix.c", "xxh3.c", "reader.c"]
+SOURCES = [
+    "module.c",
+    "channel.c",
+    "framewriter.c",
+    "hix.c",
+    "xxh3.c",
+    "reader.c",
+    "sha256.c",
+    "merkle.c",
+]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 
 native = Extension(
     "mmaplog.storage.core._native",
     sources=[f"{SRC}/{name}" for name in SOURCES],
-    depends=[f"{SRC}/{name}" for name in ("native.h", "hix.h", "xxh3.h")],
+    depends=[
+        f"{SRC}/{name}" for name in ("native.h", "hix.h", "xxh3.h", "sha256.h", "sha256_consts.h")
+    ],
     include_dirs=[SRC],
     extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", *extra],
     extra_link_args=["-pthread", *extra],

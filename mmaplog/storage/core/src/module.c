@@ -6,9 +6,11 @@
  * (FrameWriter, framewriter.c).
  */
 #include "native.h"
+#include "sha256.h"
 
 int mml_channel_init_strings(void);
 extern PyMethodDef mml_reader_methods[]; /* reader.c: the read and verify path */
+extern PyMethodDef mml_merkle_methods[]; /* merkle.c: SHA-256 leaves and nodes */
 
 /* The bytes of a buffer, hashed with the GIL released when they are many. */
 #define RELEASE_GIL_ABOVE 4096
@@ -83,13 +85,14 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "mmaplog.storage.core._native",
-    .m_doc = "mmaplog's native core: xxh3, the submit channel, the batch framer and the checked "
-               "read path.",
+    .m_doc = "mmaplog's native core: xxh3, the submit channel, the batch framer, the checked "
+               "read path and the Merkle leaves (SHA-256).",
     .m_size = -1,
     .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
+    mml_sha256_setup(0);
     if (mml_channel_init_strings() < 0) return NULL;
     if (PyType_Ready(&mml_ChannelType) < 0 || PyType_Ready(&mml_FrameWriterType) < 0 ||
         PyType_Ready(&mml_WallClockType) < 0)
@@ -97,6 +100,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     if (PyModule_AddFunctions(m, mml_reader_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, mml_merkle_methods) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;
     Py_INCREF(&mml_FrameWriterType);

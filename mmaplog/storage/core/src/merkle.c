@@ -1,0 +1,300 @@
+/*
+ * merkle.c - the Merkle checkpointer's per-entry work in C, with the GIL released:
+ *
+ *   merkle_leaves     the RFC 9162 leaf of every entry of a batch: SHA-256(0x00 || the
+ *                     entry's canonical stream), the stream of mmaplog/storage/entry_hash.py
+ *   frontier_append   a batch of leaves appended to the compact frontier, the perfect nodes
+ *                     it completed coalesced into runs of consecutive tree-file slots
+ *   tree_level        the next level of a full tree (MemoryTree)
+ *
+ * Python twins, the reference (MMAPLOG_PURE=1): tree_keeper.leaf_batches, Frontier.append and
+ * MemoryTree in mmaplog/integrity; tests/test_native_merkle.py proves them equal.
+ */
+#include "native.h"
+#include "sha256.h"
+
+#define ENTRY_DOMAIN "mmaplog/entry/v1"
+#define REC_SEQ 0
+#define REC_TS_INIT 8
+#define REC_TS_PUBLISH 16
+#define REC_TOPIC 44
+#define REC_PTYPE 48
+#define REC_FLAGS 52
+#define REC_CORR 56
+#define REC_CAUS 72
+
+static inline uint64_t rd_le64(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v; /* the index is little-endian, as are the hosts the core builds for */
+}
+
+static inline uint32_t rd_le32(const unsigned char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline void wr_be64(unsigned char *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (unsigned char)v;
+}
+
+static PyObject *py_sha256(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
+    unsigned char out[MML_SHA256_SIZE];
+    Py_BEGIN_ALLOW_THREADS
+    mml_sha256(data.buf, (size_t)data.len, out);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    return PyBytes_FromStringAndSize((const char *)out, MML_SHA256_SIZE);
+}
+
+static PyObject *py_sha256_impl(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(arg)) {
+    return PyUnicode_FromString(mml_sha256_impl());
+}
+
+static PyObject *py_sha256_select(PyObject *Py_UNUSED(module), PyObject *arg) {
+    int scalar = PyObject_IsTrue(arg);
+    if (scalar < 0) return NULL;
+    mml_sha256_setup(scalar);
+    return PyUnicode_FromString(mml_sha256_impl());
+}
+
+typedef struct {
+    const unsigned char *p;
+    size_t len;
+} span;
+
+/* merkle_leaves(records, payloads, framed) -> n * 32 bytes.
+ * records: the batch's seq-index records (n * 96 bytes, C-contiguous); payloads: n buffers;
+ * framed: the framed name (u64be length + UTF-8) of every symbol id, a sequence of bytes. */
+static PyObject *py_merkle_leaves(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *records_obj, *payloads_obj, *framed_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &records_obj, &payloads_obj, &framed_obj)) return NULL;
+    Py_buffer rec;
+    if (PyObject_GetBuffer(records_obj, &rec, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    PyObject *result = NULL, *pays = NULL, *names = NULL;
+    Py_buffer *bufs = NULL;
+    span *name_spans = NULL;
+    Py_ssize_t n = 0, got = 0;
+    if (rec.len % MML_INDEX_RECORD_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "records must be whole 96-byte index records");
+        goto done;
+    }
+    n = rec.len / MML_INDEX_RECORD_SIZE;
+    pays = PySequence_Fast(payloads_obj, "payloads must be a sequence of buffers");
+    if (pays == NULL) goto done;
+    if (PySequence_Fast_GET_SIZE(pays) != n) {
+        PyErr_SetString(PyExc_ValueError, "one payload per record");
+        goto done;
+    }
+    names = PySequence_Fast(framed_obj, "framed must be a sequence of bytes");
+    if (names == NULL) goto done;
+    Py_ssize_t n_names = PySequence_Fast_GET_SIZE(names);
+    name_spans = PyMem_Calloc((size_t)n_names + 1, sizeof *name_spans);
+    bufs = PyMem_Calloc((size_t)n + 1, sizeof *bufs);
+    if (name_spans == NULL || bufs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_names; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(names, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "framed names must be bytes");
+            goto done;
+        }
+        name_spans[i].p = (const unsigned char *)PyBytes_AS_STRING(item);
+        name_spans[i].len = (size_t)PyBytes_GET_SIZE(item);
+    }
+    const unsigned char *recs = rec.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *r = recs + (size_t)i * MML_INDEX_RECORD_SIZE;
+        if (rd_le32(r + REC_TOPIC) >= (uint64_t)n_names ||
+            rd_le32(r + REC_PTYPE) >= (uint64_t)n_names) {
+            PyErr_Format(PyExc_ValueError, "record %zd names a symbol id without a name", i);
+            goto done;
+        }
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(pays, i), &bufs[i], PyBUF_SIMPLE) < 0)
+            goto done;
+        got++;
+    }
+    result = PyBytes_FromStringAndSize(NULL, n * MML_SHA256_SIZE);
+    if (result == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *r = recs + (size_t)i * MML_INDEX_RECORD_SIZE;
+        unsigned char head[1 + 16 + 24];
+        head[0] = 0x00; /* RFC 9162 leaf prefix */
+        memcpy(head + 1, ENTRY_DOMAIN, 16);
+        wr_be64(head + 17, rd_le64(r + REC_SEQ));
+        wr_be64(head + 25, rd_le64(r + REC_TS_INIT));
+        wr_be64(head + 33, rd_le64(r + REC_TS_PUBLISH));
+        const span *topic = &name_spans[rd_le32(r + REC_TOPIC)];
+        const span *ptype = &name_spans[rd_le32(r + REC_PTYPE)];
+        unsigned char plen[8];
+        wr_be64(plen, (uint64_t)bufs[i].len);
+        unsigned char tail[34];
+        size_t tail_len = 0;
+        uint32_t flags = rd_le32(r + REC_FLAGS);
+        if (flags & MML_FLAG_CORRELATION) {
+            tail[tail_len++] = 0x01;
+            memcpy(tail + tail_len, r + REC_CORR, 16);
+            tail_len += 16;
+        } else {
+            tail[tail_len++] = 0x00;
+        }
+        if (flags & MML_FLAG_CAUSATION) {
+            tail[tail_len++] = 0x01;
+            memcpy(tail + tail_len, r + REC_CAUS, 16);
+            tail_len += 16;
+        } else {
+            tail[tail_len++] = 0x00;
+        }
+        mml_sha256_ctx ctx;
+        mml_sha256_init(&ctx);
+        mml_sha256_update(&ctx, head, sizeof head);
+        mml_sha256_update(&ctx, topic->p, topic->len);
+        mml_sha256_update(&ctx, ptype->p, ptype->len);
+        mml_sha256_update(&ctx, plen, 8);
+        mml_sha256_update(&ctx, bufs[i].buf, (size_t)bufs[i].len);
+        mml_sha256_update(&ctx, tail, tail_len);
+        mml_sha256_final(&ctx, out + (size_t)i * MML_SHA256_SIZE);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    PyMem_Free(name_spans);
+    Py_XDECREF(pays);
+    Py_XDECREF(names);
+    PyBuffer_Release(&rec);
+    return result;
+}
+
+typedef struct {
+    uint64_t slot;
+    uint64_t at; /* digest offset in the node buffer */
+} node_ref;
+
+static int cmp_slot(const void *a, const void *b) {
+    uint64_t x = ((const node_ref *)a)->slot, y = ((const node_ref *)b)->slot;
+    return (x > y) - (x < y);
+}
+
+/* frontier_append(hashes, size, leaves) -> (new hashes, [(first slot, digests), ...]).
+ * hashes: the frontier of a tree of size leaves (popcount(size) * 32 bytes, largest subtree
+ * first); leaves: n * 32 bytes. The runs hold every perfect node the leaves completed, the
+ * leaves included, at their in-order slots (merkle_files.flat_index), consecutive slots
+ * joined. */
+static PyObject *py_frontier_append(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer hb, lb;
+    unsigned long long size;
+    if (!PyArg_ParseTuple(args, "y*Ky*", &hb, &size, &lb)) return NULL;
+    PyObject *result = NULL;
+    unsigned char *nodes = NULL;
+    node_ref *refs = NULL;
+    int depth = __builtin_popcountll(size);
+    if (hb.len != (Py_ssize_t)depth * MML_SHA256_SIZE || lb.len % MML_SHA256_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "frontier hashes or leaves of the wrong length");
+        goto done;
+    }
+    size_t n = (size_t)lb.len / MML_SHA256_SIZE;
+    unsigned char stack[65][MML_SHA256_SIZE];
+    memcpy(stack, hb.buf, (size_t)hb.len);
+    size_t max_nodes = 2 * n + 64;
+    nodes = PyMem_Malloc(max_nodes * MML_SHA256_SIZE);
+    refs = PyMem_Malloc(max_nodes * sizeof *refs);
+    if (nodes == NULL || refs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t count = 0;
+    Py_BEGIN_ALLOW_THREADS
+    const unsigned char *leaf = lb.buf;
+    for (size_t i = 0; i < n; i++, leaf += MML_SHA256_SIZE) {
+        uint64_t index = size;
+        unsigned char digest[MML_SHA256_SIZE];
+        memcpy(digest, leaf, MML_SHA256_SIZE);
+        int level = 0;
+        for (;;) {
+            refs[count].slot = (index >> level << (level + 1)) + ((uint64_t)1 << level) - 1;
+            refs[count].at = count * MML_SHA256_SIZE;
+            memcpy(nodes + count * MML_SHA256_SIZE, digest, MML_SHA256_SIZE);
+            count++;
+            if (!(size >> level & 1)) break;
+            /* the lowest frontier subtree has this level: fold it in */
+            depth--;
+            mml_sha256_node(stack[depth], digest, digest);
+            level++;
+        }
+        memcpy(stack[depth++], digest, MML_SHA256_SIZE);
+        size++;
+    }
+    qsort(refs, count, sizeof *refs, cmp_slot);
+    Py_END_ALLOW_THREADS
+    PyObject *runs = PyList_New(0);
+    if (runs == NULL) goto done;
+    size_t i = 0;
+    while (i < count) {
+        size_t j = i + 1;
+        while (j < count && refs[j].slot == refs[j - 1].slot + 1) j++;
+        PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((j - i) * MML_SHA256_SIZE));
+        if (data == NULL) {
+            Py_DECREF(runs);
+            goto done;
+        }
+        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(data);
+        for (size_t k = i; k < j; k++)
+            memcpy(dst + (k - i) * MML_SHA256_SIZE, nodes + refs[k].at, MML_SHA256_SIZE);
+        PyObject *run = Py_BuildValue("(KN)", (unsigned long long)refs[i].slot, data);
+        if (run == NULL || PyList_Append(runs, run) < 0) {
+            Py_XDECREF(run);
+            Py_DECREF(runs);
+            goto done;
+        }
+        Py_DECREF(run);
+        i = j;
+    }
+    result = Py_BuildValue("(y#N)", (const char *)stack, (Py_ssize_t)depth * MML_SHA256_SIZE,
+                           runs);
+done:
+    PyMem_Free(nodes);
+    PyMem_Free(refs);
+    PyBuffer_Release(&hb);
+    PyBuffer_Release(&lb);
+    return result;
+}
+
+/* tree_level(level) -> the level above: SHA-256(0x01 || l || r) of every whole pair. */
+static PyObject *py_tree_level(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer lb;
+    if (!PyArg_ParseTuple(args, "y*", &lb)) return NULL;
+    size_t pairs = (size_t)lb.len / (2 * MML_SHA256_SIZE);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(pairs * MML_SHA256_SIZE));
+    if (result != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+        const unsigned char *in = lb.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t k = 0; k < pairs; k++)
+            mml_sha256_node(in + 2 * k * MML_SHA256_SIZE, in + (2 * k + 1) * MML_SHA256_SIZE,
+                            out + k * MML_SHA256_SIZE);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&lb);
+    return result;
+}
+
+PyMethodDef mml_merkle_methods[] = {
+    {"sha256", py_sha256, METH_VARARGS, "sha256(data) -> 32 bytes"},
+    {"sha256_impl", py_sha256_impl, METH_NOARGS, "sha256_impl() -> 'sha-ni' | 'scalar'"},
+    {"sha256_select", py_sha256_select, METH_O,
+     "sha256_select(force_scalar) -> the implementation now in use (for tests)"},
+    {"merkle_leaves", py_merkle_leaves, METH_VARARGS,
+     "merkle_leaves(records, payloads, framed) -> n * 32 bytes of leaf hashes"},
+    {"frontier_append", py_frontier_append, METH_VARARGS,
+     "frontier_append(hashes, size, leaves) -> (hashes, [(slot, digests), ...])"},
+    {"tree_level", py_tree_level, METH_VARARGS, "tree_level(level) -> the level above"},
+    {NULL, NULL, 0, NULL},
+};
