@@ -8,6 +8,9 @@ Pure functions and value types, no I/O. Leaves are 0-based here (leaf ``i`` is s
 * A *perfect* node ``(level, k)`` is the root of leaves ``[k·2^level, (k+1)·2^level)``. Every
   node a proof needs is either perfect or the root of a right edge ``[a, n)``, which is folded
   from perfect nodes, so a :class:`NodeSource` only has to answer for perfect nodes.
+* The loops over many leaves (:meth:`Frontier.append_block`, :class:`MemoryTree`) run in the
+  native core with the GIL released when it is loaded; the Python loops here are the
+  reference (``MMAPLOG_PURE=1``), proven equal in tests/test_native_merkle.py.
 * :class:`Frontier` is the compact state of an append-only tree: the roots of the perfect
   subtrees covering ``[0, size)``, largest first (at most 64 of them).
 * Inclusion proofs (§2.1.3) and consistency proofs (§2.1.4), generated from a
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mmaplog.errors import ProofError
+from mmaplog.storage.core import native
+from mmaplog.storage.merkle_files import node_runs
 
 __all__ = [
     "HASH_SIZE",
@@ -184,6 +189,11 @@ def verify_consistency(
     return sn == 0 and fr == old_root and sr == new_root
 
 
+def _levels_of(size: int) -> list[int]:
+    """The levels of a frontier's perfect subtrees, largest first: the set bits of size."""
+    return [bit for bit in range(size.bit_length() - 1, -1, -1) if size >> bit & 1]
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     """A perfect node that :meth:`Frontier.append` completed."""
@@ -199,7 +209,7 @@ class Frontier:
     __slots__ = ("_levels", "_hashes", "size")
 
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
-        levels = [bit for bit in range(size.bit_length() - 1, -1, -1) if size >> bit & 1]
+        levels = _levels_of(size)
         if len(levels) != len(hashes) or any(len(h) != HASH_SIZE for h in hashes):
             raise ProofError(f"a frontier of {size} leaves needs {len(levels)} hashes")
         self.size = size
@@ -232,6 +242,29 @@ class Frontier:
         self.size = index + 1
         return done
 
+    def append_block(self, leaves: bytes) -> list[tuple[int, bytes]]:
+        """Append the leaves of ``leaves`` (32 bytes each, concatenated); return the perfect
+        nodes they completed (leaves included) as runs of consecutive tree-file slots,
+        ``(first slot, digests)`` (``merkle_files.node_runs``)."""
+        if len(leaves) % HASH_SIZE:
+            raise ProofError(f"{len(leaves)} bytes are not whole {HASH_SIZE}-byte leaves")
+        if native is not None:
+            packed, runs = native.frontier_append(b"".join(self._hashes), self.size, leaves)
+            self.size += len(leaves) // HASH_SIZE
+            self._levels = _levels_of(self.size)
+            self._hashes = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+            return list(runs)
+        return self.append_block_pure(leaves)
+
+    def append_block_pure(self, leaves: bytes) -> list[tuple[int, bytes]]:
+        """:meth:`append_block` in Python, one :meth:`append` per leaf (the reference)."""
+        nodes: list[tuple[int, int, bytes]] = []
+        for i in range(0, len(leaves), HASH_SIZE):
+            nodes.extend(
+                (n.level, n.index, n.digest) for n in self.append(leaves[i : i + HASH_SIZE])
+            )
+        return node_runs(nodes)
+
     def extend(self, leaves: Sequence[bytes]) -> None:
         """Append many leaves without reporting the completed nodes."""
         levels, hashes = self._levels, self._hashes
@@ -257,17 +290,34 @@ class Frontier:
 class MemoryTree:
     """Every perfect node of a list of leaves, level by level (for rebuilds and verify)."""
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
+    def __init__(self, leaves: Sequence[bytes], *, pure: bool = False) -> None:
         self.size = len(leaves)
-        level = b"".join(leaves)
-        self._levels = [level]
+        self._levels = self._build(b"".join(leaves), pure=pure)
+
+    @classmethod
+    def from_block(cls, leaves: bytes, *, pure: bool = False) -> MemoryTree:
+        """The tree of ``leaves``: 32-byte leaf hashes, concatenated."""
+        if len(leaves) % HASH_SIZE:
+            raise ProofError(f"{len(leaves)} bytes are not whole {HASH_SIZE}-byte leaves")
+        tree = cls.__new__(cls)
+        tree.size = len(leaves) // HASH_SIZE
+        tree._levels = cls._build(leaves, pure=pure)
+        return tree
+
+    @staticmethod
+    def _build(level: bytes, *, pure: bool) -> list[bytes]:
+        levels = [level]
         while len(level) >= 2 * HASH_SIZE:
-            pairs = len(level) // (2 * HASH_SIZE)
-            level = b"".join(
-                _sha256(b"\x01" + level[i : i + 2 * HASH_SIZE]).digest()
-                for i in range(0, pairs * 2 * HASH_SIZE, 2 * HASH_SIZE)
-            )
-            self._levels.append(level)
+            if native is not None and not pure:
+                level = native.tree_level(level)
+            else:
+                pairs = len(level) // (2 * HASH_SIZE)
+                level = b"".join(
+                    _sha256(b"\x01" + level[i : i + 2 * HASH_SIZE]).digest()
+                    for i in range(0, pairs * 2 * HASH_SIZE, 2 * HASH_SIZE)
+                )
+            levels.append(level)
+        return levels
 
     def leaf(self, index: int) -> bytes:
         return self.perfect(0, index)

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from mmaplog.errors import FormatError
-from mmaplog.integrity.merkle import Frontier, MemoryTree, leaf_hash
+from mmaplog.integrity.merkle import HASH_SIZE, Frontier, MemoryTree, leaf_hash
 from mmaplog.integrity.signing import Signer
 from mmaplog.storage.checkpoints import Checkpoint, CheckpointLog, append_checkpoint_line
+from mmaplog.storage.core import native
 from mmaplog.storage.entry_hash import canonical_stream, framed, raw_headers_tail
 from mmaplog.storage.manifest import read_manifest, write_manifest
 from mmaplog.storage.merkle_files import TreeFile, read_frontier, write_frontier
@@ -33,6 +34,8 @@ __all__ = [
     "file_sink",
     "finish_run",
     "leaf_batches",
+    "leaf_blocks",
+    "pure_leaf_batches",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,12 +43,41 @@ CheckpointSink = Callable[[Checkpoint], None]
 LEAF_CHUNK = 4096
 
 
+def leaf_blocks(
+    backend: MmapBackend, from_seq: int, to_seq: int, *, chunk: int = LEAF_CHUNK
+) -> Iterator[bytes]:
+    """The leaf hashes of seqs ``from_seq..=to_seq``, 32 bytes each, concatenated per chunk.
+
+    Frames are checked as ``iter_batches`` checks them (checksums), not their xxh3 entry
+    hashes: the leaf covers the same canonical stream with SHA-256. The native core hashes a
+    whole chunk with the GIL released (``merkle_leaves``); :func:`pure_leaf_batches` is the
+    reference it is proven equal to.
+    """
+    if native is None:
+        for leaves in pure_leaf_batches(backend, from_seq, to_seq, chunk=chunk):
+            yield b"".join(leaves)
+        return
+    framed_ids: list[bytes] = []  # framed name per symbol id (ids are append-only)
+    for batch in backend.iter_batches(from_seq, to_seq, chunk=chunk, entry_hashes=False):
+        names = batch.names
+        if len(framed_ids) < len(names):
+            framed_ids.extend(framed(name) for name in names[len(framed_ids) :])
+        raw = np.ascontiguousarray(batch.records).view(np.uint8)
+        yield native.merkle_leaves(raw, batch.payloads, framed_ids)
+
+
 def leaf_batches(
     backend: MmapBackend, from_seq: int, to_seq: int, *, chunk: int = LEAF_CHUNK
 ) -> Iterator[list[bytes]]:
-    """The leaf hashes of seqs ``from_seq..=to_seq``, a list per chunk. Frames are checked as
-    ``iter_batches`` checks them (checksums), not their xxh3 entry hashes: the leaf covers the
-    same canonical stream with SHA-256."""
+    """:func:`leaf_blocks` as a list of 32-byte leaves per chunk."""
+    for block in leaf_blocks(backend, from_seq, to_seq, chunk=chunk):
+        yield [block[i : i + HASH_SIZE] for i in range(0, len(block), HASH_SIZE)]
+
+
+def pure_leaf_batches(
+    backend: MmapBackend, from_seq: int, to_seq: int, *, chunk: int = LEAF_CHUNK
+) -> Iterator[list[bytes]]:
+    """:func:`leaf_batches` in Python, one hashlib SHA-256 per entry: the reference."""
     framed_cache: dict[int, bytes] = {}
     for batch in backend.iter_batches(from_seq, to_seq, chunk=chunk, entry_hashes=False):
         recs = batch.records
@@ -85,10 +117,7 @@ def leaf_batches(
 def build_tree(backend: MmapBackend, size: int | None = None) -> MemoryTree:
     """Every perfect node of the first ``size`` entries (all committed ones by default)."""
     hi = backend.high_watermark() if size is None else size
-    leaves: list[bytes] = []
-    for chunk in leaf_batches(backend, 1, hi):
-        leaves.extend(chunk)
-    return MemoryTree(leaves)
+    return MemoryTree.from_block(b"".join(leaf_blocks(backend, 1, hi)))
 
 
 def file_sink(path: Path | str) -> CheckpointSink:
@@ -151,12 +180,10 @@ class TreeKeeper:
         """Append the leaves of ``size + 1..=hwm``; return the new size."""
         if hwm <= self.frontier.size:
             return self.frontier.size
-        append = self.frontier.append
-        for leaves in leaf_batches(backend, self.frontier.size + 1, hwm):
-            nodes: list[tuple[int, int, bytes]] = []
-            for leaf in leaves:
-                nodes.extend((n.level, n.index, n.digest) for n in append(leaf))
-            self.tree.write_nodes(nodes)
+        # Per chunk: leaves and nodes hashed in the native core without the GIL, one pwrite
+        # per run of consecutive slots.
+        for leaves in leaf_blocks(backend, self.frontier.size + 1, hwm):
+            self.tree.write_runs(self.frontier.append_block(leaves))
         write_frontier(self.run_dir, self.frontier.size, self.frontier.hashes)
         return self.frontier.size
 

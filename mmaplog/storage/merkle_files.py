@@ -34,6 +34,7 @@ __all__ = [
     "FrontierState",
     "TreeFile",
     "flat_index",
+    "node_runs",
     "read_frontier",
     "write_frontier",
 ]
@@ -54,6 +55,20 @@ assert TREE_HEADER.size == TREE_HEADER_SIZE
 def flat_index(level: int, index: int) -> int:
     """The in-order slot of perfect node (level, index)."""
     return (index << (level + 1)) + (1 << level) - 1
+
+
+def node_runs(nodes: Iterable[tuple[int, int, bytes]]) -> list[tuple[int, bytes]]:
+    """(level, index, digest) nodes as runs of consecutive slots: (first slot, digests)."""
+    slots = sorted((flat_index(level, index), digest) for level, index, digest in nodes)
+    runs: list[tuple[int, bytes]] = []
+    i = 0
+    while i < len(slots):
+        j = i + 1
+        while j < len(slots) and slots[j][0] == slots[j - 1][0] + 1:
+            j += 1
+        runs.append((slots[i][0], b"".join(digest for _, digest in slots[i:j])))
+        i = j
+    return runs
 
 
 class TreeFile:
@@ -92,16 +107,12 @@ class TreeFile:
 
     def write_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
         """Write (level, index, digest) nodes, coalescing neighbouring slots into one pwrite."""
-        slots = sorted((flat_index(level, index), digest) for level, index, digest in nodes)
-        i = 0
-        while i < len(slots):
-            start = slots[i][0]
-            j = i + 1
-            while j < len(slots) and slots[j][0] == slots[j - 1][0] + 1:
-                j += 1
-            data = b"".join(digest for _, digest in slots[i:j])
-            pwrite_all(self._fd, data, TREE_HEADER_SIZE + NODE * start)
-            i = j
+        self.write_runs(node_runs(nodes))
+
+    def write_runs(self, runs: Iterable[tuple[int, bytes]]) -> None:
+        """Write runs of consecutive slots, (first slot, digests) each (see ``node_runs``)."""
+        for slot, data in runs:
+            pwrite_all(self._fd, data, TREE_HEADER_SIZE + NODE * slot)
 
     def perfect(self, level: int, index: int) -> bytes:
         off = TREE_HEADER_SIZE + NODE * flat_index(level, index)
