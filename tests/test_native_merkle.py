@@ -75,6 +75,31 @@ def test_leaves_equal_the_reference(run: Path) -> None:
             assert full[seq - 1] == leaf_hash(stream)
 
 
+def test_both_payload_forms_give_the_same_leaves(run: Path) -> None:
+    assert native is not None
+    with Reader(run) as reader:
+        hwm = reader.backend.high_watermark()
+        full = b"".join(pure_leaves(reader, 1, hwm))
+        got = bytearray()
+        for batch in reader.backend.iter_batches(1, hwm, chunk=333, entry_hashes=False):
+            raw = np.ascontiguousarray(batch.records).view(np.uint8)
+            framed_ids = [framed(name) for name in batch.names]
+            got += native.merkle_leaves(raw, batch.payloads, framed_ids)
+            views, segment_of = batch.payload_spans
+            bad = np.ascontiguousarray(batch.payload_lengths, dtype=np.int64).copy()
+            bad[-1] = len(views[int(segment_of[-1])]) + 1
+            with pytest.raises(ValueError, match="outside its view"):
+                native.merkle_leaves_at(
+                    raw,
+                    views,
+                    np.ascontiguousarray(segment_of, dtype=np.int64),
+                    np.ascontiguousarray(batch.payload_offsets, dtype=np.int64),
+                    bad,
+                    framed_ids,
+                )
+        assert bytes(got) == full
+
+
 def test_tree_file_and_checkpoints_equal_the_reference(run: Path) -> None:
     with Reader(run) as reader:
         hwm = reader.backend.high_watermark()

@@ -50,8 +50,8 @@ def leaf_blocks(
 
     Frames are checked as ``iter_batches`` checks them (checksums), not their xxh3 entry
     hashes: the leaf covers the same canonical stream with SHA-256. The native core hashes a
-    whole chunk with the GIL released (``merkle_leaves``); :func:`pure_leaf_batches` is the
-    reference it is proven equal to.
+    whole chunk with the GIL released (``merkle_leaves_at``, reading the payloads in place);
+    :func:`pure_leaf_batches` is the reference it is proven equal to.
     """
     if native is None:
         for leaves in pure_leaf_batches(backend, from_seq, to_seq, chunk=chunk):
@@ -63,7 +63,15 @@ def leaf_blocks(
         if len(framed_ids) < len(names):
             framed_ids.extend(framed(name) for name in names[len(framed_ids) :])
         raw = np.ascontiguousarray(batch.records).view(np.uint8)
-        yield native.merkle_leaves(raw, batch.payloads, framed_ids)
+        views, segment_of = batch.payload_spans
+        yield native.merkle_leaves_at(
+            raw,
+            views,
+            np.ascontiguousarray(segment_of, dtype=np.int64),
+            np.ascontiguousarray(batch.payload_offsets, dtype=np.int64),
+            np.ascontiguousarray(batch.payload_lengths, dtype=np.int64),
+            framed_ids,
+        )
 
 
 def leaf_batches(

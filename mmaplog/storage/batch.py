@@ -62,6 +62,13 @@ class EntryBatch:
         return self._payloads
 
     @property
+    def payload_spans(self) -> tuple[list[memoryview], npt.NDArray[np.int64]]:
+        """Where the payloads are without a view per row: the mapped segment views, and for
+        each row the index of its view (payload ``i`` is ``views[segment_of[i]]
+        [payload_offsets[i]:+payload_lengths[i]]``)."""
+        return self._chunk.views, self._chunk.segment_of
+
+    @property
     def payload_offsets(self) -> npt.NDArray[np.int64]:
         """Where each payload starts in its segment (columns, for callers that avoid views)."""
         return self._chunk.payload_at

@@ -1,7 +1,7 @@
 /*
  * merkle.c - the Merkle checkpointer's per-entry work in C, with the GIL released:
  *
- *   merkle_leaves     the RFC 9162 leaf of every entry of a batch: SHA-256(0x00 || the
+ *   merkle_leaves(_at) the RFC 9162 leaf of every entry of a batch: SHA-256(0x00 || the
  *                     entry's canonical stream), the stream of mmaplog/storage/entry_hash.py
  *   frontier_append   a batch of leaves appended to the compact frontier, the perfect nodes
  *                     it completed coalesced into runs of consecutive tree-file slots
@@ -66,75 +66,22 @@ typedef struct {
     size_t len;
 } span;
 
-/* merkle_leaves(records, payloads, framed) -> n * 32 bytes.
- * records: the batch's seq-index records (n * 96 bytes, C-contiguous); payloads: n buffers;
- * framed: the framed name (u64be length + UTF-8) of every symbol id, a sequence of bytes. */
-static PyObject *py_merkle_leaves(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *records_obj, *payloads_obj, *framed_obj;
-    if (!PyArg_ParseTuple(args, "OOO", &records_obj, &payloads_obj, &framed_obj)) return NULL;
-    Py_buffer rec;
-    if (PyObject_GetBuffer(records_obj, &rec, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    PyObject *result = NULL, *pays = NULL, *names = NULL;
-    Py_buffer *bufs = NULL;
-    span *name_spans = NULL;
-    Py_ssize_t n = 0, got = 0;
-    if (rec.len % MML_INDEX_RECORD_SIZE) {
-        PyErr_SetString(PyExc_ValueError, "records must be whole 96-byte index records");
-        goto done;
-    }
-    n = rec.len / MML_INDEX_RECORD_SIZE;
-    pays = PySequence_Fast(payloads_obj, "payloads must be a sequence of buffers");
-    if (pays == NULL) goto done;
-    if (PySequence_Fast_GET_SIZE(pays) != n) {
-        PyErr_SetString(PyExc_ValueError, "one payload per record");
-        goto done;
-    }
-    names = PySequence_Fast(framed_obj, "framed must be a sequence of bytes");
-    if (names == NULL) goto done;
-    Py_ssize_t n_names = PySequence_Fast_GET_SIZE(names);
-    name_spans = PyMem_Calloc((size_t)n_names + 1, sizeof *name_spans);
-    bufs = PyMem_Calloc((size_t)n + 1, sizeof *bufs);
-    if (name_spans == NULL || bufs == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n_names; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(names, i);
-        if (!PyBytes_Check(item)) {
-            PyErr_SetString(PyExc_TypeError, "framed names must be bytes");
-            goto done;
-        }
-        name_spans[i].p = (const unsigned char *)PyBytes_AS_STRING(item);
-        name_spans[i].len = (size_t)PyBytes_GET_SIZE(item);
-    }
-    const unsigned char *recs = rec.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const unsigned char *r = recs + (size_t)i * MML_INDEX_RECORD_SIZE;
-        if (rd_le32(r + REC_TOPIC) >= (uint64_t)n_names ||
-            rd_le32(r + REC_PTYPE) >= (uint64_t)n_names) {
-            PyErr_Format(PyExc_ValueError, "record %zd names a symbol id without a name", i);
-            goto done;
-        }
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(pays, i), &bufs[i], PyBUF_SIMPLE) < 0)
-            goto done;
-        got++;
-    }
-    result = PyBytes_FromStringAndSize(NULL, n * MML_SHA256_SIZE);
-    if (result == NULL) goto done;
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const unsigned char *r = recs + (size_t)i * MML_INDEX_RECORD_SIZE;
+/* The leaves of n entries: records (n * 96 bytes), payload i at pay[i] (pay_len[i] bytes),
+ * the framed names by symbol id (ids checked by the caller). Runs without the GIL. */
+static void hash_leaves(const unsigned char *recs, size_t n, const span *names, const span *pay,
+                        unsigned char *out) {
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *r = recs + i * MML_INDEX_RECORD_SIZE;
         unsigned char head[1 + 16 + 24];
         head[0] = 0x00; /* RFC 9162 leaf prefix */
         memcpy(head + 1, ENTRY_DOMAIN, 16);
         wr_be64(head + 17, rd_le64(r + REC_SEQ));
         wr_be64(head + 25, rd_le64(r + REC_TS_INIT));
         wr_be64(head + 33, rd_le64(r + REC_TS_PUBLISH));
-        const span *topic = &name_spans[rd_le32(r + REC_TOPIC)];
-        const span *ptype = &name_spans[rd_le32(r + REC_PTYPE)];
+        const span *topic = &names[rd_le32(r + REC_TOPIC)];
+        const span *ptype = &names[rd_le32(r + REC_PTYPE)];
         unsigned char plen[8];
-        wr_be64(plen, (uint64_t)bufs[i].len);
+        wr_be64(plen, (uint64_t)pay[i].len);
         unsigned char tail[34];
         size_t tail_len = 0;
         uint32_t flags = rd_le32(r + REC_FLAGS);
@@ -158,18 +105,171 @@ static PyObject *py_merkle_leaves(PyObject *Py_UNUSED(module), PyObject *args) {
         mml_sha256_update(&ctx, topic->p, topic->len);
         mml_sha256_update(&ctx, ptype->p, ptype->len);
         mml_sha256_update(&ctx, plen, 8);
-        mml_sha256_update(&ctx, bufs[i].buf, (size_t)bufs[i].len);
+        mml_sha256_update(&ctx, pay[i].p, pay[i].len);
         mml_sha256_update(&ctx, tail, tail_len);
-        mml_sha256_final(&ctx, out + (size_t)i * MML_SHA256_SIZE);
+        mml_sha256_final(&ctx, out + i * MML_SHA256_SIZE);
     }
+}
+
+/* The records buffer and the framed names, checked: whole records, every symbol id named. */
+typedef struct {
+    Py_buffer rec;
+    PyObject *names; /* PySequence_Fast */
+    span *name_spans;
+    Py_ssize_t n;
+} leaf_input;
+
+static void leaf_input_release(leaf_input *in) {
+    PyMem_Free(in->name_spans);
+    Py_XDECREF(in->names);
+    if (in->rec.obj != NULL) PyBuffer_Release(&in->rec);
+}
+
+static int leaf_input_get(leaf_input *in, PyObject *records_obj, PyObject *framed_obj) {
+    memset(in, 0, sizeof *in);
+    if (PyObject_GetBuffer(records_obj, &in->rec, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (in->rec.len % MML_INDEX_RECORD_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "records must be whole 96-byte index records");
+        return -1;
+    }
+    in->n = in->rec.len / MML_INDEX_RECORD_SIZE;
+    in->names = PySequence_Fast(framed_obj, "framed must be a sequence of bytes");
+    if (in->names == NULL) return -1;
+    Py_ssize_t n_names = PySequence_Fast_GET_SIZE(in->names);
+    in->name_spans = PyMem_Calloc((size_t)n_names + 1, sizeof *in->name_spans);
+    if (in->name_spans == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n_names; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(in->names, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "framed names must be bytes");
+            return -1;
+        }
+        in->name_spans[i].p = (const unsigned char *)PyBytes_AS_STRING(item);
+        in->name_spans[i].len = (size_t)PyBytes_GET_SIZE(item);
+    }
+    const unsigned char *recs = in->rec.buf;
+    for (Py_ssize_t i = 0; i < in->n; i++) {
+        const unsigned char *r = recs + (size_t)i * MML_INDEX_RECORD_SIZE;
+        if (rd_le32(r + REC_TOPIC) >= (uint64_t)n_names ||
+            rd_le32(r + REC_PTYPE) >= (uint64_t)n_names) {
+            PyErr_Format(PyExc_ValueError, "record %zd names a symbol id without a name", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *leaves_of(leaf_input *in, const span *pay) {
+    PyObject *result = PyBytes_FromStringAndSize(NULL, in->n * MML_SHA256_SIZE);
+    if (result == NULL) return NULL;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    hash_leaves(in->rec.buf, (size_t)in->n, in->name_spans, pay, out);
     Py_END_ALLOW_THREADS
+    return result;
+}
+
+/* merkle_leaves(records, payloads, framed) -> n * 32 bytes.
+ * records: the batch's seq-index records (n * 96 bytes, C-contiguous); payloads: n buffers;
+ * framed: the framed name (u64be length + UTF-8) of every symbol id, a sequence of bytes. */
+static PyObject *py_merkle_leaves(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *records_obj, *payloads_obj, *framed_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &records_obj, &payloads_obj, &framed_obj)) return NULL;
+    leaf_input in;
+    PyObject *result = NULL, *pays = NULL;
+    Py_buffer *bufs = NULL;
+    span *pay = NULL;
+    Py_ssize_t got = 0;
+    if (leaf_input_get(&in, records_obj, framed_obj) < 0) goto done;
+    pays = PySequence_Fast(payloads_obj, "payloads must be a sequence of buffers");
+    if (pays == NULL) goto done;
+    if (PySequence_Fast_GET_SIZE(pays) != in.n) {
+        PyErr_SetString(PyExc_ValueError, "one payload per record");
+        goto done;
+    }
+    bufs = PyMem_Calloc((size_t)in.n + 1, sizeof *bufs);
+    pay = PyMem_Calloc((size_t)in.n + 1, sizeof *pay);
+    if (bufs == NULL || pay == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < in.n; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(pays, i), &bufs[i], PyBUF_SIMPLE) < 0)
+            goto done;
+        got++;
+        pay[i].p = bufs[i].buf;
+        pay[i].len = (size_t)bufs[i].len;
+    }
+    result = leaves_of(&in, pay);
 done:
     for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
     PyMem_Free(bufs);
-    PyMem_Free(name_spans);
+    PyMem_Free(pay);
     Py_XDECREF(pays);
-    Py_XDECREF(names);
-    PyBuffer_Release(&rec);
+    leaf_input_release(&in);
+    return result;
+}
+
+/* merkle_leaves_at(records, views, segment_of, payload_at, payload_len, framed): the same
+ * leaves with payload i at views[segment_of[i]][payload_at[i]:+payload_len[i]] (int64
+ * columns), so a batch needs no memoryview per entry. */
+static PyObject *py_merkle_leaves_at(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *records_obj, *views_obj, *seg_obj, *at_obj, *len_obj, *framed_obj;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &records_obj, &views_obj, &seg_obj, &at_obj, &len_obj,
+                          &framed_obj))
+        return NULL;
+    leaf_input in;
+    PyObject *result = NULL, *views = NULL;
+    Py_buffer cols[3] = {{0}};
+    Py_buffer *vbufs = NULL;
+    span *pay = NULL;
+    Py_ssize_t n_views = 0, got = 0;
+    int have_cols = 0;
+    if (leaf_input_get(&in, records_obj, framed_obj) < 0) goto done;
+    PyObject *col_objs[3] = {seg_obj, at_obj, len_obj};
+    for (; have_cols < 3; have_cols++) {
+        if (PyObject_GetBuffer(col_objs[have_cols], &cols[have_cols], PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+        if (cols[have_cols].len != in.n * 8) {
+            have_cols++;
+            PyErr_SetString(PyExc_ValueError, "one int64 per record in each column");
+            goto done;
+        }
+    }
+    views = PySequence_Fast(views_obj, "views must be a sequence of buffers");
+    if (views == NULL) goto done;
+    n_views = PySequence_Fast_GET_SIZE(views);
+    vbufs = PyMem_Calloc((size_t)n_views + 1, sizeof *vbufs);
+    pay = PyMem_Calloc((size_t)in.n + 1, sizeof *pay);
+    if (vbufs == NULL || pay == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n_views; got++)
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(views, got), &vbufs[got], PyBUF_SIMPLE) <
+            0)
+            goto done;
+    const int64_t *seg = cols[0].buf, *at = cols[1].buf, *len = cols[2].buf;
+    for (Py_ssize_t i = 0; i < in.n; i++) {
+        if (seg[i] < 0 || seg[i] >= n_views || at[i] < 0 || len[i] < 0 ||
+            at[i] > vbufs[seg[i]].len || len[i] > vbufs[seg[i]].len - at[i]) {
+            PyErr_Format(PyExc_ValueError, "payload of record %zd is outside its view", i);
+            goto done;
+        }
+        pay[i].p = (const unsigned char *)vbufs[seg[i]].buf + at[i];
+        pay[i].len = (size_t)len[i];
+    }
+    result = leaves_of(&in, pay);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&vbufs[i]);
+    for (int k = 0; k < have_cols; k++) PyBuffer_Release(&cols[k]);
+    PyMem_Free(vbufs);
+    PyMem_Free(pay);
+    Py_XDECREF(views);
+    leaf_input_release(&in);
     return result;
 }
 
@@ -293,6 +393,9 @@ PyMethodDef mml_merkle_methods[] = {
      "sha256_select(force_scalar) -> the implementation now in use (for tests)"},
     {"merkle_leaves", py_merkle_leaves, METH_VARARGS,
      "merkle_leaves(records, payloads, framed) -> n * 32 bytes of leaf hashes"},
+    {"merkle_leaves_at", py_merkle_leaves_at, METH_VARARGS,
+     "merkle_leaves_at(records, views, segment_of, payload_at, payload_len, framed) -> "
+     "n * 32 bytes of leaf hashes"},
     {"frontier_append", py_frontier_append, METH_VARARGS,
      "frontier_append(hashes, size, leaves) -> (hashes, [(slot, digests), ...])"},
     {"tree_level", py_tree_level, METH_VARARGS, "tree_level(level) -> the level above"},
