@@ -14,7 +14,7 @@ import shlex
 from setuptools import Extension, setup
 
 SRC = "mmaplog/storage/core/src"
-SOURCES = ["module.c", "channel.c", "framewriter.c", "hix.c", "xxh3.c", "reader.c"]
+SOURCES = ["module.c", "channel.c", "framewriter.c", "hix.c", "xxh3.c", "reader.c", "capture.c"]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 
 native = Extension(
