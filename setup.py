@@ -23,6 +23,7 @@ SOURCES = [
     "reader.c",
     "sha256.c",
     "merkle.c",
+    "capture.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 

@@ -26,6 +26,7 @@ from mmaplog.engine.halt import (
 )
 from mmaplog.engine.writer import EventStoreWriter, HaltSignaled, SubmitError, WriterClosed
 from mmaplog.errors import MmapLogError
+from mmaplog.storage.core import native
 from mmaplog.storage.entry import Headers, IndexKey
 from mmaplog.storage.schemas import TypeSchema, schema_of_struct
 
@@ -121,8 +122,13 @@ class TypedEncoder:
         return self.fn(message)
 
 
+# register_struct's encoder as its parts, (msgspec encode, keys or None), for the native
+# capture path (capture.c) to call without the closure's Python frame.
+_StructFast: TypeAlias = tuple[Callable[[Any], bytes], Callable[[Any], Iterable[IndexKey]] | None]
+
+
 class _Registration:
-    __slots__ = ("encoder", "headers", "identity", "payload_type", "schema")
+    __slots__ = ("encoder", "headers", "identity", "payload_type", "schema", "struct_fast")
 
     def __init__(
         self,
@@ -131,6 +137,7 @@ class _Registration:
         headers: HeadersExtractor | None,
         identity: IdentityExtractor | None,
         schema: TypeSchema | None = None,
+        struct_fast: _StructFast | None = None,
     ) -> None:
         self.payload_type = payload_type
         self.encoder = encoder
@@ -138,6 +145,9 @@ class _Registration:
         self.identity = identity
         # Recorded at registration, never read on the capture path.
         self.schema = schema
+        # Set only together with ``encoder`` by register_struct, and cleared by register: when
+        # set, calling its parts is exactly what ``encoder`` does.
+        self.struct_fast = struct_fast
 
 
 class EncoderRegistry:
@@ -168,7 +178,12 @@ class EncoderRegistry:
         other = EncoderRegistry()
         for cls, reg in self._entries.items():
             other._entries[cls] = _Registration(
-                reg.payload_type, reg.encoder, reg.headers, reg.identity, reg.schema
+                reg.payload_type,
+                reg.encoder,
+                reg.headers,
+                reg.identity,
+                reg.schema,
+                reg.struct_fast,
             )
         return other
 
@@ -206,6 +221,7 @@ class EncoderRegistry:
             current.payload_type = payload_type
             current.encoder = encoder
             current.schema = None
+            current.struct_fast = None
             if headers is not None:
                 current.headers = headers
             if identity is not None:
@@ -248,6 +264,7 @@ class EncoderRegistry:
         schema = schema_of_struct(cls, tag)
         self.register(cls, tag, encoder, headers=headers, identity=identity)
         self._entries[cls].schema = schema
+        self._entries[cls].struct_fast = (encode, keys)
         for listener in list(self._schema_listeners):
             listener(schema)
 
@@ -416,6 +433,24 @@ class BusCaptureAdapter:
         self._dedup_lock = threading.Lock()
         self._recent: deque[Hashable] = deque()
         self._recent_set: set[Hashable] = set()
+        # The native core's capture_seq hot path (capture.c), when the writer submits through
+        # its own native channel; None runs the Python path below, its specification.
+        self._fast: Callable[[object, str, Headers | None, int | None], Any] | None = None
+        channel = writer.native_channel if isinstance(writer, EventStoreWriter) else None
+        if (
+            native is not None
+            and channel is not None
+            and getattr(self._submit, "__func__", None) is EventStoreWriter.submit_fields
+        ):
+            self._fast = native.Capture(
+                self._entries,
+                channel,
+                _EMPTY_HEADERS,
+                self._dedup_lock,
+                self._recent,
+                self._recent_set,
+                DEDUP_WINDOW,
+            ).capture
 
     def __repr__(self) -> str:
         return (
@@ -480,7 +515,16 @@ class BusCaptureAdapter:
         ``CaptureSubmitError`` when the writer refuses the entry (the halt callback fires once
         and the adapter halts).
         """
-        return self.capture_seq(topic, message, headers, ts_init) is not None
+        fast = self._fast
+        if fast is None or self._halted:
+            return self.capture_seq(topic, message, headers, ts_init) is not None
+        # capture_seq's native path inlined: one Python frame less per captured message.
+        got = fast(message, topic, headers, ts_init)
+        if got.__class__ is int and got > 0:
+            if self._counter is not None:
+                self._counter.increment()
+            return True
+        return self._fast_other(topic, message, ts_init, got) is not None
 
     def capture_seq(
         self,
@@ -492,6 +536,19 @@ class BusCaptureAdapter:
         """``capture``, returning the seq the entry was given (None when not captured)."""
         if self._halted:
             raise CaptureHaltedError()
+        fast = self._fast
+        if fast is not None:
+            got = fast(message, topic, headers, ts_init)
+            if got.__class__ is int:
+                if got > 0:
+                    if self._counter is not None:
+                        self._counter.increment()
+                    return got
+                if got == 0:
+                    return None  # an identity captured in the last DEDUP_WINDOW captures
+                self._not_registered(topic, message)
+                return None
+            return self._fast_refused(topic, message, ts_init, got)
         reg = self._entries.get(type(message))
         if reg is None:
             self._not_registered(topic, message)
@@ -510,6 +567,33 @@ class BusCaptureAdapter:
                     return seq
         return self._encode_submit(reg, topic, message, headers, ts_init)
 
+    def _fast_other(self, topic: str, message: object, ts_init: int | None, got: Any) -> int | None:
+        """Every answer of the native path but a seq (called at capture_seq's depth, so that
+        the unregistered warning points at the same frame)."""
+        if got.__class__ is int:
+            if got == 0:
+                return None
+            self._not_registered(topic, message)
+            return None
+        return self._fast_refused(topic, message, ts_init, got)
+
+    def _fast_refused(self, topic: str, message: object, ts_init: int | None, got: Any) -> int:
+        """The native path's answers Python finishes: the encoder's exception, or an encoded
+        entry the channel refused (the dedup lock still held when it carries an identity)."""
+        if isinstance(got, Exception):
+            error = CaptureEncodeError(type(message).__qualname__, got)
+            error.__context__ = got  # as raised from inside the except block of the pure path
+            raise error from got
+        payload_type, payload, headers, index_keys, identity = got
+        if identity is None:
+            return self._submit_encoded(topic, payload_type, payload, ts_init, headers, index_keys)
+        try:
+            seq = self._submit_encoded(topic, payload_type, payload, ts_init, headers, index_keys)
+            self._remember(identity)
+            return seq
+        finally:
+            self._dedup_lock.release()
+
     def _encode_submit(
         self,
         reg: _Registration,
@@ -525,15 +609,21 @@ class BusCaptureAdapter:
                 headers = _EMPTY_HEADERS if reg.headers is None else reg.headers(message)
         except Exception as exc:
             raise CaptureEncodeError(type(message).__qualname__, exc) from exc
+        return self._submit_encoded(
+            topic, payload_type, encoded.payload, ts_init, headers, encoded.index_keys
+        )
+
+    def _submit_encoded(
+        self,
+        topic: str,
+        payload_type: str,
+        payload: bytes,
+        ts_init: int | None,
+        headers: Headers,
+        index_keys: tuple[IndexKey, ...],
+    ) -> int:
         try:
-            seq = self._submit(
-                topic,
-                payload_type,
-                encoded.payload,
-                ts_init,
-                headers,
-                encoded.index_keys,
-            )
+            seq = self._submit(topic, payload_type, payload, ts_init, headers, index_keys)
         except SubmitError as exc:
             self._halt_once(halt_reason_from_submit_error(exc))
             raise CaptureSubmitError(exc) from exc

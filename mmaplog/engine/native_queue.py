@@ -64,6 +64,11 @@ class NativeQueue:
         self.set_open: Callable[[bool], None] = self._chan.set_open
         self._requests: deque[tuple[int, _Control]] = deque()
 
+    @property
+    def channel(self) -> Any:
+        """The native ``Channel`` itself."""
+        return self._chan
+
     def request(self, control: _Control, after: int) -> None:
         """Serve ``control`` once every entry up to ``after`` is committed."""
         self._requests.append((after, control))

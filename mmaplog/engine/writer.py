@@ -28,7 +28,7 @@ import threading
 import time
 from queue import Empty, SimpleQueue
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from mmaplog.engine.clock import Clock, MonotonicWallClock, TestClock
 from mmaplog.engine.committer import Committer
@@ -239,6 +239,12 @@ class EventStoreWriter:
         return self._config
 
     # -- producer side -----------------------------------------------------------------------
+
+    @property
+    def native_channel(self) -> Any:
+        """The native ``Channel`` entries travel, or None on the pure path (the capture
+        adapter's native hot path submits into it directly, as ``submit_fields`` does)."""
+        return self._native.channel if self._native is not None else None
 
     def submit(self, draft: EntryDraft) -> int:
         """Accept one entry and return the seq assigned to it (commit happens later).

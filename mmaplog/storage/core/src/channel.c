@@ -479,8 +479,7 @@ static int clock_now(mml_channel *ch, uint64_t *now) {
  * channel is full, -1 when the writer does not take entries (closed, halted, failed): the
  * capture hot path, EventStoreWriter.submit_fields in one call. The seq is the next one, the
  * time the clock's; the GIL serialises producers (nothing here releases it). */
-static PyObject *channel_submit_fields(mml_channel *ch, PyObject *const *args,
-                                       Py_ssize_t nargs) {
+PyObject *mml_channel_submit_fields(mml_channel *ch, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "submit_fields(topic, payload_type, payload, ts_init, "
                                          "headers, index_keys)");
@@ -749,7 +748,7 @@ static PyMethodDef channel_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))channel_submit, METH_FASTCALL,
      "submit(seq, ts_publish, topic, payload_type, payload, ts_init, headers, index_keys) -> "
      "bool: copy one entry in; False when the channel is full (nothing taken)."},
-    {"submit_fields", (PyCFunction)(void (*)(void))channel_submit_fields, METH_FASTCALL,
+    {"submit_fields", (PyCFunction)(void (*)(void))mml_channel_submit_fields, METH_FASTCALL,
      "submit_fields(topic, payload_type, payload, ts_init, headers, index_keys) -> seq (0: "
      "full, -1: not open)"},
     {"accepted", (PyCFunction)channel_accepted, METH_NOARGS, "accepted() -> last seq taken"},

@@ -3,7 +3,7 @@
  *
  * Python twins: xxhash's xxh3_64_intdigest / xxh3_128_digest (the hashes, proven equal in
  * tests/test_native_hash.py), the writer's queue (Channel, channel.c) and the framing loop
- * (FrameWriter, framewriter.c).
+ * (FrameWriter, framewriter.c), the adapter's capture hot path (Capture, capture.c).
  */
 #include "native.h"
 #include "sha256.h"
@@ -93,9 +93,9 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     mml_sha256_setup(0);
-    if (mml_channel_init_strings() < 0) return NULL;
+    if (mml_channel_init_strings() < 0 || mml_capture_init_strings() < 0) return NULL;
     if (PyType_Ready(&mml_ChannelType) < 0 || PyType_Ready(&mml_FrameWriterType) < 0 ||
-        PyType_Ready(&mml_WallClockType) < 0)
+        PyType_Ready(&mml_WallClockType) < 0 || PyType_Ready(&mml_CaptureType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
@@ -107,6 +107,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddObject(m, "FrameWriter", (PyObject *)&mml_FrameWriterType) < 0) goto fail;
     Py_INCREF(&mml_WallClockType);
     if (PyModule_AddObject(m, "WallClock", (PyObject *)&mml_WallClockType) < 0) goto fail;
+    Py_INCREF(&mml_CaptureType);
+    if (PyModule_AddObject(m, "Capture", (PyObject *)&mml_CaptureType) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

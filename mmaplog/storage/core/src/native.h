@@ -133,6 +133,11 @@ uint64_t mml_channel_taken(mml_channel *ch);
 uint64_t mml_channel_wait(mml_channel *ch, uint64_t max_batch, double latency, double timeout,
                           int *woken);
 void mml_channel_release(mml_channel *ch);
+/* channel.c, for capture.c: Channel.submit_fields (6 args) -> seq, 0 (full), -1 (not open) */
+PyObject *mml_channel_submit_fields(mml_channel *ch, PyObject *const *args, Py_ssize_t nargs);
+
+extern PyTypeObject mml_CaptureType; /* capture.c */
+int mml_capture_init_strings(void);
 
 /* little-endian stores / loads (the format is little-endian; x86-64 is too, but say so) */
 static inline void mml_put_u16(unsigned char *p, uint16_t v) {
