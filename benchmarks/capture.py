@@ -52,12 +52,15 @@ from mmaplog.demo import DemoEngine, demo_registry
 from mmaplog.storage.core import native
 from mmaplog.storage.mmap_backend import MmapBackend
 
+# The design's targets (DESIGN §7 / issue 10), as ratios to the peers measured in the same run.
 TARGETS = {
-    "NONE entries/s": 400_000,
-    "NONE / sqlite NORMAL": 3.0,
-    "capture() median µs": 2.0,
-    "capture() p99 µs": 20.0,
-    "BATCH / sqlite FULL": 2.0,
+    "NONE / sqlite NORMAL": 4.0,
+    "NONE / lmdb nosync": 1.5,
+    "BATCH / sqlite FULL": 3.0,
+    "BATCH / lmdb sync": 1.5,
+    "capture() median µs": 1.5,
+    "capture() p99 µs": 10.0,
+    "capture() p99.9 µs": 50.0,
 }
 
 Message = tuple[str, msgspec.Struct]
@@ -560,15 +563,19 @@ def main(argv: list[str] | None = None) -> int:
         ratios["BATCH / lmdb sync"] = _ratio(batch, results["lmdb-sync"])
     ours_lat = latencies[none.name]
     reached = {
-        "NONE entries/s": none.entries_per_s,
         "NONE / sqlite NORMAL": ratios["NONE / sqlite NORMAL"],
+        "BATCH / sqlite FULL": ratios["BATCH / sqlite FULL"],
         "capture() median µs": ours_lat["median_us"],
         "capture() p99 µs": ours_lat["p99_us"],
-        "BATCH / sqlite FULL": ratios["BATCH / sqlite FULL"],
+        "capture() p99.9 µs": ours_lat["p999_us"],
     }
+    for key in ("NONE / lmdb nosync", "BATCH / lmdb sync"):
+        if key in ratios:
+            reached[key] = ratios[key]
     met = {
         k: (reached[k] <= TARGETS[k]) if k.endswith("µs") else (reached[k] >= TARGETS[k])
         for k in TARGETS
+        if k in reached
     }
 
     if args.json:
@@ -604,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     width = max(len(k) for k in TARGETS)
     for k, target in TARGETS.items():
+        if k not in reached:
+            continue  # a peer that is not installed
         op = "≤" if k.endswith("µs") else "≥"
         value = reached[k]
         shown = f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
