@@ -24,6 +24,7 @@ SOURCES = [
     "sha256.c",
     "merkle.c",
     "capture.c",
+    "entry_stream.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 
@@ -31,7 +32,8 @@ native = Extension(
     "mmaplog.storage.core._native",
     sources=[f"{SRC}/{name}" for name in SOURCES],
     depends=[
-        f"{SRC}/{name}" for name in ("native.h", "hix.h", "xxh3.h", "sha256.h", "sha256_consts.h")
+        f"{SRC}/{name}"
+        for name in ("native.h", "hix.h", "xxh3.h", "sha256.h", "sha256_consts.h", "entry_stream.h")
     ],
     include_dirs=[SRC],
     extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", *extra],

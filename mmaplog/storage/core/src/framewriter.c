@@ -23,6 +23,8 @@
  */
 #include "native.h"
 
+#include "entry_stream.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +33,7 @@
 #include <unistd.h>
 
 #define MAX_SEGS 256
-#define SMALL_HASH_INPUT 4096 /* hash streams up to this size are hashed in one shot */
 
-static const unsigned char ENTRY_HASH_DOMAIN[16] = "mmaplog/entry/v1";
 
 typedef struct {
     int fd;
@@ -122,55 +122,15 @@ static int pwrite_all(int fd, const unsigned char *data, size_t len, uint64_t of
 
 /* The canonical entry hash (mmaplog/storage/entry_hash.py: hash_with_framing). */
 static void entry_hash(const mml_slot *s, const mml_pair *pair, unsigned char out[16]) {
-    unsigned char head[16 + 24];
-    memcpy(head, ENTRY_HASH_DOMAIN, 16);
-    mml_put_u64be(head + 16, s->seq);
-    mml_put_u64be(head + 24, s->ts_init);
-    mml_put_u64be(head + 32, s->ts_publish);
-    unsigned char plen[8];
+    unsigned char head[MML_STREAM_HEAD], plen[8], tail[MML_STREAM_TAIL_MAX];
+    mml_stream_head(head, s->seq, s->ts_init, s->ts_publish);
     mml_put_u64be(plen, s->payload_len);
-    unsigned char tail[34];
-    size_t ntail = 0;
-    if (s->flags & MML_FLAG_CORRELATION) {
-        tail[ntail++] = 1;
-        memcpy(tail + ntail, s->corr, 16);
-        ntail += 16;
-    } else {
-        tail[ntail++] = 0;
-    }
-    if (s->flags & MML_FLAG_CAUSATION) {
-        tail[ntail++] = 1;
-        memcpy(tail + ntail, s->caus, 16);
-        ntail += 16;
-    } else {
-        tail[ntail++] = 0;
-    }
-    size_t total = sizeof head + pair->names_len + sizeof plen + s->payload_len + ntail;
-    mml_u128 h;
-    if (total <= SMALL_HASH_INPUT) {
-        unsigned char stream[SMALL_HASH_INPUT];
-        unsigned char *p = stream;
-        memcpy(p, head, sizeof head);
-        p += sizeof head;
-        memcpy(p, pair->names, pair->names_len);
-        p += pair->names_len;
-        memcpy(p, plen, sizeof plen);
-        p += sizeof plen;
-        mml_copy(p, s->data, s->payload_len);
-        p += s->payload_len;
-        memcpy(p, tail, ntail);
-        h = mml_xxh3_128(stream, total, 0);
-    } else {
-        mml_xxh3_state st;
-        mml_xxh3_128_reset(&st, 0);
-        mml_xxh3_update(&st, head, sizeof head);
-        mml_xxh3_update(&st, pair->names, pair->names_len);
-        mml_xxh3_update(&st, plen, sizeof plen);
-        mml_xxh3_update(&st, s->data, s->payload_len); /* > SMALL_HASH_INPUT: never empty */
-        mml_xxh3_update(&st, tail, ntail);
-        h = mml_xxh3_128_digest(&st);
-    }
-    mml_u128_canonical(h, out);
+    size_t ntail = mml_stream_tail(tail, s->flags, s->corr, s->caus);
+    const mml_part parts[] = {
+        {head, sizeof head}, {pair->names, pair->names_len}, {plen, sizeof plen},
+        {s->data, s->payload_len}, {tail, ntail},
+    };
+    mml_entry_hash_parts(parts, 5, out);
 }
 
 /* One seq-index record (mmaplog/storage/seqindex.py INDEX_RECORD), format v2: the last 8

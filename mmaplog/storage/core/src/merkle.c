@@ -11,9 +11,10 @@
  * MemoryTree in mmaplog/integrity; tests/test_native_merkle.py proves them equal.
  */
 #include "native.h"
+
+#include "entry_stream.h"
 #include "sha256.h"
 
-#define ENTRY_DOMAIN "mmaplog/entry/v1"
 #define REC_SEQ 0
 #define REC_TS_INIT 8
 #define REC_TS_PUBLISH 16
@@ -72,35 +73,17 @@ static void hash_leaves(const unsigned char *recs, size_t n, const span *names, 
                         unsigned char *out) {
     for (size_t i = 0; i < n; i++) {
         const unsigned char *r = recs + i * MML_INDEX_RECORD_SIZE;
-        unsigned char head[1 + 16 + 24];
-        head[0] = 0x00; /* RFC 9162 leaf prefix */
-        memcpy(head + 1, ENTRY_DOMAIN, 16);
-        wr_be64(head + 17, rd_le64(r + REC_SEQ));
-        wr_be64(head + 25, rd_le64(r + REC_TS_INIT));
-        wr_be64(head + 33, rd_le64(r + REC_TS_PUBLISH));
+        static const unsigned char leaf_prefix = 0x00; /* RFC 9162 leaf */
+        unsigned char head[MML_STREAM_HEAD], plen[8], tail[MML_STREAM_TAIL_MAX];
+        mml_stream_head(head, rd_le64(r + REC_SEQ), rd_le64(r + REC_TS_INIT),
+                        rd_le64(r + REC_TS_PUBLISH));
         const span *topic = &names[rd_le32(r + REC_TOPIC)];
         const span *ptype = &names[rd_le32(r + REC_PTYPE)];
-        unsigned char plen[8];
         wr_be64(plen, (uint64_t)pay[i].len);
-        unsigned char tail[34];
-        size_t tail_len = 0;
-        uint32_t flags = rd_le32(r + REC_FLAGS);
-        if (flags & MML_FLAG_CORRELATION) {
-            tail[tail_len++] = 0x01;
-            memcpy(tail + tail_len, r + REC_CORR, 16);
-            tail_len += 16;
-        } else {
-            tail[tail_len++] = 0x00;
-        }
-        if (flags & MML_FLAG_CAUSATION) {
-            tail[tail_len++] = 0x01;
-            memcpy(tail + tail_len, r + REC_CAUS, 16);
-            tail_len += 16;
-        } else {
-            tail[tail_len++] = 0x00;
-        }
+        size_t tail_len = mml_stream_tail(tail, rd_le32(r + REC_FLAGS), r + REC_CORR, r + REC_CAUS);
         mml_sha256_ctx ctx;
         mml_sha256_init(&ctx);
+        mml_sha256_update(&ctx, &leaf_prefix, 1);
         mml_sha256_update(&ctx, head, sizeof head);
         mml_sha256_update(&ctx, topic->p, topic->len);
         mml_sha256_update(&ctx, ptype->p, ptype->len);

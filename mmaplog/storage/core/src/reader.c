@@ -23,6 +23,8 @@
  */
 #include "native.h"
 
+#include "entry_stream.h"
+
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,9 +47,7 @@ enum {
 };
 
 #define RELEASE_GIL_RECORDS 64 /* below this many records the GIL switch costs more */
-#define SMALL_HASH_INPUT 4096
 
-static const unsigned char ENTRY_HASH_DOMAIN[16] = "mmaplog/entry/v1";
 
 static inline uint32_t get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
@@ -236,56 +236,15 @@ static Py_ssize_t find_segment(const chunk_job *job, uint64_t number, Py_ssize_t
 /* The canonical entry hash of a checked frame (entry_hash.py: hash_with_framing). */
 static void frame_entry_hash(const unsigned char *f, const name_ref *topic, const name_ref *ptype,
                              uint32_t plen, unsigned char out[16]) {
-    unsigned char head[16 + 24];
-    memcpy(head, ENTRY_HASH_DOMAIN, 16);
-    mml_put_u64be(head + 16, get_u64(f + 8));
-    mml_put_u64be(head + 24, get_u64(f + 16));
-    mml_put_u64be(head + 32, get_u64(f + 24));
-    unsigned char lenbe[8];
+    unsigned char head[MML_STREAM_HEAD], lenbe[8], tail[MML_STREAM_TAIL_MAX];
+    mml_stream_head(head, get_u64(f + 8), get_u64(f + 16), get_u64(f + 24));
     mml_put_u64be(lenbe, plen);
-    uint16_t flags = mml_get_u16(f + 44);
-    unsigned char tail[34];
-    size_t ntail = 0;
-    tail[ntail++] = (flags & MML_FLAG_CORRELATION) ? 1 : 0;
-    if (flags & MML_FLAG_CORRELATION) {
-        memcpy(tail + ntail, f + 48, 16);
-        ntail += 16;
-    }
-    tail[ntail++] = (flags & MML_FLAG_CAUSATION) ? 1 : 0;
-    if (flags & MML_FLAG_CAUSATION) {
-        memcpy(tail + ntail, f + 64, 16);
-        ntail += 16;
-    }
-    const unsigned char *payload = f + MML_FRAME_HEADER_SIZE;
-    size_t total = sizeof head + topic->len + ptype->len + sizeof lenbe + plen + ntail;
-    mml_u128 h;
-    if (total <= SMALL_HASH_INPUT) {
-        unsigned char stream[SMALL_HASH_INPUT];
-        unsigned char *p = stream;
-        memcpy(p, head, sizeof head);
-        p += sizeof head;
-        memcpy(p, topic->bytes, topic->len);
-        p += topic->len;
-        memcpy(p, ptype->bytes, ptype->len);
-        p += ptype->len;
-        memcpy(p, lenbe, sizeof lenbe);
-        p += sizeof lenbe;
-        mml_copy(p, payload, plen);
-        p += plen;
-        memcpy(p, tail, ntail);
-        h = mml_xxh3_128(stream, total, 0);
-    } else {
-        mml_xxh3_state st;
-        mml_xxh3_128_reset(&st, 0);
-        mml_xxh3_update(&st, head, sizeof head);
-        mml_xxh3_update(&st, topic->bytes, topic->len);
-        mml_xxh3_update(&st, ptype->bytes, ptype->len);
-        mml_xxh3_update(&st, lenbe, sizeof lenbe);
-        mml_xxh3_update(&st, payload, plen);
-        mml_xxh3_update(&st, tail, ntail);
-        h = mml_xxh3_128_digest(&st);
-    }
-    mml_u128_canonical(h, out);
+    size_t ntail = mml_stream_tail(tail, mml_get_u16(f + 44), f + 48, f + 64);
+    const mml_part parts[] = {
+        {head, sizeof head}, {topic->bytes, topic->len}, {ptype->bytes, ptype->len},
+        {lenbe, sizeof lenbe}, {f + MML_FRAME_HEADER_SIZE, plen}, {tail, ntail},
+    };
+    mml_entry_hash_parts(parts, 6, out);
 }
 
 /* One seq: its record, then its frame. */
