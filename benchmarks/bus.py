@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from benchmarks.capture import LMDB_AVAILABLE, LmdbSink, SqliteSink, _Sink
+from benchmarks.capture import LMDB_AVAILABLE, LmdbSink, SqliteSink, _Sink, _throughput
 from mmaplog import (
     CheckpointConfig,
     EncoderRegistry,
@@ -121,19 +121,6 @@ def user_work_seconds(reg: EncoderRegistry, messages: list[tuple[str, Order]]) -
     return time.perf_counter() - t0
 
 
-def timed(sink: _Sink, messages: list[tuple[str, Order]]) -> float:
-    capture = sink.capture
-    gc.collect()
-    t0 = time.perf_counter()
-    for topic, m in messages:
-        capture(topic, m)
-    committed = sink.finish()
-    elapsed = time.perf_counter() - t0
-    if committed != len(messages):
-        raise AssertionError(f"{sink.name}: committed {committed} of {len(messages)}")
-    return elapsed
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bus", description=__doc__)
     ap.add_argument("--n", type=int, default=100_000)
@@ -162,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             (Path(tmp_name) / label).mkdir()
             sink = factory(Path(tmp_name) / label)
             try:
-                seconds = timed(sink, messages)
+                seconds = _throughput(sink, messages)  # type: ignore[arg-type]
             finally:
                 sink.close()
             per_entry = seconds / args.n * 1e6
