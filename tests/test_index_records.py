@@ -65,3 +65,19 @@ def test_a_version_1_index_is_read_and_verified_without_record_checksums(tmp_pat
     assert verify(run_dir).is_clean
     with Reader(run_dir) as reader:
         assert [e.seq for e in reader.scan()] == list(range(1, n + 1))
+
+
+def test_an_index_cut_inside_its_header_is_a_finding_and_a_typed_error_not_a_crash(tmp_path):
+    """Found by the fuzz harness: 46 bytes hold the header's used fields but not its 64 bytes,
+    and mapping the records from offset 64 raised an untyped ValueError inside verify."""
+    import pytest
+
+    from mmaplog.errors import CorruptionError
+
+    run_dir = build_run(tmp_path, 20)
+    os.truncate(run_dir / "index.idx", 46)
+    report = verify(run_dir)  # findings, never an exception
+    assert not report.is_clean
+    assert any("index.idx" in f.message for f in report.findings)
+    with pytest.raises(CorruptionError):
+        Reader(run_dir)

@@ -103,7 +103,10 @@ class SeqIndex:
             raise IndexCorruptError("missing seq index", path=path) from None
         try:
             head = os.pread(fd, INDEX_HEADER.size, 0)
-            if len(head) < INDEX_HEADER.size:
+            # The whole 64-byte header, not just its 32 used bytes: the records are mapped
+            # from offset 64, and a mapping past the end of the file would be refused (or
+            # SIGBUS) later instead of being a typed error here.
+            if len(head) < INDEX_HEADER.size or os.fstat(fd).st_size < INDEX_HEADER_SIZE:
                 raise IndexCorruptError("seq index shorter than its header", path=path)
             magic, version, rsize, _, check = INDEX_HEADER.unpack(head)
             if magic != INDEX_MAGIC:
