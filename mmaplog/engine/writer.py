@@ -198,9 +198,10 @@ class EventStoreWriter:
 
     @_accepted.setter
     def _accepted(self, seq: int) -> None:
-        self._accepted_value = seq
         if self._native is not None:
-            self._native.set_accepted(seq)
+            self._native.set_accepted(seq)  # the channel is the one count
+        else:
+            self._accepted_value = seq
 
     # -- accessors ---------------------------------------------------------------------------
 

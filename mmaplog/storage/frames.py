@@ -22,7 +22,13 @@ from mmaplog.errors import (
 from mmaplog.storage.entry import Entry, Headers, IndexKey
 from mmaplog.storage.entry_hash import framed_names, hash_with_framing, raw_headers_tail
 from mmaplog.storage.hash_index import HashIndex
-from mmaplog.storage.index_keys import CORRELATION_KIND, KEY_HEADERS, build_key_block, fast_uuid
+from mmaplog.storage.index_keys import (
+    CORRELATION_KIND,
+    KEY_HEADERS,
+    bad_key_error,
+    build_key_block,
+    fast_uuid,
+)
 from mmaplog.storage.layout import (
     COMMIT_WORD,
     EMPTY_UUID,
@@ -40,7 +46,13 @@ from mmaplog.storage.segments import Segment
 from mmaplog.storage.seqindex import INDEX_RECORD, SeqIndex
 from mmaplog.storage.symbols import SymbolTable
 
-__all__ = ["Framer", "Row"]
+__all__ = ["Framer", "Row", "frame_too_large"]
+
+
+def frame_too_large(seq: int, length: int, limit: int) -> BackendError:
+    """The error for an entry whose frame no segment holds (both cores)."""
+    return BackendError(f"entry seq {seq} needs {length} bytes; a segment holds at most {limit}")
+
 
 _PADS = [bytes(n) for n in range(8)]
 _HEADER_AT = FRAME_HEADER.unpack_from
@@ -110,7 +122,7 @@ class Framer:
         pack_head = FRAME_HEADER.pack
         pack_record = INDEX_RECORD.pack
         names_for = self.ids_for
-        limit = segments.segment_size - SEGMENT_HEADER_SIZE - 8
+        limit = segments.frame_limit
         for seq, ts_pub, topic, ptype, payload, ts_init, headers, index_keys, digest in rows:
             topic_id, type_id, framed = names_for(topic, ptype)
             corr = headers.correlation_id
@@ -121,7 +133,7 @@ class Framer:
                 only = index_keys[0]
                 raw = only.key.encode()
                 if len(raw) > MAX_KEY_BYTES:
-                    raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes")
+                    raise bad_key_error("long-single", raw)
                 key_block = KEY_HEADERS[only.kind] + len(raw).to_bytes(2, "little") + raw
                 postings.append((only.kind.value, raw, seq))
             else:
@@ -147,9 +159,7 @@ class Framer:
             pad = -body_len & 7
             length = body_len + pad + 8
             if length > limit:
-                raise BackendError(
-                    f"entry seq {seq} needs {length} bytes; a segment holds at most {limit}"
-                )
+                raise frame_too_large(seq, length, limit)
             body = b"".join(
                 (
                     pack_head(

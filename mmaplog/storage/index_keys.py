@@ -16,6 +16,7 @@ from mmaplog.storage.segments import FrameView, Segment
 __all__ = [
     "CORRELATION_KIND",
     "KEY_HEADERS",
+    "bad_key_error",
     "build_key_block",
     "fast_uuid",
     "keys_of_frame",
@@ -45,6 +46,20 @@ def posting_key(kind: IndexKind, key: str) -> bytes:
     return key.encode()
 
 
+def bad_key_error(why: str, key: object) -> BackendError:
+    """The error for an index key that cannot be framed, in one wording for both cores:
+    ``long-single`` (the one-key fast path, which does not quote the key), ``long``, ``uuid``
+    (a correlation-id key that is no UUID), ``kind`` (not 1..255)."""
+    text = str(key)
+    if why == "long-single":
+        return BackendError(f"index key longer than {MAX_KEY_BYTES} bytes")
+    if why == "long":
+        return BackendError(f"index key longer than {MAX_KEY_BYTES} bytes: {text[:40]!r}")
+    if why == "uuid":
+        return BackendError(f"correlation id key is not a UUID: {text[:40]!r}")
+    return BackendError(f"index kind must be 1..255, got {key!r}")
+
+
 def build_key_block(
     index_keys: Sequence[IndexKey], seq: int, postings: list[tuple[int, bytes, int]]
 ) -> bytes:
@@ -53,11 +68,11 @@ def build_key_block(
     for key in index_keys:
         raw = key.key.encode()
         if len(raw) > MAX_KEY_BYTES:
-            raise BackendError(f"index key longer than {MAX_KEY_BYTES} bytes: {key.key[:40]!r}")
+            raise bad_key_error("long", key.key)
         try:
             stored = posting_key(key.kind, key.key)
         except ValueError:
-            raise BackendError(f"correlation id key is not a UUID: {key.key[:40]!r}") from None
+            raise bad_key_error("uuid", key.key) from None
         blocks.append(KEY_HEADERS[key.kind] + len(raw).to_bytes(2, "little") + raw)
         postings.append((key.kind.value, stored, seq))
     return b"".join(blocks)

@@ -493,7 +493,8 @@ class MmapBackend:
         done = self._hwm + n
         while self._hwm < done:
             hwm, _, _, _ = self.run_channel(chan, n, 0.0, 0.0, sync_each=False, min_free=0)
-            if hwm < done and not chan.counts()[0] - chan.counts()[2]:
+            head, _, tail = chan.counts()
+            if hwm < done and head == tail:  # nothing left to commit, yet short of done
                 raise BackendError(f"native append stopped at seq {hwm} of {done}")
 
     def _check_appendable(self) -> None:

@@ -14,9 +14,9 @@ import os
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mmaplog.errors import BackendError, DiskError, IndexCorruptError, OutOfOrderError
+from mmaplog.storage.frames import frame_too_large
 from mmaplog.storage.hash_index import HashIndex
-from mmaplog.storage.index_keys import posting_key
-from mmaplog.storage.layout import MAX_KEY_BYTES
+from mmaplog.storage.index_keys import bad_key_error, posting_key
 from mmaplog.storage.segment_set import SegmentSet
 from mmaplog.storage.seqindex import SeqIndex
 from mmaplog.storage.symbols import SymbolTable
@@ -55,18 +55,6 @@ class Channel(Protocol):
     def take_error(self, seq: int, /) -> BaseException | None: ...
 
 
-def bad_key_error(why: str, key: object) -> BackendError:
-    """The error the pure path raises for an index key it cannot frame (same words)."""
-    text = str(key)
-    if why == "long-single":
-        return BackendError(f"index key longer than {MAX_KEY_BYTES} bytes")
-    if why == "long":
-        return BackendError(f"index key longer than {MAX_KEY_BYTES} bytes: {text[:40]!r}")
-    if why == "uuid":
-        return BackendError(f"correlation id key is not a UUID: {text[:40]!r}")
-    return BackendError(f"index kind must be 1..255, got {key!r}")
-
-
 def native_posting_key(kind: IndexKind, key: str) -> bytes:
     return posting_key(kind, key)
 
@@ -96,7 +84,7 @@ class NativeAppender:
         self._hwm = hwm
         self._fw = native.FrameWriter(
             index_fd=index.fd,
-            limit=segments.segment_size - 64 - 8,
+            limit=segments.frame_limit,
             ts_max=ts_max,
             checksums=index.checksummed,
         )
@@ -183,8 +171,7 @@ class NativeAppender:
             error = channel.take_error(a)
             return error if error is not None else BackendError(f"entry seq {a} is bad")
         if event == _TOO_LARGE:
-            limit = self._segments.segment_size - 64 - 8
-            return BackendError(f"entry seq {a} needs {b} bytes; a segment holds at most {limit}")
+            return frame_too_large(a, b, self._segments.frame_limit)
         if event == _OUT_OF_ORDER:
             return OutOfOrderError(self._hwm, a)
         if event == _IO_ERROR:

@@ -88,6 +88,12 @@ class SegmentSet:
         for seg in self._segments:
             seg.path = directory / seg.path.name
 
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame a segment this set creates can hold (header and the zero word
+        after the last frame excluded)."""
+        return self.segment_size - SEGMENT_HEADER_SIZE - 8
+
     # --- the write position -----------------------------------------------------------------
     @property
     def cur(self) -> int:
