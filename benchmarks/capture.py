@@ -5,9 +5,10 @@
 The messages come from the demo engine (``mmaplog.demo``), generated before any timing. Ours:
 ``BusCaptureAdapter.capture(topic, message)`` on this thread, an ``EventStoreWriter`` thread
 committing into ``MmapBackend``, timed until the high-watermark reaches the last entry, with
-``Durability.NONE`` and ``Durability.BATCH`` (one fdatasync per batch of ≤ 100). Peers do the
-same encode work per message (``registry.encode`` + headers) and commit batches of 100 on this
-thread: SQLite WAL with an index table (synchronous NORMAL, FULL), LMDB (writemap no-sync, sync).
+``Durability.NONE`` and ``Durability.BATCH`` (group commit: batches of ≤ 100, one fdatasync for
+the batches that queued while the previous one ran). Peers do the same encode work per message
+(``registry.encode`` + headers) and commit batches of 100 on this thread: SQLite WAL with an
+index table (synchronous NORMAL, FULL), LMDB (writemap no-sync, sync).
 
 Each system runs twice on a fresh store: a tight loop for entries/s, then a loop timing every
 call with ``perf_counter_ns`` for the latency distribution (a peer's call includes the batch

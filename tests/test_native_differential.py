@@ -259,3 +259,34 @@ def test_append_batch_writes_the_same_bytes_on_both_cores(tmp_path, monkeypatch)
         runs.append(tmp_path / name / "diff" / RUN_ID)
     assert files_of(runs[0]) == files_of(runs[1])
     assert verify(runs[1]).is_clean
+
+
+@pytest.mark.parametrize(
+    ("mode", "syncs"), [("NONE", 0), ("EACH", 10), ("GROUP", 1)], ids=["none", "each", "group"]
+)
+def test_the_native_loop_group_commits_batches_that_wait_under_one_sync(tmp_path, mode, syncs):
+    """Durability.BATCH on the native core: ten batches already waiting are committed back to
+    back and one fdatasync covers them (ALWAYS-style EACH syncs every batch, NONE never)."""
+    from mmaplog.storage.native_append import SyncMode, bad_key_error, native_posting_key
+
+    backend = MmapBackend(tmp_path, "diff", segment_size=4 << 20)  # no roll-over in the call
+    backend.open_run(RunManifest(run_id=RUN_ID, instance_id="diff", start_ts_init=1000))
+    chan = native.Channel(
+        capacity=2000,
+        max_batch=100,
+        arena_bytes=1 << 20,
+        intern=backend.intern_names,
+        posting_key=native_posting_key,
+        make_error=bad_key_error,
+        clock=native.WallClock(),
+    )
+    for seq in range(1, 1001):
+        assert chan.submit(seq, 2000 + seq, "t", "P", b"x" * 40, 1000 + seq, Headers(), (), None)
+    hwm, durable, _, _ = backend.run_channel(
+        chan, 100, 0.0, 0.0, sync=SyncMode[mode], min_free=0
+    )
+    assert hwm == 1000
+    assert durable == (0 if mode == "NONE" else 1000)
+    assert backend._appender.syncs == syncs
+    backend.close()
+    assert verify(tmp_path / "diff" / RUN_ID).is_clean

@@ -604,14 +604,50 @@ def test_durability_none_advances_durable_seq_only_at_close():
     assert (writer.durable_seq, backend.syncs) == (6, 1)
 
 
-def test_durability_batch_syncs_after_every_batch():
+def test_durability_batch_syncs_a_batch_that_nothing_follows():
     backend = opened(CountingBackend())
     writer = spawn(backend, durability=Durability.BATCH, max_batch_entries=2)
-    for n in range(1, 7):
+    for n in range(1, 4):
         writer.submit(draft(n))
-    assert writer.wait_for(6, 5, durable=True)
-    assert writer.durable_seq == 6
-    assert backend.syncs == len(backend.appends)
+        assert writer.wait_for(n, 5, durable=True)
+        assert (writer.durable_seq, backend.syncs, len(backend.appends)) == (n, n, n)
+    writer.close()
+
+
+def test_durability_batch_group_commits_the_batches_that_waited_with_one_sync(released):
+    backend = opened(GatedBackend())
+    released(backend)
+    writer = spawn(backend, durability=Durability.BATCH, max_batch_entries=2)
+    writer.submit(draft(1))
+    assert backend.entered.wait(5)  # the first batch is in append; the next five wait
+    for n in range(2, 12):
+        writer.submit(draft(n))
+    backend.gate.set()
+    assert writer.wait_for(11, 5, durable=True)
+    assert writer.durable_seq == 11
+    assert seqs(backend) == list(range(1, 12))
+    # [1], then [2,3] [4,5] [6,7] [8,9] [10,11] waited: one sync for each group, not each batch
+    assert len(backend.appends) == 6
+    assert backend.syncs == 2
+    writer.close()
+
+
+def test_a_request_behind_a_group_commit_finds_it_synced(released):
+    backend = opened(GatedBackend())
+    released(backend)
+    writer = spawn(backend, durability=Durability.BATCH, max_batch_entries=2)
+    writer.submit(draft(1))
+    assert backend.entered.wait(5)
+    for n in range(2, 6):
+        writer.submit(draft(n))
+    flusher = threading.Thread(target=writer.flush, args=(5,))
+    flusher.start()
+    time.sleep(0.05)  # the flush request queues behind [2,3] [4,5]
+    backend.gate.set()
+    flusher.join(5)
+    # [4,5] went unsynced because the request waited behind it; serving the request syncs it
+    assert writer.wait_for(5, 2, durable=True)
+    assert writer.durable_seq == 5
     writer.close()
 
 

@@ -20,9 +20,22 @@ from mmaplog.storage.backend import EventStore
 from mmaplog.storage.entry import AppendEntry, Entry, Headers
 from mmaplog.storage.entry_hash import framed_names, hash_with_framing, headers_tail
 from mmaplog.storage.manifest import RunStatus, SnapshotAnchor
+from mmaplog.storage.native_append import SyncMode
 
 __all__ = ["Committer"]
 
+# Durability BATCH is group commit: one fdatasync covers every batch that waited while the
+# previous one ran. ALWAYS syncs each batch (of one) before the next; INTERVAL syncs between
+# run calls (sync_now), NONE never.
+_SYNC_MODES: Final = {
+    Durability.NONE: SyncMode.NONE,
+    Durability.INTERVAL: SyncMode.NONE,
+    Durability.BATCH: SyncMode.GROUP,
+    Durability.ALWAYS: SyncMode.EACH,
+}
+# Batches one group commit may leave unsynced before it syncs anyway (the native loop's
+# MAX_BATCHES_PER_RUN).
+_MAX_GROUP: Final = 64
 _EMPTY_TAIL: Final = headers_tail(Headers.empty())
 _NAMES_CACHE_MAX: Final = 4096
 
@@ -52,6 +65,7 @@ class Committer:
         self.hwm = hwm
         self.durable = hwm
         self.stopped = False
+        self._grouped = 0  # batches committed since the last sync (Durability.BATCH)
 
     @property
     def frames_items(self) -> bool:
@@ -81,7 +95,10 @@ class Committer:
 
     # -- committing ----------------------------------------------------------------------------
 
-    def commit(self, batch: Sequence[AppendEntry | _Item]) -> None:
+    def commit(self, batch: Sequence[AppendEntry | _Item], more_waiting: bool = False) -> None:
+        """Commit one batch. ``more_waiting``: the next batch is already queued — under
+        ``Durability.BATCH`` this one is published without its fdatasync, and the sync after
+        the last batch that waited covers them all (group commit, as the native loop does)."""
         self._check_free_space()
         if self._durability is Durability.ALWAYS:
             for item in batch:
@@ -89,14 +106,23 @@ class Committer:
                 self._backend.sync()
                 self.publish(hwm, durable=True)
             return
-        self._committed(self._append(batch))
+        hwm = self._append(batch)
+        if more_waiting and self._durability is Durability.BATCH and self._grouped < _MAX_GROUP:
+            self._grouped += 1
+            self.publish(hwm, durable=False)
+            return
+        self._committed(hwm)
+
+    def settle(self) -> None:
+        """Sync the batches a group commit left unsynced (before a request is served)."""
+        if self._grouped:
+            self.sync_now()
 
     def run_channel(
         self, channel: object, max_batch: int, latency: float, timeout: float
     ) -> tuple[bool, bool]:
         """The native core's loop: commit batches from a channel until Python is needed, then
-        publish how far it got. Durability BATCH and ALWAYS sync each batch inside the loop
-        (ALWAYS with batches of one); INTERVAL syncs between calls (``sync_now``). Returns
+        publish how far it got, syncing as ``_SYNC_MODES`` says. Returns
         (woken by a request or flush, timed out with nothing to do)."""
         run: Callable[..., tuple[int, int, bool, bool]] = self._backend.run_channel  # type: ignore[attr-defined]
         free_bytes_floor = self._min_free if self._free_bytes is not None else 0
@@ -105,7 +131,7 @@ class Committer:
             max_batch,
             latency,
             timeout,
-            sync_each=self._durability in (Durability.BATCH, Durability.ALWAYS),
+            sync=_SYNC_MODES[self._durability],
             min_free=free_bytes_floor,
         )
         with self._cond:
@@ -131,6 +157,7 @@ class Committer:
         if mode is Durability.BATCH:
             backend.sync()
             durable = True
+            self._grouped = 0
         elif mode is Durability.INTERVAL:
             now = time.monotonic()
             if now >= self.next_sync:
@@ -150,6 +177,7 @@ class Committer:
         # Power-loss durability needs an explicit sync: the page cache alone survives only a
         # process crash.
         self._backend.sync()
+        self._grouped = 0
         self.next_sync = time.monotonic() + self._interval
         self.publish(self.hwm, durable=True)
 

@@ -718,9 +718,12 @@ class EventStoreWriter:
                     except Empty:
                         break
             if batch:
-                self._commit(batch)
-            if control is not None and self._handle(control):
-                return
+                # More already queued: under Durability.BATCH one sync covers both (group commit).
+                self._commit(batch, control is None and queue.qsize() > 0)
+            if control is not None:
+                self._committer.settle()
+                if self._handle(control):
+                    return
 
     def _handle(self, control: _Control) -> bool:
         """Serve a control request; True when the thread should exit."""

@@ -16,7 +16,8 @@ class Durability(enum.Enum):
     ``backend.sync()`` runs and so when ``durable_seq`` catches up with ``high_watermark``:
 
     - ``NONE``: never while running; only ``close()`` (before sealing) and snapshot anchors sync.
-    - ``BATCH``: after every batch (group commit: one fdatasync per batch).
+    - ``BATCH``: group commit — after a batch, and when more batches already wait, after the
+      last of them: one fdatasync covers every batch that queued while the previous one ran.
     - ``INTERVAL``: at most once every ``WriterConfig.durability_interval_ms``, and within that
       interval after the last batch when the writer goes idle.
     - ``ALWAYS``: each entry is appended and synced on its own before the next one.

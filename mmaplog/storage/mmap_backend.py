@@ -63,6 +63,7 @@ from mmaplog.storage.manifest import (
 from mmaplog.storage.native_append import (
     Channel,
     NativeAppender,
+    SyncMode,
     bad_key_error,
     native_posting_key,
 )
@@ -425,12 +426,12 @@ class MmapBackend:
         latency: float,
         timeout: float,
         *,
-        sync_each: bool,
+        sync: SyncMode,
         min_free: int,
     ) -> tuple[int, int, bool, bool]:
         """The native core's writer loop: commit batches from ``channel`` (the same frames,
-        records and postings ``append_items`` writes) until Python is needed, syncing each
-        batch when ``sync_each``. Returns (high-watermark, durable seq, woken, timed out)."""
+        records and postings ``append_items`` writes) until Python is needed, syncing as
+        ``sync`` says. Returns (high-watermark, durable seq, woken, timed out)."""
         self._check_appendable()
         if native is None:
             raise BackendError("the native core is not loaded")
@@ -449,7 +450,7 @@ class MmapBackend:
             )
         try:
             hwm, durable, ts_max, woken, timed_out = appender.run(
-                channel, max_batch, latency, timeout, sync_each, min_free
+                channel, max_batch, latency, timeout, sync, min_free
             )
         except OSError as exc:
             raise classify_os_error(exc, "append batch") from exc
@@ -492,7 +493,7 @@ class MmapBackend:
     def _run_batch_channel(self, chan: Any, n: int) -> None:
         done = self._hwm + n
         while self._hwm < done:
-            hwm, _, _, _ = self.run_channel(chan, n, 0.0, 0.0, sync_each=False, min_free=0)
+            hwm, _, _, _ = self.run_channel(chan, n, 0.0, 0.0, sync=SyncMode.NONE, min_free=0)
             head, _, tail = chan.counts()
             if hwm < done and head == tail:  # nothing left to commit, yet short of done
                 raise BackendError(f"native append stopped at seq {hwm} of {done}")

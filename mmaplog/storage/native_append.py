@@ -11,6 +11,7 @@ a segment, grow ``index.idx`` or ``keys.hix``, serve a request, or raise a typed
 from __future__ import annotations
 
 import os
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mmaplog.errors import BackendError, DiskError, IndexCorruptError, OutOfOrderError
@@ -24,7 +25,7 @@ from mmaplog.storage.symbols import SymbolTable
 if TYPE_CHECKING:
     from mmaplog.storage.entry import IndexKind
 
-__all__ = ["NativeAppender", "bad_key_error"]
+__all__ = ["NativeAppender", "SyncMode", "bad_key_error"]
 
 # FrameWriter.run events (framewriter.c RUN_*)
 (
@@ -47,6 +48,15 @@ __all__ = ["NativeAppender", "bad_key_error"]
 
 # Batches one run() call commits back to back before it lets Python publish the progress.
 MAX_BATCHES_PER_RUN: Final = 64
+
+
+class SyncMode(IntEnum):
+    """How ``run`` syncs what it commits (framewriter.c SYNC_*)."""
+
+    NONE = 0  # the caller syncs (Durability NONE, INTERVAL)
+    EACH = 1  # every batch before the next is taken (ALWAYS, batches of one)
+    GROUP = 2  # group commit (BATCH): the batches that waited while the last fdatasync ran
+    # are committed back to back and one fdatasync covers them, before run returns
 
 
 class Channel(Protocol):
@@ -117,7 +127,7 @@ class NativeAppender:
         max_batch: int,
         latency: float,
         timeout: float,
-        sync_each: bool,
+        sync: SyncMode,
         min_free: int,
     ) -> tuple[int, int, int, bool, bool]:
         """Commit what the channel holds (waiting up to ``timeout`` for the first entry, -1:
@@ -129,7 +139,7 @@ class NativeAppender:
             self._configure()
         while True:
             event, a, b = fw.run(
-                channel, max_batch, latency, timeout, MAX_BATCHES_PER_RUN, sync_each
+                channel, max_batch, latency, timeout, MAX_BATCHES_PER_RUN, int(sync)
             )
             hwm, durable, ts_max = self._adopt_progress()
             if event in (_IDLE, _WOKEN, _TIMEOUT):
@@ -155,6 +165,11 @@ class NativeAppender:
                 self._configure()  # a grown table is a new file: a new fd to sync
                 continue
             raise self._error(event, a, b, channel)
+
+    @property
+    def syncs(self) -> int:
+        """How many fdatasync rounds ``run`` made (group commit makes fewer than batches)."""
+        return int(self._fw.syncs())
 
     def _adopt_progress(self) -> tuple[int, int, int]:
         hwm, durable, number, pos, ts_max, written = self._fw.progress()

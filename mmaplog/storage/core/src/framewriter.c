@@ -82,6 +82,7 @@ typedef struct {
     double index_sync_interval;  /* seconds between syncs of index.idx and keys.hix */
     struct timespec last_index_sync;
     uint64_t hwm, durable;       /* committed and synced high-watermarks */
+    uint64_t syncs;              /* sync_batch calls: group commit is measured by it */
     uint32_t written[MAX_SEGS];  /* segments written since the caller last asked */
     int nwritten;
     uint32_t unsynced[MAX_SEGS]; /* fds of segments written since the last sync */
@@ -394,6 +395,7 @@ static void hix_commit(mml_hix *ix, uint64_t through) {
 /* Durability for one batch (the pure path's MmapBackend.sync): every segment written since the
  * last sync, the symbol table, and index.idx + keys.hix at most every index_sync_interval. */
 static int sync_batch(mml_framewriter *fw) {
+    fw->syncs++;
     for (int i = 0; i < fw->nunsynced; i++)
         if (fdatasync((int)fw->unsynced[i]) < 0) return errno;
     fw->nunsynced = 0;
@@ -411,8 +413,16 @@ typedef struct {
     uint64_t a, b;
 } run_result;
 
+/* How run() syncs (the durability modes that sync): */
+enum {
+    SYNC_NONE = 0,  /* NONE and INTERVAL: the caller syncs */
+    SYNC_EACH = 1,  /* ALWAYS: every batch (of one) before the next is taken */
+    SYNC_GROUP = 2, /* BATCH: group commit - the batches that waited while the last sync ran
+                     * are committed together, then one fdatasync covers them all */
+};
+
 static run_result run_loop(mml_framewriter *fw, uint64_t max_batch, double latency,
-                           double timeout, int max_batches, int sync_each) {
+                           double timeout, int max_batches, int sync_mode) {
     run_result res = {RUN_IDLE, 0, 0};
     mml_channel *ch = fw->channel;
     int batches = 0, woken = 0;
@@ -480,8 +490,7 @@ static run_result run_loop(mml_framewriter *fw, uint64_t max_batch, double laten
         mml_channel_release(ch);
         fw->staged = STAGED_NONE;
         fw->hwm = last;
-        if (sync_each) {
-            /* Durability.BATCH / ALWAYS: fdatasync per group commit. */
+        if (sync_mode == SYNC_EACH) {
             err = sync_batch(fw);
             if (err) return (run_result){RUN_IO_ERROR, (uint64_t)err, 0};
             fw->durable = last;
@@ -492,18 +501,18 @@ static run_result run_loop(mml_framewriter *fw, uint64_t max_batch, double laten
     }
 }
 
-/* run(channel, max_batch, latency, timeout, max_batches, sync_each) -> (event, a, b):
+/* run(channel, max_batch, latency, timeout, max_batches, sync_mode) -> (event, a, b):
  * the writer thread's loop, GIL released: take a batch (waiting as mml_channel_wait does), frame,
- * write, post and commit it, sync it when sync_each, and go on with whatever already waits, up
+ * write, post and commit it, sync as sync_mode says (SYNC_*), and go on with whatever already waits, up
  * to max_batches batches. Returns when the caller is needed (see RUN_*); a batch in progress
  * is kept and resumed by the next call. */
 static PyObject *fw_run(mml_framewriter *fw, PyObject *args) {
     PyObject *channel;
     Py_ssize_t max_batch;
     double latency, timeout;
-    int max_batches, sync_each;
-    if (!PyArg_ParseTuple(args, "O!nddip", &mml_ChannelType, &channel, &max_batch, &latency,
-                          &timeout, &max_batches, &sync_each))
+    int max_batches, sync_mode;
+    if (!PyArg_ParseTuple(args, "O!nddii", &mml_ChannelType, &channel, &max_batch, &latency,
+                          &timeout, &max_batches, &sync_mode))
         return NULL;
     if (fw->nsegs < 1 || fw->index_fd < 0 || !fw->has_hix) {
         PyErr_SetString(PyExc_RuntimeError, "FrameWriter needs segments, index and keys.hix");
@@ -517,10 +526,23 @@ static PyObject *fw_run(mml_framewriter *fw, PyObject *args) {
         Py_INCREF(channel);
         Py_XSETREF(fw->channel, (mml_channel *)channel);
     }
+    if (sync_mode < SYNC_NONE || sync_mode > SYNC_GROUP) {
+        PyErr_Format(PyExc_ValueError, "sync_mode must be 0, 1 or 2, not %d", sync_mode);
+        return NULL;
+    }
     run_result res;
     Py_BEGIN_ALLOW_THREADS
     res = run_loop(fw, max_batch < 1 ? 1 : (uint64_t)max_batch, latency, timeout,
-                   max_batches < 1 ? 1 : max_batches, sync_each);
+                   max_batches < 1 ? 1 : max_batches, sync_mode);
+    /* Group commit: one fdatasync for every batch committed since the last one, before
+     * returning to Python, whatever the reason (an I/O error already failed the writer). */
+    if (sync_mode == SYNC_GROUP && fw->durable < fw->hwm && res.event != RUN_IO_ERROR) {
+        int err = sync_batch(fw);
+        if (err == 0)
+            fw->durable = fw->hwm;
+        else if (res.event < RUN_BAD_ENTRY)
+            res = (run_result){RUN_IO_ERROR, (uint64_t)err, 0};
+    }
     Py_END_ALLOW_THREADS
     return Py_BuildValue("iKK", res.event, (unsigned long long)res.a, (unsigned long long)res.b);
 }
@@ -532,6 +554,11 @@ static PyObject *fw_progress(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) 
     return Py_BuildValue("KKIKKN", (unsigned long long)fw->hwm, (unsigned long long)fw->durable,
                          fw->segs[0].number, (unsigned long long)fw->pos,
                          (unsigned long long)fw->ts_max, written);
+}
+
+/* syncs() -> how many times run() synced (each: the segments written, symbols, maybe indexes) */
+static PyObject *fw_syncs(mml_framewriter *fw, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromUnsignedLongLong(fw->syncs);
 }
 
 /* configure(index_capacity, keys_fd, symbols_fd, min_free, index_sync_interval, hwm) */
@@ -664,7 +691,8 @@ static PyObject *fw_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 
 static PyMethodDef fw_methods[] = {
     {"run", (PyCFunction)fw_run, METH_VARARGS,
-     "run(channel, max_batch, latency, timeout, max_batches, sync_each) -> (event, a, b)"},
+     "run(channel, max_batch, latency, timeout, max_batches, sync_mode) -> (event, a, b)"},
+    {"syncs", (PyCFunction)fw_syncs, METH_NOARGS, "syncs() -> fdatasync rounds run() made"},
     {"progress", (PyCFunction)fw_progress, METH_NOARGS,
      "progress() -> (hwm, durable, segment, position, ts_max, [segments written])"},
     {"configure", (PyCFunction)fw_configure, METH_VARARGS,
