@@ -282,9 +282,7 @@ def test_the_native_loop_group_commits_batches_that_wait_under_one_sync(tmp_path
     )
     for seq in range(1, 1001):
         assert chan.submit(seq, 2000 + seq, "t", "P", b"x" * 40, 1000 + seq, Headers(), (), None)
-    hwm, durable, _, _ = backend.run_channel(
-        chan, 100, 0.0, 0.0, sync=SyncMode[mode], min_free=0
-    )
+    hwm, durable, _, _ = backend.run_channel(chan, 100, 0.0, 0.0, sync=SyncMode[mode], min_free=0)
     assert hwm == 1000
     assert durable == (0 if mode == "NONE" else 1000)
     assert backend._appender.syncs == syncs
