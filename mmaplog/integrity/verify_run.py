@@ -300,10 +300,14 @@ class _RunScan(_PostingsCheck):
         """Recompute the canonical hash of every good frame (without building entries)."""
         if self.names is None:
             return
+        if not bool(np.any((self.state == _OK) & (self.hashed == 0))):
+            return  # every good frame was hashed by the native fast path already
         framed = self._framed_names()
         for number, idx, offs in self.ok_by_segment():
             seg = self.segs[number]
             assert seg is not None
+            todo = self.hashed[idx] == 0
+            idx, offs = idx[todo], offs[todo]
             w = offs >> 3
             prefix = np.stack((seg.le[w + 1], seg.le[w + 2], seg.le[w + 3]), axis=1)
             heads = prefix.astype(">u8").tobytes()

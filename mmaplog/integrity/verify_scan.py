@@ -5,6 +5,11 @@ and ``_FrameScan`` holds the state every check of a run shares: once the seq ind
 segments are loaded, it resolves seqs 1..high-watermark to frames (the vectorised fast path
 per segment, else the walk), reports the seq index against the frames and, for sealed runs,
 the tails.
+
+With the native core loaded (``self.native``; tests set it to None for the reference), the
+fast path's per-frame loop (checksums, the records against their frames and the canonical
+entry hashes) and the records' own checks run in C (``verify.c``) with the GIL released; the
+walks, the resolution of damaged segments and every finding stay here.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import numpy.typing as npt
 
 from mmaplog.integrity.findings import FindingKind, Progress, _Findings, _Throttle
 from mmaplog.integrity.verify_keys import _M32, _S32, _S48, I64, U64, _sorted_unique, _xxh64
+from mmaplog.storage.core import native
+from mmaplog.storage.entry_hash import framed
 from mmaplog.storage.layout import (
     CHECKSUM,
     COMMIT_WORD,
@@ -45,6 +52,24 @@ _RESYNC_BUDGET: Final = 100_000  # candidate frames tried per segment after dama
 _MISSING, _OK, _DAMAGED, _SEQ_MISMATCH, _HASH_MISMATCH = 0, 1, 2, 3, 4
 # What a probe finds at an offset.
 _P_OK, _P_DAMAGED, _P_ZERO, _P_EOS, _P_GARBAGE, _P_OUT = range(6)
+# Index drift: the record fields that disagree, one bit each, in the order they are reported
+# (verify.c names the same bits).
+DRIFT_FIELDS: Final = (
+    "position",
+    "length",
+    "ts_init",
+    "ts_publish",
+    "topic",
+    "payload_type",
+    "flags",
+    "correlation_id",
+    "causation_id",
+    "seq",
+    "ts_max",
+    "checksum",
+    "reserved",
+)
+_DRIFT_BIT: Final = {name: np.uint16(1 << i) for i, name in enumerate(DRIFT_FIELDS)}
 
 
 # --- one mapped segment -----------------------------------------------------------------------
@@ -165,6 +190,7 @@ class _FrameScan:
         entry_hashes: bool = True,
     ) -> None:
         self.run_dir = run_dir
+        self.native = native  # None: the pure-Python loops (MMAPLOG_PURE=1, and tests)
         self.progress = progress
         self.entry_hashes = entry_hashes
         self.f = _Findings()
@@ -180,7 +206,8 @@ class _FrameScan:
         self.loc_seg: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
         self.loc_off: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
         self.embedded: dict[int, int] = {}  # seq -> the other seq its frame holds
-        self.drift: dict[int, list[str]] = {}
+        self.drift: npt.NDArray[np.uint16] = np.zeros(0, np.uint16)  # DRIFT_FIELDS bits a seq
+        self.hashed: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)  # entry hash checked (native)
         self.walks: dict[int, _Walk] = {}
         self.seg_end: dict[int, tuple[int, int]] = {}  # segment -> (terminator offset, kind)
         self.sym_pairs: dict[tuple[int, int], int] = {}  # (topic id, type id) -> first seq
@@ -222,6 +249,8 @@ class _FrameScan:
         self.state = np.zeros(hwm, np.uint8)
         self.loc_seg = np.zeros(hwm, np.uint32)
         self.loc_off = np.zeros(hwm, np.uint32)
+        self.drift = np.zeros(hwm, np.uint16)
+        self.hashed = np.zeros(hwm, np.uint8)
 
     # --- frames -----------------------------------------------------------------------------
     def scan_frames(self) -> None:
@@ -268,6 +297,8 @@ class _FrameScan:
         first = int(idx[0])
         if int(idx[-1]) - first + 1 != n:
             return False
+        if self.native is not None:
+            return self._fast_native(seg, first, n, is_last)
         offcol = self.records["offset"] if self.records is not None else None
         assert offcol is not None
         end = SEGMENT_HEADER_SIZE
@@ -323,6 +354,42 @@ class _FrameScan:
             self.throttle(first + lo + part.size)
         return True
 
+    def _fast_native(self, seg: _Seg, first: int, n: int, is_last: bool) -> bool:
+        """``_fast`` with its loops in C: the same walk test, then per bounded chunk the
+        checksums, ``_accept`` and (for ``check_entry_hashes``) the canonical entry hashes."""
+        nat, records = self.native, self.records
+        assert nat is not None
+        assert records is not None
+        walked = nat.walk_test(seg.mv, records, first, n, is_last, self.sealed)
+        if walked is None:
+            return False
+        end, eos = walked
+        self.seg_end[seg.number] = (end, _P_EOS if eos else _P_ZERO)
+        names = self.framed_symbols() if self.entry_hashes else None
+        step = max(4096, min(_CHUNK, self.hwm // 100))
+        embedded = np.zeros(min(step, n), np.uint64)
+        for lo in range(first, first + n, step):
+            hi = min(lo + step, first + n)
+            nbytes, mismatches, pairs = nat.check_frames(
+                seg.mv, records, lo, hi, seg.number, names, self.state, self.loc_seg,
+                self.loc_off, self.drift, self.hashed, embedded,
+            )  # fmt: skip
+            if mismatches:
+                for i in np.flatnonzero(self.state[lo:hi] == _SEQ_MISMATCH).tolist():
+                    self.embedded[lo + i + 1] = int(embedded[i])
+            for topic, ptype, seq in pairs:
+                self.sym_pairs.setdefault((topic, ptype), seq)
+            self.entries_scanned += hi - lo
+            self.bytes_scanned += nbytes
+            self.throttle(hi)
+        return True
+
+    def framed_symbols(self) -> list[bytes] | None:
+        """The framed name (as the entry hash frames it) of every symbol id; id 0 is none."""
+        if self.names is None:
+            return None
+        return [framed(name) for name in self.names]
+
     def _accept(self, seg: _Seg, idx: I64, offs: I64, lens: I64) -> None:
         """Mark frames as the good frames of their seqs and compare them with their records."""
         if not idx.size:
@@ -359,8 +426,7 @@ class _FrameScan:
         )
         for name, bad in checks:
             if bad.any():
-                for i in idx[bad].tolist():
-                    self.drift.setdefault(i + 1, []).append(name)
+                self.drift[idx[bad]] |= _DRIFT_BIT[name]
 
     def _resolve_records(self, rest: I64) -> None:
         """Seqs the fast path could not place: the record's frame, else the walk's."""
@@ -488,8 +554,9 @@ class _FrameScan:
                 gap_seg = int(segs[0]) if placed else None
                 self.f.add(FindingKind.GAP, text, seq=lo, seq_to=hi, segment=gap_seg)
         self._index_only_checks()
-        for seq in sorted(self.drift):
-            fields = ", ".join(dict.fromkeys(self.drift[seq]))
+        for i in np.flatnonzero(self.drift).tolist():
+            seq, bits = i + 1, int(self.drift[i])
+            fields = ", ".join(name for k, name in enumerate(DRIFT_FIELDS) if bits >> k & 1)
             self.f.add(
                 FindingKind.INDEX_DRIFT,
                 f"index drift at seq {seq}: record disagrees with its frame in {fields}",
@@ -504,6 +571,14 @@ class _FrameScan:
         if recs is None:
             return
         checksummed = self.index is not None and self.index.checksummed
+        if self.native is not None:
+            carry_ts = 0
+            for lo in range(0, len(recs), _CHUNK):
+                hi = min(lo + _CHUNK, len(recs))
+                carry_ts = self.native.record_checks(
+                    recs, lo, hi, checksummed, carry_ts, self.drift
+                )
+            return
         carry = np.uint64(0)
         for lo in range(0, len(recs), _CHUNK):
             part = recs[lo : lo + _CHUNK]
@@ -519,8 +594,7 @@ class _FrameScan:
                     else ("reserved", part["reserved"] != 0)
                 ),
             ):
-                for i in np.flatnonzero(bad).tolist():
-                    self.drift.setdefault(lo + i + 1, []).append(name)
+                self.drift[lo + np.flatnonzero(bad)] |= _DRIFT_BIT[name]
 
     # --- tails ------------------------------------------------------------------------------
     def check_tails(self) -> None:

@@ -3,7 +3,8 @@
  *
  * Python twins: xxhash's xxh3_64_intdigest / xxh3_128_digest (the hashes, proven equal in
  * tests/test_native_hash.py), the writer's queue (Channel, channel.c) and the framing loop
- * (FrameWriter, framewriter.c), the adapter's capture hot path (Capture, capture.c).
+ * (FrameWriter, framewriter.c), the adapter's capture hot path (Capture, capture.c), the loops of
+ * `mmaplog verify` (verify.c).
  */
 #include "native.h"
 #include "sha256.h"
@@ -11,6 +12,7 @@
 int mml_channel_init_strings(void);
 extern PyMethodDef mml_reader_methods[]; /* reader.c: the read and verify path */
 extern PyMethodDef mml_merkle_methods[]; /* merkle.c: SHA-256 leaves and nodes */
+extern PyMethodDef mml_verify_methods[]; /* verify.c: the loops of `mmaplog verify` */
 
 /* The bytes of a buffer, hashed with the GIL released when they are many. */
 #define RELEASE_GIL_ABOVE 4096
@@ -101,6 +103,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (m == NULL) return NULL;
     if (PyModule_AddFunctions(m, mml_reader_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_merkle_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, mml_verify_methods) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;
     Py_INCREF(&mml_FrameWriterType);
