@@ -606,6 +606,23 @@ static int lookup_digest(const hix_view *v, uint64_t p, uint64_t sh, uint64_t h,
     return 0;
 }
 
+/* The slot hashes of a chunk's valid keys (never 0), sized for every slot of the chunk. */
+typedef struct {
+    uint64_t *keys;
+    uint64_t cap; /* a power of two, at least twice the slots of the chunk */
+} hash_set;
+
+/* Adds h; 1 when it was there already. */
+static int seen_add(hash_set *set, uint64_t h) {
+    uint64_t j = (h * 0x9E3779B97F4A7C15ull >> 17) & (set->cap - 1);
+    while (set->keys[j]) {
+        if (set->keys[j] == h) return 1;
+        j = (j + 1) & (set->cap - 1);
+    }
+    set->keys[j] = h;
+    return 0;
+}
+
 /* hix_digest(hix, a, b, prev, hwm) -> None | (sum, count, new_prev, [drift record offsets],
  *                                            [deferred slots, first group], [second group])
  *
@@ -645,7 +662,11 @@ static PyObject *py_hix_digest(PyObject *Py_UNUSED(module), PyObject *args) {
     size_t ndrift = 0, na = 0, nb = 0;
     uint64_t sum = 0, count = 0;
     int dup = 0;
-    if (drift == NULL || def_a == NULL || def_b == NULL) {
+    hash_set seen = {NULL, 16};
+    while (seen.cap < 2 * (uint64_t)span) seen.cap <<= 1;
+    seen.keys = calloc((size_t)seen.cap, 8);
+    if (drift == NULL || def_a == NULL || def_b == NULL || seen.keys == NULL) {
+        free(seen.keys);
         free(drift);
         free(def_a);
         free(def_b);
@@ -676,14 +697,11 @@ static PyObject *py_hix_digest(PyObject *Py_UNUSED(module), PyObject *args) {
         uint64_t h = key_hash(kind, r + HIX_RECORD, klen);
         if (ld64(r + 24) != sh) drift[ndrift++] = hs + roff;
         if ((h ? h : 1) != sh || !reachable) continue; /* a lookup never finds this record */
-        /* a key sharing its hash with an earlier slot of this chunk on its probe path */
-        for (uint64_t q = home; q != p; q = (q + 1) & (slots - 1)) {
-            if (q >= a && q < p && ld64(mm + HIX_HEADER + (q << 4)) == sh) {
-                dup = 1;
-                break;
-            }
+        /* two keys of the chunk with one hash: the Python's de-duplication decides */
+        if (seen_add(&seen, sh)) {
+            dup = 1;
+            break;
         }
-        if (dup) break;
         uint64_t first = ld64(r), last = ld64(r + 8), n = ld64(r + 16);
         if (n == 0) continue;
         /* single_block_postings: a lone full-length block, read in place */
@@ -753,6 +771,7 @@ static PyObject *py_hix_digest(PyObject *Py_UNUSED(module), PyObject *args) {
     free(drift);
     free(def_a);
     free(def_b);
+    free(seen.keys);
     if (dup) Py_RETURN_NONE;
     return out;
 }
