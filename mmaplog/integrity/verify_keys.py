@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,23 @@ _S16: Final = np.uint64(16)
 _SLOT_CHUNK: Final = 1 << 16  # keys.hix slots audited at a time
 _KIND: Final = tuple(bytes((i,)) for i in range(256))
 _CORR: Final = int(IndexKind.CORRELATION_ID)
+# Madvise advice that faults a whole mapping in with one call (Linux 5.14+; Python 3.11's mmap
+# module does not name it).
+_MADV_POPULATE_READ: Final = getattr(
+    mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else None
+)
+
+
+def populate(mm: mmap.mmap) -> None:
+    """Fault a read-only mapping in with one call, before a pass that reads all of it: a page
+    fault per 4 KiB as the pass first touches each page cost a third of the native verify's
+    time. Without the advice (another OS, an older kernel) the pass faults pages in itself."""
+    if _MADV_POPULATE_READ is None or not len(mm):
+        return
+    try:
+        mm.madvise(_MADV_POPULATE_READ)
+    except OSError:
+        pass  # EINVAL from a kernel before 5.14: nothing was changed
 
 
 # --- keys.hix as arrays -----------------------------------------------------------------------
@@ -68,6 +86,7 @@ class _HixAudit:
             mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
+        populate(mm)
         self.size = size
         self.mv = memoryview(mm)
         le: U64 = np.frombuffer(mm, "<u8")

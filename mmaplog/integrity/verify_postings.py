@@ -36,7 +36,7 @@ from mmaplog.integrity.verify_keys import (
     _pair_difference,
     _xxh64,
 )
-from mmaplog.integrity.verify_scan import _FRAME_LENS, _MISSING, _OK, _FrameScan
+from mmaplog.integrity.verify_scan import _FRAME_LENS, _MISSING, _OK, DONE_KEYS, _FrameScan
 from mmaplog.storage.hash_index import HashIndex
 from mmaplog.storage.layout import FLAG_CORRELATION, FRAME_HEADER_SIZE, KEY_HEADER
 from mmaplog.storage.mmap_backend import KEYS
@@ -145,11 +145,18 @@ class _PostingsCheck(_FrameScan):
         frames C leaves (odd key blocks, whose findings these are) are read here."""
         nat = self.native
         assert nat is not None
-        total = count = 0
+        total, count = self.keys_done  # summed by the fast path already
         done = self.hwm
         for number, idx, offs in self.ok_by_segment():
             seg = self.segs[number]
             assert seg is not None
+            step = int(idx.size) // 2
+            todo = (self.done[idx] & DONE_KEYS) == 0
+            idx, offs = idx[todo], offs[todo]
+            if not idx.size:
+                done += step
+                self.throttle(done)
+                continue
             part_sum, part_count, deferred = nat.frame_digest(seg.mv, idx, offs)
             total += part_sum
             count += part_count
@@ -165,7 +172,7 @@ class _PostingsCheck(_FrameScan):
                 more_sum, more_count = _digest(iter([pair]))
                 total += more_sum
                 count += more_count
-            done += int(idx.size) // 2
+            done += step
             self.throttle(done)
         return total & _U64_MASK, count
 

@@ -25,7 +25,16 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog.integrity.findings import FindingKind, Progress, _Findings, _Throttle
-from mmaplog.integrity.verify_keys import _M32, _S32, _S48, I64, U64, _sorted_unique, _xxh64
+from mmaplog.integrity.verify_keys import (
+    _M32,
+    _S32,
+    _S48,
+    I64,
+    U64,
+    _sorted_unique,
+    _xxh64,
+    populate,
+)
 from mmaplog.storage.core import native
 from mmaplog.storage.entry_hash import framed
 from mmaplog.storage.layout import (
@@ -48,6 +57,9 @@ _U64 = struct.Struct("<Q")
 _CHUNK: Final = 65_536  # frames checksummed between progress reports
 _RESYNC_BUDGET: Final = 100_000  # candidate frames tried per segment after damage
 
+# What the native fast path did for a seq (bits of _FrameScan.done; verify.c names the same).
+DONE_HASH: Final = 1  # its canonical entry hash is checked
+DONE_KEYS: Final = 2  # its postings are in _FrameScan.keys_done
 # Per-seq state while verifying.
 _MISSING, _OK, _DAMAGED, _SEQ_MISMATCH, _HASH_MISMATCH = 0, 1, 2, 3, 4
 # What a probe finds at an offset.
@@ -78,6 +90,7 @@ class _Seg:
 
     def __init__(self, number: int, mm: mmap.mmap) -> None:
         self.number = number
+        self.mm = mm
         self.size = len(mm)
         self.mv = memoryview(mm)
         self.le: U64 = np.frombuffer(mm, dtype="<u8")
@@ -89,6 +102,10 @@ class _Seg:
         # Drop every view; the mapping is unmapped when the last reference goes.
         self.mv.release()
         self._candidates = None
+
+    def populate(self) -> None:
+        """Fault the segment in before a scan that reads every page of it anyway."""
+        populate(self.mm)
 
     def probe(self, off: int) -> tuple[int, int, int]:
         """(what is at ``off``, frame length, embedded seq) without trusting the index."""
@@ -207,7 +224,10 @@ class _FrameScan:
         self.loc_off: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
         self.embedded: dict[int, int] = {}  # seq -> the other seq its frame holds
         self.drift: npt.NDArray[np.uint16] = np.zeros(0, np.uint16)  # DRIFT_FIELDS bits a seq
-        self.hashed: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)  # entry hash checked (native)
+        # What the native fast path did for a seq (DONE_HASH, DONE_KEYS), and the digest of the
+        # postings it summed (DONE_KEYS seqs): the later passes skip that work.
+        self.done: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
+        self.keys_done = (0, 0)
         self.walks: dict[int, _Walk] = {}
         self.seg_end: dict[int, tuple[int, int]] = {}  # segment -> (terminator offset, kind)
         self.sym_pairs: dict[tuple[int, int], int] = {}  # (topic id, type id) -> first seq
@@ -250,7 +270,7 @@ class _FrameScan:
         self.loc_seg = np.zeros(hwm, np.uint32)
         self.loc_off = np.zeros(hwm, np.uint32)
         self.drift = np.zeros(hwm, np.uint16)
-        self.hashed = np.zeros(hwm, np.uint8)
+        self.done = np.zeros(hwm, np.uint8)
 
     # --- frames -----------------------------------------------------------------------------
     def scan_frames(self) -> None:
@@ -360,6 +380,7 @@ class _FrameScan:
         nat, records = self.native, self.records
         assert nat is not None
         assert records is not None
+        seg.populate()
         walked = nat.walk_test(seg.mv, records, first, n, is_last, self.sealed)
         if walked is None:
             return False
@@ -370,10 +391,11 @@ class _FrameScan:
         embedded = np.zeros(min(step, n), np.uint64)
         for lo in range(first, first + n, step):
             hi = min(lo + step, first + n)
-            nbytes, mismatches, pairs = nat.check_frames(
+            nbytes, mismatches, pairs, key_sum, key_count = nat.check_frames(
                 seg.mv, records, lo, hi, seg.number, names, self.state, self.loc_seg,
-                self.loc_off, self.drift, self.hashed, embedded,
+                self.loc_off, self.drift, self.done, embedded,
             )  # fmt: skip
+            self.keys_done = (self.keys_done[0] + key_sum, self.keys_done[1] + key_count)
             if mismatches:
                 for i in np.flatnonzero(self.state[lo:hi] == _SEQ_MISMATCH).tolist():
                     self.embedded[lo + i + 1] = int(embedded[i])

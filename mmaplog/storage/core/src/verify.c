@@ -43,6 +43,16 @@ enum {
 #define EOS_WORD ((uint64_t)MML_EOS_MAGIC << 32)
 #define MIN_FRAME (MML_FRAME_HEADER_SIZE + 8u)
 
+/* Frames and keys.hix records are read one cache line each, in an order memory does not
+ * predict: asking for the line PREFETCH_AHEAD items early hides most of the latency. A prefetch
+ * never faults; the addresses are bounds-checked all the same. */
+#define PREFETCH_AHEAD 16
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch((p), 0, 0)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+
 static inline uint32_t ld32(const unsigned char *p) {
     uint32_t v;
     memcpy(&v, p, 4);
@@ -112,6 +122,10 @@ static PyObject *py_walk_test(PyObject *Py_UNUSED(module), PyObject *args) {
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t k = 0; k < n; k++) {
+        if (k + PREFETCH_AHEAD < n) {
+            uint64_t ahead = ld32(rec + (size_t)(first + k + PREFETCH_AHEAD) * MML_INDEX_RECORD_SIZE + 36);
+            if (ahead < size) PREFETCH(seg + ahead);
+        }
         uint64_t off = ld32(rec + (size_t)(first + k) * MML_INDEX_RECORD_SIZE + 36);
         /* off + 8 <= size before the commit word is read; length checked before it is added */
         if (off != end || (off & 7) || off + 8 > size) {
@@ -175,225 +189,6 @@ static void pairs_add(pair_set *ps, uint64_t pair, uint64_t seq) {
     ps->keys[j] = key;
     ps->first[j] = seq;
     ps->used++;
-}
-
-/* --- checksums, fields and entry hashes (_fast second pass, _accept, check_entry_hashes) ------ */
-
-typedef struct {
-    const unsigned char *bytes;
-    size_t len;
-} name_ref;
-
-/* The canonical entry hash of the frame at f (bounds checked by the caller). */
-static void entry_hash(const unsigned char *f, const name_ref *topic, const name_ref *ptype,
-                       uint32_t plen, unsigned char out[16]) {
-    unsigned char head[MML_STREAM_HEAD], lenbe[8], tail[MML_STREAM_TAIL_MAX];
-    mml_stream_head(head, ld64(f + 8), ld64(f + 16), ld64(f + 24));
-    mml_put_u64be(lenbe, plen);
-    size_t ntail = mml_stream_tail(tail, mml_get_u16(f + 44) & 3u, f + 48, f + 64);
-    const mml_part parts[] = {
-        {head, sizeof head}, {topic->bytes, topic->len}, {ptype->bytes, ptype->len},
-        {lenbe, sizeof lenbe}, {f + MML_FRAME_HEADER_SIZE, plen}, {tail, ntail},
-    };
-    mml_entry_hash_parts(parts, 6, out);
-}
-
-/* check_frames(segment, records, lo, hi, number, names, state, loc_seg, loc_off, drift, hashed,
- *              embedded) -> (bytes, seq_mismatches, [(topic, ptype, first seq)])
- *
- * Rows lo..hi-1 of a segment that passed walk_test (so every frame is inside the segment; it is
- * checked again here, cheaply): the frame checksum and that payload + keys fit the length
- * (else DAMAGED), the embedded seq (else SEQ_MISMATCH, the embedded seq in embedded[row - lo]),
- * and for the good frames (_accept) OK, the (topic, payload_type) pairs they use, and the record
- * against its frame (drift bits). names: None, or the framed name of every symbol id (id 0 is
- * no symbol): the good frames whose ids both resolve get their canonical entry hash checked
- * (HASH_MISMATCH) and hashed[row] = 1, so check_entry_hashes skips them. */
-static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *seg_obj, *rec_obj, *names_obj, *state_obj, *lseg_obj, *loff_obj, *drift_obj,
-        *hashed_obj, *emb_obj;
-    Py_ssize_t lo, hi;
-    unsigned long number;
-    if (!PyArg_ParseTuple(args, "OOnnkOOOOOOO", &seg_obj, &rec_obj, &lo, &hi, &number, &names_obj,
-                          &state_obj, &lseg_obj, &loff_obj, &drift_obj, &hashed_obj, &emb_obj))
-        return NULL;
-    if (names_obj != Py_None && !PyList_Check(names_obj)) {
-        PyErr_SetString(PyExc_TypeError, "names must be a list of bytes or None");
-        return NULL;
-    }
-    bufs b = {.n = 0};
-    const unsigned char *seg, *rec, *state_c, *lseg_c, *loff_c, *drift_c, *hashed_c, *emb_c;
-    size_t size, rlen, nstate, nlseg, nloff, ndrift, nhashed, nemb;
-    if (take(&b, seg_obj, 0, &seg, &size) < 0 || take(&b, rec_obj, 0, &rec, &rlen) < 0 ||
-        take(&b, state_obj, 1, &state_c, &nstate) < 0 ||
-        take(&b, lseg_obj, 1, &lseg_c, &nlseg) < 0 || take(&b, loff_obj, 1, &loff_c, &nloff) < 0 ||
-        take(&b, drift_obj, 1, &drift_c, &ndrift) < 0 ||
-        take(&b, hashed_obj, 1, &hashed_c, &nhashed) < 0 ||
-        take(&b, emb_obj, 1, &emb_c, &nemb) < 0) {
-        release(&b);
-        return NULL;
-    }
-    uint8_t *state = (uint8_t *)state_c, *hashed = (uint8_t *)hashed_c;
-    uint32_t *loc_seg = (uint32_t *)lseg_c, *loc_off = (uint32_t *)loff_c;
-    uint16_t *drift = (uint16_t *)drift_c;
-    uint64_t *embedded = (uint64_t *)emb_c;
-    size_t rows = rlen / MML_INDEX_RECORD_SIZE;
-    if (lo < 0 || hi < lo || (size_t)hi > rows || (size_t)hi > nstate || (size_t)hi > nlseg / 4 ||
-        (size_t)hi > nloff / 4 || (size_t)hi > ndrift / 2 || (size_t)hi > nhashed ||
-        (size_t)(hi - lo) > nemb / 8) {
-        release(&b);
-        PyErr_SetString(PyExc_ValueError, "rows out of range of the arrays");
-        return NULL;
-    }
-    Py_ssize_t nnames = names_obj == Py_None ? 0 : PyList_GET_SIZE(names_obj);
-    name_ref *names = PyMem_Calloc((size_t)nnames + 1, sizeof(name_ref));
-    if (names == NULL) {
-        release(&b);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t k = 0; k < nnames; k++) {
-        PyObject *name = PyList_GET_ITEM(names_obj, k);
-        if (!PyBytes_Check(name)) {
-            PyMem_Free(names);
-            release(&b);
-            PyErr_SetString(PyExc_TypeError, "names must be bytes");
-            return NULL;
-        }
-        names[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
-        names[k].len = (size_t)PyBytes_GET_SIZE(name);
-    }
-    pair_set ps = {0};
-    uint64_t total = 0, mismatches = 0;
-    int bounds = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = lo; i < hi; i++) {
-        const unsigned char *r = rec + (size_t)i * MML_INDEX_RECORD_SIZE;
-        uint64_t off = ld32(r + 36);
-        if ((off & 7) || off < MML_SEGMENT_HEADER_SIZE || off + MIN_FRAME > size) {
-            bounds = 1; /* walk_test ruled this out: the caller broke the contract */
-            break;
-        }
-        const unsigned char *f = seg + off;
-        uint64_t len = ld32(f);
-        if (len < MIN_FRAME || (len & 7) || off + len > size) {
-            bounds = 1;
-            break;
-        }
-        loc_seg[i] = (uint32_t)number;
-        loc_off[i] = (uint32_t)off;
-        total += len;
-        uint64_t plen = ld32(f + 40), klen = mml_get_u16(f + 46);
-        if (ld64(f + len - 8) != mml_xxh3_64(f, (size_t)len - 8, 0) || plen + klen + MIN_FRAME > len) {
-            state[i] = ST_DAMAGED;
-            continue;
-        }
-        uint64_t seq = ld64(f + 8);
-        if (seq != (uint64_t)i + 1) {
-            state[i] = ST_SEQ_MISMATCH;
-            embedded[i - lo] = seq;
-            mismatches++;
-            continue;
-        }
-        /* _accept: a good frame, and its record against it. */
-        state[i] = ST_OK;
-        uint32_t topic = ld32(f + 32), ptype = ld32(f + 36);
-        pairs_add(&ps, (uint64_t)topic << 32 | ptype, seq);
-        uint16_t d = 0;
-        if (ld32(r + 32) != number || ld32(r + 36) != off) d |= D_POSITION;
-        if (ld32(r + 40) != len) d |= D_LENGTH;
-        if (ld64(r + 8) != ld64(f + 16)) d |= D_TS_INIT;
-        if (ld64(r + 16) != ld64(f + 24)) d |= D_TS_PUBLISH;
-        if (ld32(r + 44) != topic) d |= D_TOPIC;
-        if (ld32(r + 48) != ptype) d |= D_PTYPE;
-        if (ld32(r + 52) != mml_get_u16(f + 44)) d |= D_FLAGS;
-        if (memcmp(r + 56, f + 48, 16) != 0) d |= D_CORRELATION;
-        if (memcmp(r + 72, f + 64, 16) != 0) d |= D_CAUSATION;
-        drift[i] |= d;
-        /* check_entry_hashes: only where both names resolve (else a symbol finding says why) */
-        if (topic > 0 && ptype > 0 && (Py_ssize_t)topic < nnames && (Py_ssize_t)ptype < nnames) {
-            unsigned char digest[16];
-            entry_hash(f, &names[topic], &names[ptype], (uint32_t)plen, digest);
-            if (memcmp(digest, f + 80, 16) != 0) state[i] = ST_HASH_MISMATCH;
-            hashed[i] = 1;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    PyMem_Free(names);
-    release(&b);
-    PyObject *out = NULL, *pairs = NULL;
-    if (bounds) {
-        PyErr_SetString(PyExc_ValueError, "a record points outside the segment");
-        goto done;
-    }
-    if (ps.failed) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    pairs = PyList_New(0);
-    if (pairs == NULL) goto done;
-    for (size_t j = 0; j < ps.cap; j++) {
-        if (!ps.keys[j]) continue;
-        uint64_t key = ps.keys[j] - 1;
-        PyObject *t = Py_BuildValue("(kkK)", (unsigned long)(key >> 32),
-                                    (unsigned long)(key & 0xFFFFFFFFu),
-                                    (unsigned long long)ps.first[j]);
-        if (t == NULL || PyList_Append(pairs, t) < 0) {
-            Py_XDECREF(t);
-            goto done;
-        }
-        Py_DECREF(t);
-    }
-    out = Py_BuildValue("(KKO)", (unsigned long long)total, (unsigned long long)mismatches, pairs);
-done:
-    Py_XDECREF(pairs);
-    free(ps.keys);
-    free(ps.first);
-    return out;
-}
-
-/* --- the records on their own (_FrameScan._index_only_checks) -------------------------------- */
-
-/* record_checks(records, lo, hi, checksummed, carry, drift) -> carry
- * Rows lo..hi-1: the seq field is the row's seq, ts_max is the running max of ts_init (carry:
- * the max before row lo), and the version-2 checksum (version 1: the reserved bytes are 0). */
-static PyObject *py_record_checks(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *rec_obj, *drift_obj;
-    Py_ssize_t lo, hi;
-    int checksummed;
-    unsigned long long carry;
-    if (!PyArg_ParseTuple(args, "OnnpKO", &rec_obj, &lo, &hi, &checksummed, &carry, &drift_obj))
-        return NULL;
-    bufs b = {.n = 0};
-    const unsigned char *rec, *drift_c;
-    size_t rlen, ndrift;
-    if (take(&b, rec_obj, 0, &rec, &rlen) < 0 || take(&b, drift_obj, 1, &drift_c, &ndrift) < 0) {
-        release(&b);
-        return NULL;
-    }
-    if (lo < 0 || hi < lo || (size_t)hi > rlen / MML_INDEX_RECORD_SIZE || (size_t)hi > ndrift / 2) {
-        release(&b);
-        PyErr_SetString(PyExc_ValueError, "rows out of range of the arrays");
-        return NULL;
-    }
-    uint16_t *drift = (uint16_t *)drift_c;
-    uint64_t running = carry;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = lo; i < hi; i++) {
-        const unsigned char *r = rec + (size_t)i * MML_INDEX_RECORD_SIZE;
-        uint64_t ts = ld64(r + 8);
-        if (ts > running) running = ts;
-        uint16_t d = 0;
-        if (ld64(r) != (uint64_t)i + 1) d |= D_SEQ;
-        if (ld64(r + 24) != running) d |= D_TS_MAX;
-        if (checksummed) {
-            if (ld64(r + 88) != mml_xxh3_64(r, MML_INDEX_RECORD_CHECKED, 0)) d |= D_CHECKSUM;
-        } else if (ld64(r + 88) != 0) {
-            d |= D_RESERVED;
-        }
-        drift[i] |= d;
-    }
-    Py_END_ALLOW_THREADS
-    release(&b);
-    return PyLong_FromUnsignedLongLong(running);
 }
 
 /* --- postings as a digest ---------------------------------------------------------------------- */
@@ -484,6 +279,242 @@ static int frame_key_hashes(const unsigned char *seg, size_t size, uint64_t off,
         if (!seen) hs[m++] = hs[i];
     }
     return m;
+}
+
+/* --- checksums, fields and entry hashes (_fast second pass, _accept, check_entry_hashes) ------ */
+
+typedef struct {
+    const unsigned char *bytes;
+    size_t len;
+} name_ref;
+
+/* The canonical entry hash of the frame at f (bounds checked by the caller). */
+static void entry_hash(const unsigned char *f, const name_ref *topic, const name_ref *ptype,
+                       uint32_t plen, unsigned char out[16]) {
+    unsigned char head[MML_STREAM_HEAD], lenbe[8], tail[MML_STREAM_TAIL_MAX];
+    mml_stream_head(head, ld64(f + 8), ld64(f + 16), ld64(f + 24));
+    mml_put_u64be(lenbe, plen);
+    size_t ntail = mml_stream_tail(tail, mml_get_u16(f + 44) & 3u, f + 48, f + 64);
+    const mml_part parts[] = {
+        {head, sizeof head}, {topic->bytes, topic->len}, {ptype->bytes, ptype->len},
+        {lenbe, sizeof lenbe}, {f + MML_FRAME_HEADER_SIZE, plen}, {tail, ntail},
+    };
+    mml_entry_hash_parts(parts, 6, out);
+}
+
+/* Bits of the `done` array: what the fast path already did for a seq. */
+enum { DONE_HASH = 1, DONE_KEYS = 2 };
+
+/* check_frames(segment, records, lo, hi, number, names, state, loc_seg, loc_off, drift, done,
+ *              embedded) -> (bytes, seq_mismatches, [(topic, ptype, first seq)], key sum, keys)
+ *
+ * Rows lo..hi-1 of a segment that passed walk_test (so every frame is inside the segment; it is
+ * checked again here, cheaply): the frame checksum and that payload + keys fit the length
+ * (else DAMAGED), the embedded seq (else SEQ_MISMATCH, the embedded seq in embedded[row - lo]),
+ * and for the good frames (_accept) OK, the (topic, payload_type) pairs they use, and the record
+ * against its frame (drift bits). names: None, or the framed name of every symbol id (id 0 is
+ * no symbol): the good frames whose ids both resolve get their canonical entry hash checked
+ * (HASH_MISMATCH) and done[row] |= DONE_HASH, so check_entry_hashes skips them. The frames
+ * left OK also have their postings summed (frame_digest's sum and count, returned) and
+ * done[row] |= DONE_KEYS, unless their key block is one frame_digest would defer. */
+static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *seg_obj, *rec_obj, *names_obj, *state_obj, *lseg_obj, *loff_obj, *drift_obj,
+        *done_obj, *emb_obj;
+    Py_ssize_t lo, hi;
+    unsigned long number;
+    if (!PyArg_ParseTuple(args, "OOnnkOOOOOOO", &seg_obj, &rec_obj, &lo, &hi, &number, &names_obj,
+                          &state_obj, &lseg_obj, &loff_obj, &drift_obj, &done_obj, &emb_obj))
+        return NULL;
+    if (names_obj != Py_None && !PyList_Check(names_obj)) {
+        PyErr_SetString(PyExc_TypeError, "names must be a list of bytes or None");
+        return NULL;
+    }
+    bufs b = {.n = 0};
+    const unsigned char *seg, *rec, *state_c, *lseg_c, *loff_c, *drift_c, *done_c, *emb_c;
+    size_t size, rlen, nstate, nlseg, nloff, ndrift, ndone, nemb;
+    if (take(&b, seg_obj, 0, &seg, &size) < 0 || take(&b, rec_obj, 0, &rec, &rlen) < 0 ||
+        take(&b, state_obj, 1, &state_c, &nstate) < 0 ||
+        take(&b, lseg_obj, 1, &lseg_c, &nlseg) < 0 || take(&b, loff_obj, 1, &loff_c, &nloff) < 0 ||
+        take(&b, drift_obj, 1, &drift_c, &ndrift) < 0 ||
+        take(&b, done_obj, 1, &done_c, &ndone) < 0 ||
+        take(&b, emb_obj, 1, &emb_c, &nemb) < 0) {
+        release(&b);
+        return NULL;
+    }
+    uint8_t *state = (uint8_t *)state_c, *done = (uint8_t *)done_c;
+    uint32_t *loc_seg = (uint32_t *)lseg_c, *loc_off = (uint32_t *)loff_c;
+    uint16_t *drift = (uint16_t *)drift_c;
+    uint64_t *embedded = (uint64_t *)emb_c;
+    size_t rows = rlen / MML_INDEX_RECORD_SIZE;
+    if (lo < 0 || hi < lo || (size_t)hi > rows || (size_t)hi > nstate || (size_t)hi > nlseg / 4 ||
+        (size_t)hi > nloff / 4 || (size_t)hi > ndrift / 2 || (size_t)hi > ndone ||
+        (size_t)(hi - lo) > nemb / 8) {
+        release(&b);
+        PyErr_SetString(PyExc_ValueError, "rows out of range of the arrays");
+        return NULL;
+    }
+    Py_ssize_t nnames = names_obj == Py_None ? 0 : PyList_GET_SIZE(names_obj);
+    name_ref *names = PyMem_Calloc((size_t)nnames + 1, sizeof(name_ref));
+    if (names == NULL) {
+        release(&b);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < nnames; k++) {
+        PyObject *name = PyList_GET_ITEM(names_obj, k);
+        if (!PyBytes_Check(name)) {
+            PyMem_Free(names);
+            release(&b);
+            PyErr_SetString(PyExc_TypeError, "names must be bytes");
+            return NULL;
+        }
+        names[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
+        names[k].len = (size_t)PyBytes_GET_SIZE(name);
+    }
+    pair_set ps = {0};
+    uint64_t total = 0, mismatches = 0, key_sum = 0, key_count = 0;
+    int bounds = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        const unsigned char *r = rec + (size_t)i * MML_INDEX_RECORD_SIZE;
+        uint64_t off = ld32(r + 36);
+        if ((off & 7) || off < MML_SEGMENT_HEADER_SIZE || off + MIN_FRAME > size) {
+            bounds = 1; /* walk_test ruled this out: the caller broke the contract */
+            break;
+        }
+        const unsigned char *f = seg + off;
+        uint64_t len = ld32(f);
+        if (len < MIN_FRAME || (len & 7) || off + len > size) {
+            bounds = 1;
+            break;
+        }
+        loc_seg[i] = (uint32_t)number;
+        loc_off[i] = (uint32_t)off;
+        total += len;
+        uint64_t plen = ld32(f + 40), klen = mml_get_u16(f + 46);
+        if (ld64(f + len - 8) != mml_xxh3_64(f, (size_t)len - 8, 0) || plen + klen + MIN_FRAME > len) {
+            state[i] = ST_DAMAGED;
+            continue;
+        }
+        uint64_t seq = ld64(f + 8);
+        if (seq != (uint64_t)i + 1) {
+            state[i] = ST_SEQ_MISMATCH;
+            embedded[i - lo] = seq;
+            mismatches++;
+            continue;
+        }
+        /* _accept: a good frame, and its record against it. */
+        state[i] = ST_OK;
+        uint32_t topic = ld32(f + 32), ptype = ld32(f + 36);
+        pairs_add(&ps, (uint64_t)topic << 32 | ptype, seq);
+        uint16_t d = 0;
+        if (ld32(r + 32) != number || ld32(r + 36) != off) d |= D_POSITION;
+        if (ld32(r + 40) != len) d |= D_LENGTH;
+        if (ld64(r + 8) != ld64(f + 16)) d |= D_TS_INIT;
+        if (ld64(r + 16) != ld64(f + 24)) d |= D_TS_PUBLISH;
+        if (ld32(r + 44) != topic) d |= D_TOPIC;
+        if (ld32(r + 48) != ptype) d |= D_PTYPE;
+        if (ld32(r + 52) != mml_get_u16(f + 44)) d |= D_FLAGS;
+        if (memcmp(r + 56, f + 48, 16) != 0) d |= D_CORRELATION;
+        if (memcmp(r + 72, f + 64, 16) != 0) d |= D_CAUSATION;
+        drift[i] |= d;
+        /* check_entry_hashes: only where both names resolve (else a symbol finding says why) */
+        if (topic > 0 && ptype > 0 && (Py_ssize_t)topic < nnames && (Py_ssize_t)ptype < nnames) {
+            unsigned char digest[16];
+            entry_hash(f, &names[topic], &names[ptype], (uint32_t)plen, digest);
+            done[i] |= DONE_HASH;
+            if (memcmp(digest, f + 80, 16) != 0) {
+                state[i] = ST_HASH_MISMATCH;
+                continue;
+            }
+        }
+        /* frame_digest, while the frame is in cache: its state is final (OK) */
+        uint64_t hs[FRAME_KEYS_MAX];
+        int m = frame_key_hashes(seg, size, off, hs);
+        if (m >= 0) {
+            for (int j = 0; j < m; j++) key_sum += fingerprint(hs[j], seq);
+            key_count += (uint64_t)m;
+            done[i] |= DONE_KEYS;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(names);
+    release(&b);
+    PyObject *out = NULL, *pairs = NULL;
+    if (bounds) {
+        PyErr_SetString(PyExc_ValueError, "a record points outside the segment");
+        goto done;
+    }
+    if (ps.failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    pairs = PyList_New(0);
+    if (pairs == NULL) goto done;
+    for (size_t j = 0; j < ps.cap; j++) {
+        if (!ps.keys[j]) continue;
+        uint64_t key = ps.keys[j] - 1;
+        PyObject *t = Py_BuildValue("(kkK)", (unsigned long)(key >> 32),
+                                    (unsigned long)(key & 0xFFFFFFFFu),
+                                    (unsigned long long)ps.first[j]);
+        if (t == NULL || PyList_Append(pairs, t) < 0) {
+            Py_XDECREF(t);
+            goto done;
+        }
+        Py_DECREF(t);
+    }
+    out = Py_BuildValue("(KKOKK)", (unsigned long long)total, (unsigned long long)mismatches, pairs,
+                        (unsigned long long)key_sum, (unsigned long long)key_count);
+done:
+    Py_XDECREF(pairs);
+    free(ps.keys);
+    free(ps.first);
+    return out;
+}
+
+/* --- the records on their own (_FrameScan._index_only_checks) -------------------------------- */
+
+/* record_checks(records, lo, hi, checksummed, carry, drift) -> carry
+ * Rows lo..hi-1: the seq field is the row's seq, ts_max is the running max of ts_init (carry:
+ * the max before row lo), and the version-2 checksum (version 1: the reserved bytes are 0). */
+static PyObject *py_record_checks(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *rec_obj, *drift_obj;
+    Py_ssize_t lo, hi;
+    int checksummed;
+    unsigned long long carry;
+    if (!PyArg_ParseTuple(args, "OnnpKO", &rec_obj, &lo, &hi, &checksummed, &carry, &drift_obj))
+        return NULL;
+    bufs b = {.n = 0};
+    const unsigned char *rec, *drift_c;
+    size_t rlen, ndrift;
+    if (take(&b, rec_obj, 0, &rec, &rlen) < 0 || take(&b, drift_obj, 1, &drift_c, &ndrift) < 0) {
+        release(&b);
+        return NULL;
+    }
+    if (lo < 0 || hi < lo || (size_t)hi > rlen / MML_INDEX_RECORD_SIZE || (size_t)hi > ndrift / 2) {
+        release(&b);
+        PyErr_SetString(PyExc_ValueError, "rows out of range of the arrays");
+        return NULL;
+    }
+    uint16_t *drift = (uint16_t *)drift_c;
+    uint64_t running = carry;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        const unsigned char *r = rec + (size_t)i * MML_INDEX_RECORD_SIZE;
+        uint64_t ts = ld64(r + 8);
+        if (ts > running) running = ts;
+        uint16_t d = 0;
+        if (ld64(r) != (uint64_t)i + 1) d |= D_SEQ;
+        if (ld64(r + 24) != running) d |= D_TS_MAX;
+        if (checksummed) {
+            if (ld64(r + 88) != mml_xxh3_64(r, MML_INDEX_RECORD_CHECKED, 0)) d |= D_CHECKSUM;
+        } else if (ld64(r + 88) != 0) {
+            d |= D_RESERVED;
+        }
+        drift[i] |= d;
+    }
+    Py_END_ALLOW_THREADS
+    release(&b);
+    return PyLong_FromUnsignedLongLong(running);
 }
 
 /* frame_digest(segment, idx, offs) -> (sum, count, [positions deferred to the Python])
@@ -675,6 +706,13 @@ static PyObject *py_hix_digest(PyObject *Py_UNUSED(module), PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS
     for (uint64_t p = a; p < b_end && !dup; p++) {
+        if (p + PREFETCH_AHEAD < b_end) {
+            uint64_t ahead = ld64(mm + HIX_HEADER + ((p + PREFETCH_AHEAD) << 4) + 8);
+            if (ahead < size - hs) {
+                PREFETCH(mm + hs + ahead);
+                if (size - hs - ahead > 64) PREFETCH(mm + hs + ahead + 64); /* its first block */
+            }
+        }
         const unsigned char *slot = mm + HIX_HEADER + (p << 4);
         uint64_t sh = ld64(slot), roff = ld64(slot + 8);
         if (sh == 0) {
@@ -781,7 +819,7 @@ PyMethodDef mml_verify_methods[] = {
      "walk_test(segment, records, first, n, is_last, sealed) -> None | (end, is_eos)"},
     {"check_frames", py_check_frames, METH_VARARGS,
      "check_frames(segment, records, lo, hi, number, names, state, loc_seg, loc_off, drift, "
-     "hashed, embedded) -> (bytes, seq_mismatches, pairs)"},
+     "done, embedded) -> (bytes, seq_mismatches, pairs, key_sum, key_count)"},
     {"record_checks", py_record_checks, METH_VARARGS,
      "record_checks(records, lo, hi, checksummed, carry, drift) -> carry"},
     {"frame_digest", py_frame_digest, METH_VARARGS,
