@@ -14,9 +14,12 @@ walks, the resolution of damaged segments and every finding stay here.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -33,7 +36,6 @@ from mmaplog.integrity.verify_keys import (
     U64,
     _sorted_unique,
     _xxh64,
-    populate,
 )
 from mmaplog.storage.core import native
 from mmaplog.storage.entry_hash import framed
@@ -90,7 +92,6 @@ class _Seg:
 
     def __init__(self, number: int, mm: mmap.mmap) -> None:
         self.number = number
-        self.mm = mm
         self.size = len(mm)
         self.mv = memoryview(mm)
         self.le: U64 = np.frombuffer(mm, dtype="<u8")
@@ -102,10 +103,6 @@ class _Seg:
         # Drop every view; the mapping is unmapped when the last reference goes.
         self.mv.release()
         self._candidates = None
-
-    def populate(self) -> None:
-        """Fault the segment in before a scan that reads every page of it anyway."""
-        populate(self.mm)
 
     def probe(self, off: int) -> tuple[int, int, int]:
         """(what is at ``off``, frame length, embedded seq) without trusting the index."""
@@ -153,6 +150,26 @@ class _Seg:
         if not tail.any():
             return None
         return start + int(np.argmax(tail != 0))
+
+
+@dataclass(frozen=True, slots=True)
+class _NativePart:
+    """One chunk of a native segment scan: what ``_fast`` keeps besides the per-seq arrays."""
+
+    lo: int
+    hi: int
+    nbytes: int
+    embedded: dict[int, int]  # seq -> the other seq its frame holds
+    pairs: list[tuple[int, int, int]]  # (topic id, type id, first seq) of the good frames
+    key_sum: int  # _digest of the postings of the DONE_KEYS frames
+    key_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _NativeScan:
+    end: int  # offset of the word after the last frame
+    eos: bool  # that word is an end-of-segment marker
+    parts: list[_NativePart]
 
 
 @dataclass(slots=True)
@@ -295,30 +312,63 @@ class _FrameScan:
             stray = order[bounds[nseg] :]  # records naming a segment that does not exist
         last = int(segview.max()) if hwm else -1
         unresolved: list[I64] = [stray]
-        for number, idx in enumerate(groups):
-            seg = self.segs[number]
-            if seg is None:
+        with self._native_scans(groups, last) as scans:
+            for number, idx in enumerate(groups):
+                seg = self.segs[number]
+                if seg is None:
+                    unresolved.append(idx)
+                    continue
+                if idx.size and self._fast(seg, idx, number == last, scans.get(number)):
+                    continue
+                if idx.size or number < last or self.sealed:
+                    self.walks[number] = _walk(seg)
                 unresolved.append(idx)
-                continue
-            if idx.size and self._fast(seg, idx, number == last):
-                continue
-            if idx.size or number < last or self.sealed:
-                self.walks[number] = _walk(seg)
-            unresolved.append(idx)
         self._resolve_records(np.sort(np.concatenate(unresolved)))
 
-    def _fast(self, seg: _Seg, idx: I64, is_last: bool) -> bool:
+    @contextlib.contextmanager
+    def _native_scans(
+        self, groups: list[I64], last: int
+    ) -> Iterator[dict[int, Future[_NativeScan | None]]]:
+        """With the native core, the fast path of every segment that may take it, started on
+        up to two threads (the C loops release the GIL): segment -> its pending scan. Each
+        scan writes only its own seqs' slots of the per-seq arrays; ``_fast`` merges the rest
+        in segment order, so the report is the same as one segment after another."""
+        if self.native is None or self.records is None:
+            yield {}
+            return
+        names = self.framed_symbols() if self.entry_hashes else None
+        workers = 2 if (os.cpu_count() or 1) > 1 else 1
+        with ThreadPoolExecutor(workers, thread_name_prefix="mmaplog-verify") as pool:
+            scans = {}
+            for number, idx in enumerate(groups):
+                seg = self.segs[number]
+                first = int(idx[0]) if idx.size else 0
+                if seg is not None and idx.size and int(idx[-1]) - first + 1 == idx.size:
+                    is_last = number == last
+                    scans[number] = pool.submit(
+                        self._scan_native, seg, first, int(idx.size), is_last, names
+                    )
+            try:
+                yield scans
+            finally:
+                for pending in scans.values():
+                    pending.cancel()
+
+    def _fast(
+        self, seg: _Seg, idx: I64, is_last: bool, scan: Future[_NativeScan | None] | None = None
+    ) -> bool:
         """Check a segment whose records are exactly where a walk would land; False if not.
 
         Two passes of bounded chunks: the walk test (each record's offset is where the frame
         before it ends, by that frame's own length word), then checksums and field checks.
+        ``scan``: the native core's pass over this segment, started by ``_native_scans``.
         """
         n = idx.size
         first = int(idx[0])
         if int(idx[-1]) - first + 1 != n:
             return False
-        if self.native is not None:
-            return self._fast_native(seg, first, n, is_last)
+        if scan is not None:
+            return self._merge_native(seg, scan.result())
         offcol = self.records["offset"] if self.records is not None else None
         assert offcol is not None
         end = SEGMENT_HEADER_SIZE
@@ -374,36 +424,54 @@ class _FrameScan:
             self.throttle(first + lo + part.size)
         return True
 
-    def _fast_native(self, seg: _Seg, first: int, n: int, is_last: bool) -> bool:
-        """``_fast`` with its loops in C: the same walk test, then per bounded chunk the
-        checksums, ``_accept`` and (for ``check_entry_hashes``) the canonical entry hashes."""
+    def _scan_native(
+        self, seg: _Seg, first: int, n: int, is_last: bool, names: list[bytes] | None
+    ) -> _NativeScan | None:
+        """``_fast``'s two passes in C (on a worker thread): the same walk test, then per
+        bounded chunk the checksums, ``_accept``, the canonical entry hashes of
+        ``check_entry_hashes`` and the postings of ``_frame_postings``. Writes only the
+        per-seq slots of seqs first..first+n-1; None when the walk test fails (nothing
+        written)."""
         nat, records = self.native, self.records
         assert nat is not None
         assert records is not None
-        seg.populate()
+        nat.populate(seg.mv)  # a fault per page would cost a third of the scan
         walked = nat.walk_test(seg.mv, records, first, n, is_last, self.sealed)
         if walked is None:
-            return False
-        end, eos = walked
-        self.seg_end[seg.number] = (end, _P_EOS if eos else _P_ZERO)
-        names = self.framed_symbols() if self.entry_hashes else None
+            return None
         step = max(4096, min(_CHUNK, self.hwm // 100))
         embedded = np.zeros(min(step, n), np.uint64)
+        parts = []
         for lo in range(first, first + n, step):
             hi = min(lo + step, first + n)
             nbytes, mismatches, pairs, key_sum, key_count = nat.check_frames(
                 seg.mv, records, lo, hi, seg.number, names, self.state, self.loc_seg,
                 self.loc_off, self.drift, self.done, embedded,
             )  # fmt: skip
-            self.keys_done = (self.keys_done[0] + key_sum, self.keys_done[1] + key_count)
+            others = {}
             if mismatches:
                 for i in np.flatnonzero(self.state[lo:hi] == _SEQ_MISMATCH).tolist():
-                    self.embedded[lo + i + 1] = int(embedded[i])
-            for topic, ptype, seq in pairs:
+                    others[lo + i + 1] = int(embedded[i])
+            parts.append(_NativePart(lo, hi, nbytes, others, pairs, key_sum, key_count))
+        return _NativeScan(walked[0], bool(walked[1]), parts)
+
+    def _merge_native(self, seg: _Seg, scan: _NativeScan | None) -> bool:
+        """What ``_fast`` keeps besides the per-seq arrays, from a native scan, chunk by
+        chunk as ``_fast`` would (progress included); False when the walk test failed."""
+        if scan is None:
+            return False
+        self.seg_end[seg.number] = (scan.end, _P_EOS if scan.eos else _P_ZERO)
+        for part in scan.parts:
+            self.keys_done = (
+                self.keys_done[0] + part.key_sum,
+                self.keys_done[1] + part.key_count,
+            )
+            self.embedded.update(part.embedded)
+            for topic, ptype, seq in part.pairs:
                 self.sym_pairs.setdefault((topic, ptype), seq)
-            self.entries_scanned += hi - lo
-            self.bytes_scanned += nbytes
-            self.throttle(hi)
+            self.entries_scanned += part.hi - part.lo
+            self.bytes_scanned += part.nbytes
+            self.throttle(part.hi)
         return True
 
     def framed_symbols(self) -> list[bytes] | None:

@@ -19,6 +19,8 @@
 #include "entry_stream.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* Per-seq states (verify_scan.py: _MISSING, _OK, _DAMAGED, _SEQ_MISMATCH, _HASH_MISMATCH). */
 enum { ST_MISSING = 0, ST_OK = 1, ST_DAMAGED = 2, ST_SEQ_MISMATCH = 3, ST_HASH_MISMATCH = 4 };
@@ -87,6 +89,35 @@ static int take(bufs *b, PyObject *obj, int writable, const unsigned char **out,
 
 static void release(bufs *b) {
     while (b->n > 0) PyBuffer_Release(&b->views[--b->n]);
+}
+
+/* --- faulting a mapping in ------------------------------------------------------------------ */
+
+/* populate(buffer) -> bool: verify_keys.populate (MADV_POPULATE_READ over the whole pages of a
+ * read-only mapping) with the GIL released, so a verify thread faulting one segment in does not
+ * stall the one checking another. False where the kernel does not know the advice. */
+static PyObject *py_populate(PyObject *Py_UNUSED(module), PyObject *arg) {
+#ifdef MADV_POPULATE_READ
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)view.buf, end = start + (uintptr_t)view.len;
+    int rc = 0;
+    if (page > 0) {
+        /* only pages wholly inside the buffer: the advice must not reach beyond it */
+        start = (start + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+        end &= ~((uintptr_t)page - 1);
+        if (end > start) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = madvise((void *)start, end - start, MADV_POPULATE_READ);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(rc == 0);
+#else
+    Py_RETURN_FALSE;
+#endif
 }
 
 /* --- the walk test (_FrameScan._fast, first pass) ---------------------------------------------- */
@@ -815,6 +846,7 @@ static PyObject *py_hix_digest(PyObject *Py_UNUSED(module), PyObject *args) {
 }
 
 PyMethodDef mml_verify_methods[] = {
+    {"populate", py_populate, METH_O, "populate(buffer) -> bool: MADV_POPULATE_READ, GIL released"},
     {"walk_test", py_walk_test, METH_VARARGS,
      "walk_test(segment, records, first, n, is_last, sealed) -> None | (end, is_eos)"},
     {"check_frames", py_check_frames, METH_VARARGS,
