@@ -9,6 +9,9 @@
  * handle exactly as the Python would, it hands back ("deferred") instead of guessing, so the two
  * cores report the same findings by construction; tests/test_verify_differential.py checks it.
  *
+ * A call writes only the per-seq slots of the rows it is given, so the Python runs the segments'
+ * scans on two threads (verify_scan.py: _native_scans) and merges what they return in order.
+ *
  * Every offset and length read from a file is checked against the size of the buffer it
  * indexes before it is used, in arithmetic that cannot wrap. The buffers are the caller's
  * read-only mappings, each no longer than its file (so no SIGBUS); output arrays are the
@@ -120,7 +123,7 @@ static PyObject *py_populate(PyObject *Py_UNUSED(module), PyObject *arg) {
 #endif
 }
 
-/* --- the walk test (_FrameScan._fast, first pass) ---------------------------------------------- */
+/* --- the walk test (_FrameScan._fast, first pass) --------------------------------------------- */
 
 /* walk_test(segment, records, first, n, is_last, sealed) -> None | (end, is_eos)
  *
@@ -154,7 +157,8 @@ static PyObject *py_walk_test(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t k = 0; k < n; k++) {
         if (k + PREFETCH_AHEAD < n) {
-            uint64_t ahead = ld32(rec + (size_t)(first + k + PREFETCH_AHEAD) * MML_INDEX_RECORD_SIZE + 36);
+            size_t row = (size_t)(first + k + PREFETCH_AHEAD);
+            uint64_t ahead = ld32(rec + row * MML_INDEX_RECORD_SIZE + 36);
             if (ahead < size) PREFETCH(seg + ahead);
         }
         uint64_t off = ld32(rec + (size_t)(first + k) * MML_INDEX_RECORD_SIZE + 36);
@@ -173,7 +177,8 @@ static PyObject *py_walk_test(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_END_ALLOW_THREADS
     uint64_t term = ok ? ld64(seg + end) : 0; /* end + 8 <= size: checked in the loop */
     release(&b);
-    if (!ok || (!is_last && term != EOS_WORD) || (is_last && sealed && term != 0 && term != EOS_WORD))
+    if (!ok || (!is_last && term != EOS_WORD) ||
+        (is_last && sealed && term != 0 && term != EOS_WORD))
         Py_RETURN_NONE;
     return Py_BuildValue("(Ki)", (unsigned long long)end, term == EOS_WORD);
 }
@@ -222,7 +227,7 @@ static void pairs_add(pair_set *ps, uint64_t pair, uint64_t seq) {
     ps->used++;
 }
 
-/* --- postings as a digest ---------------------------------------------------------------------- */
+/* --- postings as a digest --------------------------------------------------------------------- */
 
 /* verify_keys.py: _fingerprints (splitmix64's finaliser over hash and seq). */
 static inline uint64_t fingerprint(uint64_t h, uint64_t s) {
@@ -422,7 +427,8 @@ static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
         loc_off[i] = (uint32_t)off;
         total += len;
         uint64_t plen = ld32(f + 40), klen = mml_get_u16(f + 46);
-        if (ld64(f + len - 8) != mml_xxh3_64(f, (size_t)len - 8, 0) || plen + klen + MIN_FRAME > len) {
+        if (ld64(f + len - 8) != mml_xxh3_64(f, (size_t)len - 8, 0) ||
+            plen + klen + MIN_FRAME > len) {
             state[i] = ST_DAMAGED;
             continue;
         }
@@ -594,7 +600,7 @@ static PyObject *py_frame_digest(PyObject *Py_UNUSED(module), PyObject *args) {
     return Py_BuildValue("(KKN)", (unsigned long long)sum, (unsigned long long)count, list);
 }
 
-/* --- keys.hix as the Python's _HixAudit reads it ----------------------------------------------- */
+/* --- keys.hix as the Python's _HixAudit reads it ---------------------------------------------- */
 
 #define HIX_HEADER 128u
 #define HIX_RECORD 40u
@@ -624,7 +630,8 @@ static int lookup_digest(const hix_view *v, uint64_t p, uint64_t sh, uint64_t h,
             uint64_t roff = ld64(slot + 8);
             if (roff > size || hs > size - roff || size - hs - roff < HIX_RECORD + klen) return -1;
             const unsigned char *r = mm + hs + roff;
-            if (r[32] == kind && mml_get_u16(r + 34) == klen && memcmp(r + HIX_RECORD, key, klen) == 0) {
+            if (r[32] == kind && mml_get_u16(r + 34) == klen &&
+                memcmp(r + HIX_RECORD, key, klen) == 0) {
                 if (i != p) return -1; /* lookup_all reads another record */
                 first = ld64(r);
                 n = ld64(r + 16);
@@ -802,7 +809,8 @@ static PyObject *py_hix_digest(PyObject *Py_UNUSED(module), PyObject *args) {
                 def_b[nb++] = p;
             continue;
         }
-        if (lookup_digest(&v, p, sh, h, kind, r + HIX_RECORD, klen, &sum, &count) < 0) def_a[na++] = p;
+        if (lookup_digest(&v, p, sh, h, kind, r + HIX_RECORD, klen, &sum, &count) < 0)
+            def_a[na++] = p;
     }
     Py_END_ALLOW_THREADS
     release(&bb);
