@@ -22,6 +22,7 @@ from mmaplog.integrity.verify import VerifyReport, verify
 from mmaplog.storage.core import native
 from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE
 from mmaplog.storage.mmap_backend import MmapBackend
+from tests.test_read_checks import to_version_1
 from tests.test_verify import (
     START,
     _make_entry,
@@ -73,7 +74,13 @@ SHAPES = {
     "crashed": lambda root: build_run(root, 120, status=None, payload_size=300),
     "empty": lambda root: build_run(root, 0, status=RunStatus.CRASHED_RECOVERED),
     "odd-keys": _odd_keys_run,
+    "index-v1": lambda root: _index_v1(build_run(root, 150, payload_size=300)),
 }
+
+
+def _index_v1(run_dir: Path) -> Path:
+    to_version_1(run_dir)  # records without their own checksum: reserved bytes are checked
+    return run_dir
 
 
 def template(shape: str) -> Path:
