@@ -26,7 +26,7 @@ from mmaplog.integrity.findings import (
 )
 from mmaplog.integrity.verify_keys import _M32, _S32, _xxh64, populate
 from mmaplog.integrity.verify_postings import _PostingsCheck
-from mmaplog.integrity.verify_scan import _HASH_MISMATCH, _OK, DONE_HASH, _Seg
+from mmaplog.integrity.verify_scan import _HASH_MISMATCH, _OK, DONE_HASH, DONE_TS, _Seg
 from mmaplog.storage.entry_hash import ENTRY_HASH_DOMAIN, framed_names, raw_headers_tail
 from mmaplog.storage.layout import (
     FORMAT_VERSION,
@@ -384,11 +384,15 @@ class _RunScan(_PostingsCheck):
 
     def _observed_ts(self) -> tuple[int | None, int | None]:
         """The smallest and largest ts_init of the good frames."""
-        low: int | None = None
-        high: int | None = None
-        for number, _, offs in self.ok_by_segment():
+        low, high = self.ts_done if self.ts_done is not None else (None, None)
+        if not bool(np.any((self.state == _OK) & ((self.done & DONE_TS) == 0))):
+            return low, high  # the native fast path saw every good frame
+        for number, idx, offs in self.ok_by_segment():
             seg = self.segs[number]
             assert seg is not None
+            offs = offs[(self.done[idx] & DONE_TS) == 0]
+            if not offs.size:
+                continue
             ts = seg.le[(offs >> 3) + 2]
             low = int(ts.min()) if low is None else min(low, int(ts.min()))
             high = int(ts.max()) if high is None else max(high, int(ts.max()))

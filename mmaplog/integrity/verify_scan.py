@@ -62,6 +62,7 @@ _RESYNC_BUDGET: Final = 100_000  # candidate frames tried per segment after dama
 # What the native fast path did for a seq (bits of _FrameScan.done; verify.c names the same).
 DONE_HASH: Final = 1  # its canonical entry hash is checked
 DONE_KEYS: Final = 2  # its postings are in _FrameScan.keys_done
+DONE_TS: Final = 4  # its ts_init is in _FrameScan.ts_done
 # Per-seq state while verifying.
 _MISSING, _OK, _DAMAGED, _SEQ_MISMATCH, _HASH_MISMATCH = 0, 1, 2, 3, 4
 # What a probe finds at an offset.
@@ -163,6 +164,7 @@ class _NativePart:
     pairs: list[tuple[int, int, int]]  # (topic id, type id, first seq) of the good frames
     key_sum: int  # _digest of the postings of the DONE_KEYS frames
     key_count: int
+    ts: tuple[int, int] | None  # lowest and highest ts_init of the DONE_TS frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +247,7 @@ class _FrameScan:
         # postings it summed (DONE_KEYS seqs): the later passes skip that work.
         self.done: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
         self.keys_done = (0, 0)
+        self.ts_done: tuple[int, int] | None = None  # (lowest, highest) ts_init of DONE_TS seqs
         self.walks: dict[int, _Walk] = {}
         self.seg_end: dict[int, tuple[int, int]] = {}  # segment -> (terminator offset, kind)
         self.sym_pairs: dict[tuple[int, int], int] = {}  # (topic id, type id) -> first seq
@@ -444,15 +447,18 @@ class _FrameScan:
         parts = []
         for lo in range(first, first + n, step):
             hi = min(lo + step, first + n)
-            nbytes, mismatches, pairs, key_sum, key_count = nat.check_frames(
-                seg.mv, records, lo, hi, seg.number, names, self.state, self.loc_seg,
-                self.loc_off, self.drift, self.done, embedded,
+            nbytes, mismatches, pairs, key_sum, key_count, ts_count, ts_lo, ts_hi = (
+                nat.check_frames(
+                    seg.mv, records, lo, hi, seg.number, names, self.state, self.loc_seg,
+                    self.loc_off, self.drift, self.done, embedded,
+                )
             )  # fmt: skip
+            ts = (ts_lo, ts_hi) if ts_count else None
             others = {}
             if mismatches:
                 for i in np.flatnonzero(self.state[lo:hi] == _SEQ_MISMATCH).tolist():
                     others[lo + i + 1] = int(embedded[i])
-            parts.append(_NativePart(lo, hi, nbytes, others, pairs, key_sum, key_count))
+            parts.append(_NativePart(lo, hi, nbytes, others, pairs, key_sum, key_count, ts))
         return _NativeScan(walked[0], bool(walked[1]), parts)
 
     def _merge_native(self, seg: _Seg, scan: _NativeScan | None) -> bool:
@@ -467,6 +473,9 @@ class _FrameScan:
                 self.keys_done[1] + part.key_count,
             )
             self.embedded.update(part.embedded)
+            if part.ts is not None:
+                low, high = part.ts if self.ts_done is None else self.ts_done
+                self.ts_done = (min(low, part.ts[0]), max(high, part.ts[1]))
             for topic, ptype, seq in part.pairs:
                 self.sym_pairs.setdefault((topic, ptype), seq)
             self.entries_scanned += part.hi - part.lo

@@ -339,10 +339,11 @@ static void entry_hash(const unsigned char *f, const name_ref *topic, const name
 }
 
 /* Bits of the `done` array: what the fast path already did for a seq. */
-enum { DONE_HASH = 1, DONE_KEYS = 2 };
+enum { DONE_HASH = 1, DONE_KEYS = 2, DONE_TS = 4 };
 
 /* check_frames(segment, records, lo, hi, number, names, state, loc_seg, loc_off, drift, done,
- *              embedded) -> (bytes, seq_mismatches, [(topic, ptype, first seq)], key sum, keys)
+ *              embedded) -> (bytes, seq_mismatches, [(topic, ptype, first seq)], key sum, keys,
+ *                            ts frames, ts low, ts high)
  *
  * Rows lo..hi-1 of a segment that passed walk_test (so every frame is inside the segment; it is
  * checked again here, cheaply): the frame checksum and that payload + keys fit the length
@@ -352,7 +353,8 @@ enum { DONE_HASH = 1, DONE_KEYS = 2 };
  * no symbol): the good frames whose ids both resolve get their canonical entry hash checked
  * (HASH_MISMATCH) and done[row] |= DONE_HASH, so check_entry_hashes skips them. The frames
  * left OK also have their postings summed (frame_digest's sum and count, returned) and
- * done[row] |= DONE_KEYS, unless their key block is one frame_digest would defer. */
+ * done[row] |= DONE_KEYS, unless their key block is one frame_digest would defer; and their
+ * smallest and largest ts_init are returned (_observed_ts), done[row] |= DONE_TS. */
 static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *seg_obj, *rec_obj, *names_obj, *state_obj, *lseg_obj, *loff_obj, *drift_obj,
         *done_obj, *emb_obj;
@@ -408,6 +410,7 @@ static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
     }
     pair_set ps = {0};
     uint64_t total = 0, mismatches = 0, key_sum = 0, key_count = 0;
+    uint64_t ts_count = 0, ts_lo = UINT64_MAX, ts_hi = 0;
     int bounds = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = lo; i < hi; i++) {
@@ -464,7 +467,12 @@ static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
                 continue;
             }
         }
-        /* frame_digest, while the frame is in cache: its state is final (OK) */
+        /* its state is final (OK): _observed_ts and frame_digest, while it is in cache */
+        uint64_t ts = ld64(f + 16);
+        if (ts < ts_lo) ts_lo = ts;
+        if (ts > ts_hi) ts_hi = ts;
+        ts_count++;
+        done[i] |= DONE_TS;
         uint64_t hs[FRAME_KEYS_MAX];
         int m = frame_key_hashes(seg, size, off, hs);
         if (m >= 0) {
@@ -499,8 +507,10 @@ static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
         }
         Py_DECREF(t);
     }
-    out = Py_BuildValue("(KKOKK)", (unsigned long long)total, (unsigned long long)mismatches, pairs,
-                        (unsigned long long)key_sum, (unsigned long long)key_count);
+    out = Py_BuildValue("(KKOKKKKK)", (unsigned long long)total, (unsigned long long)mismatches,
+                        pairs, (unsigned long long)key_sum, (unsigned long long)key_count,
+                        (unsigned long long)ts_count, (unsigned long long)ts_lo,
+                        (unsigned long long)ts_hi);
 done:
     Py_XDECREF(pairs);
     free(ps.keys);
@@ -859,7 +869,8 @@ PyMethodDef mml_verify_methods[] = {
      "walk_test(segment, records, first, n, is_last, sealed) -> None | (end, is_eos)"},
     {"check_frames", py_check_frames, METH_VARARGS,
      "check_frames(segment, records, lo, hi, number, names, state, loc_seg, loc_off, drift, "
-     "done, embedded) -> (bytes, seq_mismatches, pairs, key_sum, key_count)"},
+     "done, embedded) -> (bytes, seq_mismatches, pairs, key_sum, key_count, ts_count, ts_lo, "
+     "ts_hi)"},
     {"record_checks", py_record_checks, METH_VARARGS,
      "record_checks(records, lo, hi, checksummed, carry, drift) -> carry"},
     {"frame_digest", py_frame_digest, METH_VARARGS,
