@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -191,22 +193,30 @@ class _PostingsCheck(_FrameScan):
 
     def _index_digest(self, audit: _HixAudit, keys: HashIndex) -> tuple[int, int]:
         """``_digest(self._index_postings(audit, keys, report=True))`` with the per-slot loop in
-        C, a chunk of slots at a time; C hands back the keys lookup_all must read, and the
-        chunks it must not reduce on its own."""
+        C, a chunk of slots at a time, on two threads (the C loop releases the GIL; a chunk
+        starts from the last empty slot before it, ``hix_prev``); C hands back the keys
+        lookup_all must read, and the chunks it must not reduce on its own, which are read
+        here, chunk by chunk in order, as ``_index_postings`` reads them."""
         nat = self.native
         assert nat is not None
         base = self.hwm + self.hwm // 2
         span = self.hwm - self.hwm // 2
         total = count = 0
-        prev = audit.first_prev()
-        for a in range(0, audit.slots, _SLOT_CHUNK):
+        starts = range(0, audit.slots, _SLOT_CHUNK)
+        prevs = [nat.hix_prev(audit.mv, a) for a in starts]
+
+        def audit_chunk(a: int, prev: int | None) -> Any:
+            return nat.hix_digest(audit.mv, a, min(a + _SLOT_CHUNK, audit.slots), prev, self.hwm)
+
+        with ThreadPoolExecutor(2, thread_name_prefix="mmaplog-verify-hix") as pool:
+            digests = list(pool.map(audit_chunk, starts, prevs))
+        for a, prev, got in zip(starts, prevs, digests, strict=True):
             b = min(a + _SLOT_CHUNK, audit.slots)
-            got = nat.hix_digest(audit.mv, a, b, prev, self.hwm)
             if got is None:
-                chunk, prev = audit.chunk(a, b, prev)
+                chunk, _ = audit.chunk(a, b, prev)
                 part = _digest(iter([self._chunk_postings(audit, keys, chunk, report=True)]))
             else:
-                part_sum, part_count, prev, drift, slow, slow_after = got
+                part_sum, part_count, _, drift, slow, slow_after = got
                 for rec in drift:
                     self._hix_drift(audit.record_key(rec), rec)
                 hs: list[int] = []

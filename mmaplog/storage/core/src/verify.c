@@ -685,6 +685,37 @@ static int lookup_digest(const hix_view *v, uint64_t p, uint64_t sh, uint64_t h,
     return 0;
 }
 
+/* hix_prev(hix, a) -> int | None: the last empty slot before slot a, wrapped (negative: the
+ * table's last empty slot minus the slot count) when none is before a; None when the table has
+ * no empty slot. What _HixAudit.chunks carries from chunk to chunk, so that chunks can be
+ * audited independently (on two threads). */
+static PyObject *py_hix_prev(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *hix_obj;
+    unsigned long long a;
+    if (!PyArg_ParseTuple(args, "OK", &hix_obj, &a)) return NULL;
+    bufs bb = {.n = 0};
+    const unsigned char *mm;
+    size_t size;
+    if (take(&bb, hix_obj, 0, &mm, &size) < 0) return NULL;
+    uint64_t slots = size >= 32 ? ld64(mm + 16) : 0;
+    if (slots < 8 || slots > ((uint64_t)1 << 36) || HIX_HEADER + 16 * slots > size || a > slots) {
+        release(&bb);
+        PyErr_SetString(PyExc_ValueError, "keys.hix geometry or slot out of bounds");
+        return NULL;
+    }
+    long long found = 0;
+    int have = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (uint64_t q = a; q-- > 0 && !have;)
+        if (ld64(mm + HIX_HEADER + (q << 4)) == 0) found = (long long)q, have = 1;
+    for (uint64_t q = slots; q-- > a && !have;)
+        if (ld64(mm + HIX_HEADER + (q << 4)) == 0) found = (long long)q - (long long)slots, have = 1;
+    Py_END_ALLOW_THREADS
+    release(&bb);
+    if (!have) Py_RETURN_NONE;
+    return PyLong_FromLongLong(found);
+}
+
 /* The slot hashes of a chunk's valid keys (never 0), sized for every slot of the chunk. */
 typedef struct {
     uint64_t *keys;
@@ -875,6 +906,7 @@ PyMethodDef mml_verify_methods[] = {
      "record_checks(records, lo, hi, checksummed, carry, drift) -> carry"},
     {"frame_digest", py_frame_digest, METH_VARARGS,
      "frame_digest(segment, idx, offs) -> (sum, count, deferred)"},
+    {"hix_prev", py_hix_prev, METH_VARARGS, "hix_prev(hix, a) -> the last empty slot before a"},
     {"hix_digest", py_hix_digest, METH_VARARGS,
      "hix_digest(hix, a, b, prev, hwm) -> None | (sum, count, prev, drift, deferred, deferred)"},
     {NULL, NULL, 0, NULL},
