@@ -38,7 +38,8 @@ from mmaplog.integrity.verify_keys import (
     _pair_difference,
     _xxh64,
 )
-from mmaplog.integrity.verify_scan import _FRAME_LENS, _MISSING, _OK, DONE_KEYS, _FrameScan
+from mmaplog.integrity.verify_scan import _MISSING, _OK, DONE_KEYS, _FrameScan
+from mmaplog.integrity.verify_segments import _FRAME_LENS
 from mmaplog.storage.hash_index import HashIndex
 from mmaplog.storage.layout import FLAG_CORRELATION, FRAME_HEADER_SIZE, KEY_HEADER
 from mmaplog.storage.mmap_backend import KEYS

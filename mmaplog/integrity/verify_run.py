@@ -26,7 +26,8 @@ from mmaplog.integrity.findings import (
 )
 from mmaplog.integrity.verify_keys import _M32, _S32, _xxh64, populate
 from mmaplog.integrity.verify_postings import _PostingsCheck
-from mmaplog.integrity.verify_scan import _HASH_MISMATCH, _OK, DONE_HASH, DONE_TS, _Seg
+from mmaplog.integrity.verify_scan import _HASH_MISMATCH, _OK, DONE_HASH, DONE_TS
+from mmaplog.integrity.verify_segments import _Seg
 from mmaplog.storage.entry_hash import ENTRY_HASH_DOMAIN, framed_names, raw_headers_tail
 from mmaplog.storage.layout import (
     FORMAT_VERSION,

@@ -1,23 +1,21 @@
 """Where each seq's frame is (steps 3 and 4 of ``verify``'s docstring).
 
-``_Seg`` maps one segment read-only, ``_walk`` follows its frames by their own length words,
-and ``_FrameScan`` holds the state every check of a run shares: once the seq index and the
+``_FrameScan`` holds the state every check of a run shares: once the seq index and the
 segments are loaded, it resolves seqs 1..high-watermark to frames (the vectorised fast path
-per segment, else the walk), reports the seq index against the frames and, for sealed runs,
-the tails.
+per segment, else the walk of ``verify_segments``), reports the seq index against the frames
+and, for sealed runs, the tails.
 
-With the native core loaded (``self.native``; tests set it to None for the reference), the
-fast path's per-frame loop (checksums, the records against their frames and the canonical
-entry hashes) and the records' own checks run in C (``verify.c``) with the GIL released; the
+With the native core loaded (``self.native``, this module's ``native``: tests set that to None
+for the reference), the fast path's per-frame loop (checksums, the records against their
+frames, the canonical entry hashes, the frames' postings and ts_init range) and the records'
+own checks run in C (``verify.c``) with the GIL released, the segments on two threads; the
 walks, the resolution of damaged segments and every finding stay here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
-import struct
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,22 +26,23 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog.integrity.findings import FindingKind, Progress, _Findings, _Throttle
-from mmaplog.integrity.verify_keys import (
-    _M32,
-    _S32,
-    _S48,
-    I64,
-    U64,
-    _sorted_unique,
-    _xxh64,
+from mmaplog.integrity.verify_keys import _M32, _S32, _S48, I64, _sorted_unique, _xxh64
+from mmaplog.integrity.verify_segments import (
+    _EOS_WORD,
+    _MIN_FRAME,
+    _P_DAMAGED,
+    _P_EOS,
+    _P_GARBAGE,
+    _P_OK,
+    _P_OUT,
+    _P_ZERO,
+    _Seg,
+    _Walk,
+    _walk,
 )
 from mmaplog.storage.core import native
 from mmaplog.storage.entry_hash import framed
 from mmaplog.storage.layout import (
-    CHECKSUM,
-    COMMIT_WORD,
-    EOS_MAGIC,
-    FRAME_HEADER_SIZE,
     FRAME_MAGIC,
     INDEX_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
@@ -52,12 +51,7 @@ from mmaplog.storage.manifest import RunManifest
 from mmaplog.storage.mmap_backend import INDEX
 from mmaplog.storage.seqindex import SeqIndex, record_checksums
 
-_EOS_WORD: Final = EOS_MAGIC << 32
-_MIN_FRAME: Final = FRAME_HEADER_SIZE + 8
-_FRAME_LENS = struct.Struct("<IHH")  # payload_len, flags, keys_len at frame offset 40
-_U64 = struct.Struct("<Q")
 _CHUNK: Final = 65_536  # frames checksummed between progress reports
-_RESYNC_BUDGET: Final = 100_000  # candidate frames tried per segment after damage
 
 # What the native fast path did for a seq (bits of _FrameScan.done; verify.c names the same).
 DONE_HASH: Final = 1  # its canonical entry hash is checked
@@ -65,8 +59,6 @@ DONE_KEYS: Final = 2  # its postings are in _FrameScan.keys_done
 DONE_TS: Final = 4  # its ts_init is in _FrameScan.ts_done
 # Per-seq state while verifying.
 _MISSING, _OK, _DAMAGED, _SEQ_MISMATCH, _HASH_MISMATCH = 0, 1, 2, 3, 4
-# What a probe finds at an offset.
-_P_OK, _P_DAMAGED, _P_ZERO, _P_EOS, _P_GARBAGE, _P_OUT = range(6)
 # Index drift: the record fields that disagree, one bit each, in the order they are reported
 # (verify.c names the same bits).
 DRIFT_FIELDS: Final = (
@@ -85,72 +77,6 @@ DRIFT_FIELDS: Final = (
     "reserved",
 )
 _DRIFT_BIT: Final = {name: np.uint16(1 << i) for i, name in enumerate(DRIFT_FIELDS)}
-
-
-# --- one mapped segment -----------------------------------------------------------------------
-class _Seg:
-    """A read-only mapping of one segment, only as long as the file really is."""
-
-    def __init__(self, number: int, mm: mmap.mmap) -> None:
-        self.number = number
-        self.size = len(mm)
-        self.mv = memoryview(mm)
-        self.le: U64 = np.frombuffer(mm, dtype="<u8")
-        self.be: U64 = self.le.view(">u8")
-        self._candidates: I64 | None = None
-        self.resync_budget = _RESYNC_BUDGET
-
-    def release(self) -> None:
-        # Drop every view; the mapping is unmapped when the last reference goes.
-        self.mv.release()
-        self._candidates = None
-
-    def probe(self, off: int) -> tuple[int, int, int]:
-        """(what is at ``off``, frame length, embedded seq) without trusting the index."""
-        if off < SEGMENT_HEADER_SIZE or off & 7 or off + 8 > self.size:
-            return _P_OUT, 0, 0
-        length, magic = COMMIT_WORD.unpack_from(self.mv, off)
-        if magic == 0 and length == 0:
-            return _P_ZERO, 0, 0
-        if magic == EOS_MAGIC and length == 0:
-            return _P_EOS, 0, 0
-        if (
-            magic != FRAME_MAGIC
-            or length < _MIN_FRAME
-            or length & 7
-            or off + length + 8 > self.size
-        ):
-            return _P_GARBAGE, 0, 0
-        end = off + length - 8
-        if _xxh64(self.mv[off:end]) != CHECKSUM.unpack_from(self.mv, end)[0]:
-            return _P_DAMAGED, length, 0
-        plen, _, klen = _FRAME_LENS.unpack_from(self.mv, off + 40)
-        if FRAME_HEADER_SIZE + plen + klen + 8 > length:
-            return _P_DAMAGED, length, 0
-        return _P_OK, length, _U64.unpack_from(self.mv, off + 8)[0]
-
-    def resync(self, start: int) -> int | None:
-        """The next offset ≥ ``start`` holding a checksum-valid frame, or None."""
-        if self._candidates is None:
-            magic = np.frombuffer(self.mv, dtype="<u4")[1::2]
-            self._candidates = np.flatnonzero(magic == FRAME_MAGIC).astype(np.int64) * 8
-        cands = self._candidates
-        i = int(np.searchsorted(cands, start))
-        while i < cands.size and self.resync_budget > 0:
-            self.resync_budget -= 1
-            off = int(cands[i])
-            if self.probe(off)[0] == _P_OK:
-                return off
-            i += 1
-        return None
-
-    def first_nonzero(self, start: int) -> int | None:
-        if start >= self.size:
-            return None
-        tail = np.frombuffer(self.mv, dtype=np.uint8)[start:]
-        if not tail.any():
-            return None
-        return start + int(np.argmax(tail != 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,42 +98,6 @@ class _NativeScan:
     end: int  # offset of the word after the last frame
     eos: bool  # that word is an end-of-segment marker
     parts: list[_NativePart]
-
-
-@dataclass(slots=True)
-class _Walk:
-    """Frames found by walking one segment from its first frame."""
-
-    ok: dict[int, int]  # embedded seq -> offset (first occurrence)
-    ok_order: list[tuple[int, int]]  # (offset, seq) in file order
-    damaged: list[int]  # offsets of frames whose checksum fails
-    end: int  # offset of the word that ended the walk
-    end_kind: int  # _P_EOS, _P_ZERO, _P_GARBAGE or _P_OUT
-
-
-def _walk(seg: _Seg) -> _Walk:
-    ok: dict[int, int] = {}
-    order: list[tuple[int, int]] = []
-    damaged: list[int] = []
-    pos = SEGMENT_HEADER_SIZE
-    while True:
-        kind, length, seq = seg.probe(pos)
-        if kind == _P_OK:
-            ok.setdefault(seq, pos)
-            order.append((pos, seq))
-            pos += length
-            continue
-        if kind == _P_DAMAGED:
-            damaged.append(pos)
-            if seg.probe(pos + length)[0] in (_P_OK, _P_ZERO, _P_EOS):
-                pos += length
-                continue
-        if kind in (_P_EOS, _P_OUT):
-            return _Walk(ok, order, damaged, pos, kind)
-        nxt = seg.resync(pos + 8)
-        if nxt is None:
-            return _Walk(ok, order, damaged, pos, _P_ZERO if kind == _P_ZERO else _P_GARBAGE)
-        pos = nxt
 
 
 # --- the frame scan ---------------------------------------------------------------------------
@@ -243,8 +133,8 @@ class _FrameScan:
         self.loc_off: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
         self.embedded: dict[int, int] = {}  # seq -> the other seq its frame holds
         self.drift: npt.NDArray[np.uint16] = np.zeros(0, np.uint16)  # DRIFT_FIELDS bits a seq
-        # What the native fast path did for a seq (DONE_HASH, DONE_KEYS), and the digest of the
-        # postings it summed (DONE_KEYS seqs): the later passes skip that work.
+        # What the native fast path did for a seq (DONE_HASH, DONE_KEYS, DONE_TS), the digest of
+        # the postings it summed and the ts_init range it saw: the later passes skip that work.
         self.done: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
         self.keys_done = (0, 0)
         self.ts_done: tuple[int, int] | None = None  # (lowest, highest) ts_init of DONE_TS seqs
