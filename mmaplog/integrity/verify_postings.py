@@ -38,7 +38,7 @@ from mmaplog.integrity.verify_keys import (
     _pair_difference,
     _xxh64,
 )
-from mmaplog.integrity.verify_scan import _MISSING, _OK, DONE_KEYS, _FrameScan
+from mmaplog.integrity.verify_scan import _MISSING, _OK, DONE_KEYS, NATIVE_THREADS, _FrameScan
 from mmaplog.integrity.verify_segments import _FRAME_LENS
 from mmaplog.storage.hash_index import HashIndex
 from mmaplog.storage.layout import FLAG_CORRELATION, FRAME_HEADER_SIZE, KEY_HEADER
@@ -209,7 +209,7 @@ class _PostingsCheck(_FrameScan):
         def audit_chunk(a: int, prev: int | None) -> Any:
             return nat.hix_digest(audit.mv, a, min(a + _SLOT_CHUNK, audit.slots), prev, self.hwm)
 
-        with ThreadPoolExecutor(2, thread_name_prefix="mmaplog-verify-hix") as pool:
+        with ThreadPoolExecutor(NATIVE_THREADS, thread_name_prefix="mmaplog-verify-hix") as pool:
             digests = list(pool.map(audit_chunk, starts, prevs))
         for a, prev, got in zip(starts, prevs, digests, strict=True):
             b = min(a + _SLOT_CHUNK, audit.slots)
@@ -217,7 +217,7 @@ class _PostingsCheck(_FrameScan):
                 chunk, _ = audit.chunk(a, b, prev)
                 part = _digest(iter([self._chunk_postings(audit, keys, chunk, report=True)]))
             else:
-                part_sum, part_count, _, drift, slow, slow_after = got
+                part_sum, part_count, drift, slow, slow_after = got
                 for rec in drift:
                     self._hix_drift(audit.record_key(rec), rec)
                 hs: list[int] = []

@@ -52,6 +52,8 @@ from mmaplog.storage.mmap_backend import INDEX
 from mmaplog.storage.seqindex import SeqIndex, record_checksums
 
 _CHUNK: Final = 65_536  # frames checksummed between progress reports
+# Threads running the native loops (GIL released): the segments' scans, keys.hix's chunks.
+NATIVE_THREADS: Final = 2 if (os.cpu_count() or 1) > 1 else 1
 
 # What the native fast path did for a seq (bits of _FrameScan.done; verify.c names the same).
 DONE_HASH: Final = 1  # its canonical entry hash is checked
@@ -230,8 +232,7 @@ class _FrameScan:
             yield {}
             return
         names = self.framed_symbols() if self.entry_hashes else None
-        workers = 2 if (os.cpu_count() or 1) > 1 else 1
-        with ThreadPoolExecutor(workers, thread_name_prefix="mmaplog-verify") as pool:
+        with ThreadPoolExecutor(NATIVE_THREADS, thread_name_prefix="mmaplog-verify") as pool:
             scans = {}
             for number, idx in enumerate(groups):
                 seg = self.segs[number]

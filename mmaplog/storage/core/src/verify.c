@@ -733,7 +733,7 @@ static int seen_add(hash_set *set, uint64_t h) {
     return 0;
 }
 
-/* hix_digest(hix, a, b, prev, hwm) -> None | (sum, count, new_prev, [drift record offsets],
+/* hix_digest(hix, a, b, prev, hwm) -> None | (sum, count, [drift record offsets],
  *                                            [deferred slots, first group], [second group])
  *
  * Slots a..b-1 as _HixAudit.chunks (one chunk), _records, single_block_postings and
@@ -876,12 +876,9 @@ static PyObject *py_hix_digest(PyObject *Py_UNUSED(module), PyObject *args) {
             ok = x != NULL;
             if (ok) PyList_SET_ITEM(lb, (Py_ssize_t)k, x);
         }
-        if (ok) {
-            PyObject *pv = have_prev ? PyLong_FromLongLong(prev) : Py_NewRef(Py_None);
-            if (pv != NULL)
-                out = Py_BuildValue("(KKNOOO)", (unsigned long long)sum,
-                                    (unsigned long long)count, pv, ld, la, lb);
-        }
+        if (ok)
+            out = Py_BuildValue("(KKOOO)", (unsigned long long)sum, (unsigned long long)count, ld,
+                                la, lb);
     }
     Py_XDECREF(ld);
     Py_XDECREF(la);
@@ -908,6 +905,6 @@ PyMethodDef mml_verify_methods[] = {
      "frame_digest(segment, idx, offs) -> (sum, count, deferred)"},
     {"hix_prev", py_hix_prev, METH_VARARGS, "hix_prev(hix, a) -> the last empty slot before a"},
     {"hix_digest", py_hix_digest, METH_VARARGS,
-     "hix_digest(hix, a, b, prev, hwm) -> None | (sum, count, prev, drift, deferred, deferred)"},
+     "hix_digest(hix, a, b, prev, hwm) -> None | (sum, count, drift, deferred, deferred)"},
     {NULL, NULL, 0, NULL},
 };
