@@ -228,3 +228,13 @@ def test_a_frame_key_block_cut_short_is_found_by_both_cores(tmp_path: Path) -> N
     fast, reference = both_cores(run_dir)
     assert fast == reference
     assert any("cut short" in f["message"] for f in fast["findings"])
+
+
+def test_the_fuzz_target_verifies_through_the_native_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fuzz.run_dir_target import one_input
+
+    counting = _Counting(native)
+    monkeypatch.setattr(verify_scan, "native", counting)
+    one_input(bytes([1]))  # the sealed template, unmutated
+    assert counting.calls.get("check_frames", 0) > 0
+    assert counting.calls.get("hix_digest", 0) > 0
