@@ -4,6 +4,7 @@ finding for finding (kind, seq, message, where), and the same counts."""
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import struct
 import tempfile
@@ -39,7 +40,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 _TEMPLATES: dict[str, Path] = {}
-_ROOT = Path(tempfile.mkdtemp(prefix="mmaplog-verify-diff-"))
+_ROOT = Path(tempfile.mkdtemp(prefix="mmaplog-verify-diff-"))  # the templates, built once
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
 
 
 def _odd_keys_run(root: Path) -> Path:
