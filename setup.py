@@ -25,6 +25,7 @@ SOURCES = [
     "merkle.c",
     "capture.c",
     "entry_stream.c",
+    "fields.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 

@@ -31,6 +31,7 @@ from mmaplog.errors import (
     DiskError,
     FormatError,
     IndexCorruptError,
+    InvalidEntryError,
     LogClosedError,
     OutOfOrderError,
 )
@@ -111,7 +112,7 @@ _INITIAL_KEY_SLOTS = 1 << 14
 # append_batch's own native channel: slots for a typical bulk batch, and the arena its bytes
 # are copied into (a batch needing more commits in parts).
 _BATCH_CHANNEL_MIN = 4096
-_BATCH_ARENA_BYTES = 64 << 20
+_BATCH_ARENA_BYTES = 4 << 20  # holds one call's entries; small enough to stay in cache
 
 
 class MmapBackend:
@@ -380,9 +381,9 @@ class MmapBackend:
         self._check_appendable()
         if not batch:
             return self._hwm
-        check_batch(batch, self._hwm)
         if native is not None:
-            return self._append_batch_native(batch)
+            return self._append_batch_native(batch)  # checks the order as it copies
+        check_batch(batch, self._hwm)
         rows = [
             (
                 e.seq,
@@ -462,33 +463,50 @@ class MmapBackend:
     def _append_batch_native(self, batch: Sequence[AppendEntry]) -> int:
         """``append_batch`` on the native core: the entries go through a channel of this
         backend's own and the native loop frames them (with the entry hashes they carry, as
-        the pure path writes them). A batch larger than the channel's arena commits in parts,
-        as a crash in the middle of a pure-path batch would leave it after recovery."""
+        the pure path writes them). The whole batch is copied in before any of it is
+        committed, so a bad or out-of-order entry anywhere leaves nothing written; a batch
+        that does not fit the channel's arena gets a channel with a bigger one."""
         assert native is not None
-        chan = self._batch_channel
-        if chan is None or chan.capacity < len(batch):
-            chan = self._batch_channel = native.Channel(
-                capacity=max(len(batch), _BATCH_CHANNEL_MIN),
-                max_batch=max(len(batch), _BATCH_CHANNEL_MIN),
-                arena_bytes=_BATCH_ARENA_BYTES,
-                intern=self.intern_names,
-                posting_key=native_posting_key,
-                make_error=bad_key_error,
-                clock=native.WallClock(),
-            )
-        submit = chan.submit
-        pending = 0
-        for item in batch:
-            e = item.entry
-            args = (e.seq, e.ts_publish, e.topic, e.payload_type, e.payload, e.ts_init)
-            while not submit(*args, e.headers, item.index_keys, e.entry_hash):
-                if not pending:  # pragma: no cover - an entry always fits an empty arena
-                    raise BackendError(f"entry seq {e.seq} does not fit the native channel")
-                self._run_batch_channel(chan, pending)
-                pending = 0
-            pending += 1
-        self._run_batch_channel(chan, pending)
+        items = batch if type(batch) is list else list(batch)
+        hwm = self._hwm
+        arena = _BATCH_ARENA_BYTES
+        while True:
+            chan = self._batch_channel
+            if chan is None or chan.capacity < len(items) or chan.arena_bytes < arena:
+                chan = self._batch_channel = self._new_batch_channel(len(items), arena)
+            try:
+                # in C, no Python per entry: copies the entries in, checking that each seq
+                # follows the last (check_batch's rule); stops at one that does not fit
+                queued = chan.submit_entries(items, 0, hwm + 1)
+                if queued < len(items) and items[queued].entry.seq != hwm + 1 + queued:
+                    raise OutOfOrderError(hwm, items[queued].entry.seq)
+            except ValueError as exc:  # the C copy refused an entry hash: which one
+                self._batch_channel = None
+                check_batch(items, hwm)  # raises the typed error with its seq
+                raise InvalidEntryError(str(exc)) from exc  # pragma: no cover - a C-only refusal
+            except BaseException:
+                self._batch_channel = None  # what it holds must not ride along with a later batch
+                raise
+            if queued == len(items):
+                break
+            self._batch_channel = None  # too small for this batch: twice the arena, again
+            arena *= 2
+        self._run_batch_channel(chan, queued)
+        if arena > _BATCH_ARENA_BYTES:
+            self._batch_channel = None  # do not keep a big one around
         return self._hwm
+
+    def _new_batch_channel(self, capacity: int, arena: int) -> Any:
+        assert native is not None
+        return native.Channel(
+            capacity=max(capacity, _BATCH_CHANNEL_MIN),
+            max_batch=max(capacity, _BATCH_CHANNEL_MIN),
+            arena_bytes=arena,
+            intern=self.intern_names,
+            posting_key=native_posting_key,
+            make_error=bad_key_error,
+            clock=native.WallClock(),
+        )
 
     def _run_batch_channel(self, chan: Any, n: int) -> None:
         done = self._hwm + n
