@@ -149,9 +149,19 @@ class MessageBus:
         A capture failure (``CaptureError``) propagates and no handler runs. A handler's
         exception propagates too and stops the fan-out.
         """
-        if self._capture is not None:
-            self._tap(topic, message, headers, ts_init)
-        handlers = self._handlers(topic)
+        # The tap and the handler lookup inlined: two Python frames less per message.
+        capture = self._capture
+        if capture is not None:
+            seq = capture.capture_seq(topic, message, headers, ts_init)
+            if (
+                seq is not None
+                and self._audit_commit
+                and not capture.wait_for(seq, self._commit_timeout, flush=True)
+            ):
+                raise AuditCommitError(seq, self._commit_timeout)
+        handlers = self._matches.get(topic)
+        if handlers is None:
+            handlers = self._handlers(topic)
         for handler in handlers:
             handler(message)
         return len(handlers)
