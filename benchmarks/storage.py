@@ -39,10 +39,10 @@ from mmaplog import (
     RunManifest,
     RunStatus,
     build_run_id,
+    compute_entry_hash,
 )
 from mmaplog.runs.reader import Reader
 from mmaplog.storage.core import CORE
-from mmaplog.storage.entry_hash import framed_names, hash_with_framing, headers_tail
 from mmaplog.storage.mmap_backend import MmapBackend
 
 # Issue targets, checked against the peers measured in the same run (DESIGN.md §7).
@@ -75,22 +75,19 @@ class MmapPeer:
         w = workload
         headers = [Headers(c, k) for c, k in zip(w.correlation_id, w.causation_id, strict=True)]
         t0 = time.perf_counter()
-        names: dict[tuple[str, str], bytes] = {}
         coid = IndexKind.CLIENT_ORDER_ID
         items: list[AppendEntry] = []
         for i in range(len(w)):
-            seq, ts_init, ts_pub, topic, ptype = (
+            seq, ts_init, ts_pub, topic, ptype, payload, h = (
                 w.seq[i],
                 w.ts_init[i],
                 w.ts_publish[i],
                 w.topic[i],
                 w.payload_type[i],
+                w.payload[i],
+                headers[i],
             )
-            framed = names.get((topic, ptype))
-            if framed is None:
-                framed = names[(topic, ptype)] = framed_names(topic, ptype)
-            payload, h = w.payload[i], headers[i]
-            digest = hash_with_framing(seq, ts_init, ts_pub, framed, payload, headers_tail(h))
+            digest = compute_entry_hash(seq, ts_init, ts_pub, topic, ptype, payload, h)
             entry = Entry(seq, ts_init, ts_pub, topic, ptype, payload, h, digest)
             items.append(AppendEntry(entry, (IndexKey(coid, w.key[i]),)))
         self._batches = [items[i : i + batch] for i in range(0, len(items), batch)]

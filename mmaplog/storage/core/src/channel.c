@@ -17,6 +17,7 @@
  */
 #include "native.h"
 
+#include "entry_stream.h"
 #include "fields.h"
 
 #include <errno.h>
@@ -525,6 +526,52 @@ static PyObject *channel_submit_entries(mml_channel *ch, PyObject *const *args, 
         if (rc == 0) break;
     }
     return PyLong_FromSsize_t(i - start);
+}
+
+/* entry_hash(seq, ts_init, ts_publish, topic, payload_type, payload, headers) -> 16 bytes:
+ * compute_entry_hash (entry_hash.py) in one call - the canonical stream hashed by parts, the
+ * header ids read through the slot caches. Any odd input raises (the Python twin then decides
+ * the answer or the error). */
+PyObject *mml_py_entry_hash(PyObject *Py_UNUSED(module), PyObject *const *args,
+                            Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "entry_hash(seq, ts_init, ts_publish, topic, "
+                                         "payload_type, payload, headers)");
+        return NULL;
+    }
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t ts_init = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t ts_publish = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t topic_len, type_len;
+    const char *topic = PyUnicode_AsUTF8AndSize(args[3], &topic_len);
+    const char *ptype = topic != NULL ? PyUnicode_AsUTF8AndSize(args[4], &type_len) : NULL;
+    if (ptype == NULL) return NULL;
+    unsigned char ids[2][16];
+    unsigned flags = 0;
+    for (int i = 0; i < 2; i++) {
+        PyObject *id = FIELD(headers, args[6], i);
+        if (id == NULL) return NULL;
+        int rc = id == Py_None ? 0 : uuid_bytes(id, ids[i]);
+        if (id != Py_None) flags |= i == 0 ? MML_FLAG_CORRELATION : MML_FLAG_CAUSATION;
+        Py_DECREF(id);
+        if (rc < 0) return NULL;
+    }
+    Py_buffer payload;
+    if (PyObject_GetBuffer(args[5], &payload, PyBUF_SIMPLE) < 0) return NULL;
+    unsigned char head[MML_STREAM_HEAD], tail[MML_STREAM_TAIL_MAX], lens[3][8];
+    mml_stream_head(head, seq, ts_init, ts_publish);
+    mml_put_u64be(lens[0], (uint64_t)topic_len);
+    mml_put_u64be(lens[1], (uint64_t)type_len);
+    mml_put_u64be(lens[2], (uint64_t)payload.len);
+    size_t tail_len = mml_stream_tail(tail, flags, ids[0], ids[1]);
+    mml_part parts[8] = {{head, MML_STREAM_HEAD},   {lens[0], 8},      {topic, (size_t)topic_len},
+                         {lens[1], 8},              {ptype, (size_t)type_len}, {lens[2], 8},
+                         {payload.buf, (size_t)payload.len}, {tail, tail_len}};
+    unsigned char out[16];
+    mml_entry_hash_parts(parts, 8, out);
+    PyBuffer_Release(&payload);
+    return PyBytes_FromStringAndSize((const char *)out, 16);
 }
 
 /* The writer's clock: the native wall clock when it is one (no Python call), else now_ns(). */

@@ -79,6 +79,9 @@ static PyMethodDef module_methods[] = {
      "xxh3_128(data, seed=0) -> 16 bytes (canonical, big-endian)"},
     {"xxh3_128_parts", py_xxh3_128_parts, METH_VARARGS,
      "xxh3_128_parts(parts, seed=0) -> the hash of the parts as one stream"},
+    {"entry_hash", (PyCFunction)(void (*)(void))mml_py_entry_hash, METH_FASTCALL,
+     "entry_hash(seq, ts_init, ts_publish, topic, payload_type, payload, headers) -> the "
+     "16-byte canonical entry hash (entry_hash.py compute_entry_hash)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -161,4 +161,7 @@ static inline uint16_t mml_get_u16(const unsigned char *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
 
+/* entry_hash(seq, ts_init, ts_publish, topic, payload_type, payload, headers) (channel.c) */
+PyObject *mml_py_entry_hash(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 #endif /* MML_NATIVE_H */
