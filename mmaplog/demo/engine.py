@@ -24,7 +24,6 @@ from __future__ import annotations
 import collections
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from mmaplog.demo.components import (
     SimClock,
     VenueSimulator,
     _Context,
+    randint,
 )
 from mmaplog.demo.interrupt import deferred_sigint
 from mmaplog.demo.messages import DemoMessage, TimeEvent
@@ -52,6 +52,7 @@ from mmaplog.runs.checkpointer import AUTO_CHECKPOINTS, CheckpointConfig
 from mmaplog.runs.session import RunIdentity, SessionConfig
 from mmaplog.runs.store import Store
 from mmaplog.storage.entry import Headers
+from mmaplog.storage.index_keys import random_uuid4
 from mmaplog.storage.manifest import RegisteredComponents, RunManifest, RunStatus
 
 __all__ = [
@@ -103,8 +104,8 @@ class _Timers:
         due = min(self._due)
         i = self._due.index(due)
         self._due[i] = due + self._intervals[i]
-        ts = max(due + self._rng.randint(1 * _US, 50 * _US), now + 1)
-        event_id = uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        ts = max(due + randint(self._rng, 1 * _US, 50 * _US), now + 1)
+        event_id = random_uuid4(self._rng.getrandbits(128))
         name = self._names[i]
         return TimeEvent(name=name, event_id=event_id, ts_event=ts, ts_init=ts)
 
