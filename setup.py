@@ -26,6 +26,7 @@ SOURCES = [
     "capture.c",
     "entry_stream.c",
     "fields.c",
+    "hix_grow.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 

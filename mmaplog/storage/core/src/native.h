@@ -160,6 +160,11 @@ static inline void mml_copy(void *dst, const void *src, size_t n) {
 static inline uint16_t mml_get_u16(const unsigned char *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
+static inline uint64_t mml_get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
 
 /* entry_hash(seq, ts_init, ts_publish, topic, payload_type, payload, headers) (channel.c) */
 PyObject *mml_py_entry_hash(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
