@@ -735,7 +735,11 @@ class MmapBackend:
         index = self._require_index()
         if not index.checksummed:
             arr = self.checked_index()
-            pos = int(np.searchsorted(arr["ts_max"], np.uint64(ts_init), side="left"))
+            # ts_max is a u64: every one is >= a negative ts, none reaches one past 2**64 - 1.
+            if ts_init >= 1 << 64:
+                pos = len(arr)
+            else:
+                pos = int(np.searchsorted(arr["ts_max"], np.uint64(max(ts_init, 0)), side="left"))
         else:
             self._guard_index()
             pos = seek_ts_max(index, index.mapping(hwm), hwm, ts_init)
