@@ -167,6 +167,9 @@ static PyObject *postings_upto(const key_args *a, uint64_t max_seq, const Py_buf
     PyThreadState *released = count >= RELEASE_GIL_SEQS ? PyEval_SaveThread() : NULL;
     int ok = mml_hix_postings(&a->view, first, count, seqs) == MML_HIX_OK;
     if (ok) n = upto(seqs, count, max_seq);
+    /* The records of scattered seqs are cache misses: start them all before checking any. */
+    for (uint64_t i = 0; ok && index != NULL && i < n && i < SMALL_SEQS; i++)
+        mml_prefetch_record(index->buf, (size_t)index->len, seqs[i]);
     for (uint64_t i = 0; ok && index != NULL && i < n; i++)
         ok = mml_check_record_at(index->buf, (size_t)index->len, seqs[i], checksummed) == 0;
     if (released != NULL) PyEval_RestoreThread(released);

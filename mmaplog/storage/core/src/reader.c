@@ -107,6 +107,10 @@ uint64_t mml_seek_ts_max(const unsigned char *index, size_t index_len, uint64_t 
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
         const unsigned char *r = record_at(index, index_len, mid + 1);
+        /* Start loading both records the next step may compare with while this one is
+           checked: on a large run each is a cache miss, and they would otherwise be serial. */
+        mml_prefetch_record(index, index_len, lo + (mid - lo) / 2 + 1);
+        mml_prefetch_record(index, index_len, mid + 1 + (hi - mid - 1) / 2 + 1);
         *code = r == NULL ? RC_RECORD_BOUNDS : check_record(r, mid + 1, checksummed);
         if (*code != RC_OK) {
             *bad_seq = mid + 1;
