@@ -34,8 +34,9 @@ def lookup_all(
         stored = posting_key(kind, key)
     except ValueError:
         return None  # not a UUID: the reference says so after its own guards
+    # kind is an IntEnum: C reads it as the int it is (Enum.value is a slow descriptor).
     seqs: list[int] | None = native.read_lookup_all(
-        *keys.read_view(), kind.value, stored, *view, index.checksummed
+        *keys.read_view(), kind, stored, *view, index.checksummed
     )
     return seqs
 
