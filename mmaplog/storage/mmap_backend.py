@@ -618,7 +618,8 @@ class MmapBackend:
         return seqs[0] if seqs else None
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
-        kind = IndexKind.of(kind)
+        if not isinstance(kind, IndexKind):  # a name (the check is cheaper than the call)
+            kind = IndexKind.of(kind)
         if not self._writable:
             fast = point_reads.lookup_all(self._keys, self._index, kind, key)
             if fast is not None:

@@ -327,18 +327,34 @@ static int view_ok(const mml_hix_view *v) {
            v->hs == HEADER_SIZE + SLOT_SIZE * v->slots && v->hs <= v->size;
 }
 
+/* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1 (0 marks an empty slot). */
+static uint64_t key_hash(unsigned kind, const unsigned char *key, size_t klen) {
+    unsigned char buf[1 + MAX_KEY_LEN];
+    uint64_t h;
+    buf[0] = (unsigned char)kind;
+    if (klen) memcpy(buf + 1, key, klen);
+    h = mml_xxh3_64(buf, 1 + klen, 0);
+    return h ? h : 1;
+}
+
+void mml_hix_prefetch(const mml_hix_view *v, unsigned kind, const unsigned char *key,
+                      size_t klen) {
+#if defined(__GNUC__) || defined(__clang__)
+    if (kind < 1 || kind > 255 || klen > MAX_KEY_LEN || (klen && !key) || !view_ok(v)) return;
+    __builtin_prefetch(v->mm + HEADER_SIZE + ((key_hash(kind, key, klen) & (v->slots - 1)) << 4));
+#else
+    (void)v, (void)kind, (void)key, (void)klen;
+#endif
+}
+
 int mml_hix_find(const mml_hix_view *v, unsigned kind, const unsigned char *key, size_t klen,
                  uint64_t *first, uint64_t *count) {
-    unsigned char buf[1 + MAX_KEY_LEN];
     uint64_t heap_cap, mask, h, i, n;
     if (kind < 1 || kind > 255 || klen > MAX_KEY_LEN || (klen && !key) || !view_ok(v))
         return MML_HIX_CORRUPT; /* the Python raises ValueError for the first two */
     heap_cap = v->size - v->hs;
     mask = v->slots - 1;
-    buf[0] = (unsigned char)kind;
-    if (klen) memcpy(buf + 1, key, klen);
-    h = mml_xxh3_64(buf, 1 + klen, 0);
-    if (h == 0) h = 1;
+    h = key_hash(kind, key, klen);
     /* Probing is bounded by the slot count: a table with no empty slot ends here too. */
     for (i = h & mask, n = 0; n < v->slots; n++, i = (i + 1) & mask) {
         const unsigned char *slot = v->mm + HEADER_SIZE + (i << 4), *r;

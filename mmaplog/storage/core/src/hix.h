@@ -103,6 +103,11 @@ enum { MML_HIX_MISSING = 0, MML_HIX_FOUND = 1 };
 int mml_hix_find(const mml_hix_view *v, unsigned kind, const unsigned char *key, size_t klen,
                  uint64_t *first, uint64_t *count);
 
+/* A hint to start loading the slot where the probe for (kind, key) starts, before the caller's
+   syscalls: the load that follows them is then no cache miss. Never faults (a prefetch). */
+void mml_hix_prefetch(const mml_hix_view *v, unsigned kind, const unsigned char *key,
+                      size_t klen);
+
 /* _postings: all `count` seqs of the chain starting at `first` into out[0..count), checked as
    the Python checks them (every block's bounds, capacity and used; no empty block; the hop
    limit of long chains; ascending). MML_HIX_OK or MML_HIX_CORRUPT. */

@@ -99,6 +99,23 @@ int mml_check_record_at(const unsigned char *index, size_t index_len, uint64_t s
     return r == NULL ? RC_RECORD_BOUNDS : check_record(r, seq, checksummed);
 }
 
+/* Prefetch the records the next `depth` steps of a lower-bound search of [lo, hi) that is
+ * now comparing with mid may compare with. */
+static void prefetch_steps(const unsigned char *index, size_t index_len, uint64_t lo,
+                           uint64_t mid, uint64_t hi, int depth) {
+    if (depth == 0) return;
+    if (lo < mid) { /* ts_max(mid) >= ts: the search goes on in [lo, mid) */
+        uint64_t m = lo + (mid - lo) / 2;
+        mml_prefetch_record(index, index_len, m + 1);
+        prefetch_steps(index, index_len, lo, m, mid, depth - 1);
+    }
+    if (mid + 1 < hi) { /* ts_max(mid) < ts: in [mid + 1, hi) */
+        uint64_t m = mid + 1 + (hi - mid - 1) / 2;
+        mml_prefetch_record(index, index_len, m + 1);
+        prefetch_steps(index, index_len, mid + 1, m, hi, depth - 1);
+    }
+}
+
 uint64_t mml_seek_ts_max(const unsigned char *index, size_t index_len, uint64_t count,
                          uint64_t ts, int checksummed, uint64_t *bad_seq, int *code) {
     uint64_t lo = 0, hi = count;
@@ -107,10 +124,10 @@ uint64_t mml_seek_ts_max(const unsigned char *index, size_t index_len, uint64_t 
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
         const unsigned char *r = record_at(index, index_len, mid + 1);
-        /* Start loading both records the next step may compare with while this one is
-           checked: on a large run each is a cache miss, and they would otherwise be serial. */
-        mml_prefetch_record(index, index_len, lo + (mid - lo) / 2 + 1);
-        mml_prefetch_record(index, index_len, mid + 1 + (hi - mid - 1) / 2 + 1);
+        /* Start loading the records the next two steps may compare with (2 + 4) while this
+           one is checked: on a large run each is a cache and TLB miss, which a binary search
+           otherwise takes one after another. */
+        prefetch_steps(index, index_len, lo, mid, hi, 2);
         *code = r == NULL ? RC_RECORD_BOUNDS : check_record(r, mid + 1, checksummed);
         if (*code != RC_OK) {
             *bad_seq = mid + 1;
