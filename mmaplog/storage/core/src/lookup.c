@@ -147,31 +147,45 @@ static int parse_key_args(PyObject *const *args, key_args *a) {
     return 0;
 }
 
-/* The postings of (kind, key) at most max_seq, then, when index is not NULL, the records of
- * the seqs kept checked. Py_None when the reference must answer. */
-static PyObject *postings_upto(const key_args *a, uint64_t max_seq, const Py_buffer *index,
-                               int checksummed) {
-    uint64_t first = 0, count = 0;
+/* index.idx as a reader's lookup sees it: the mapping, the file (for the guard) and whether
+ * its records carry their checksum. */
+typedef struct {
+    const Py_buffer *map;
+    int fd;
+    int checksummed;
+} index_args;
+
+/* The postings of (kind, key) at most max_seq. With `ix`, max_seq is instead the committed
+ * count, read once the index guard passed, and the records of the seqs kept are checked.
+ * Py_None when the reference must answer. */
+static PyObject *postings_upto(const key_args *a, uint64_t max_seq, const index_args *ix) {
+    uint64_t first = 0, count = 0, n = 0, small[SMALL_SEQS], *seqs = small;
     int found = mml_hix_find(&a->view, a->kind, a->key.buf, (size_t)a->key.len, &first, &count);
-    if (found == MML_HIX_MISSING) return PyList_New(0);
-    if (found != MML_HIX_FOUND) Py_RETURN_NONE;
-    if (count == 0) return PyList_New(0);
+    if (found != MML_HIX_FOUND && found != MML_HIX_MISSING) Py_RETURN_NONE;
+    if (found == MML_HIX_MISSING) count = 0;
     /* count * 8 fits the mapped heap (mml_hix_find checked it), so the allocation is bounded. */
-    uint64_t small[SMALL_SEQS], *seqs = small;
     if (count > SMALL_SEQS) {
         seqs = PyMem_RawMalloc((size_t)count * sizeof *seqs);
         if (seqs == NULL) return PyErr_NoMemory();
     }
-    uint64_t n = 0;
     /* The walk touches no Python object; the buffer exports pin both mappings meanwhile. */
     PyThreadState *released = count >= RELEASE_GIL_SEQS ? PyEval_SaveThread() : NULL;
-    int ok = mml_hix_postings(&a->view, first, count, seqs) == MML_HIX_OK;
+    int ok = count == 0 || mml_hix_postings(&a->view, first, count, seqs) == MML_HIX_OK;
+    if (ok && ix != NULL) {
+        const unsigned char *map = ix->map->buf;
+        size_t len = (size_t)ix->map->len;
+        /* The records of scattered seqs are cache misses: start them all now, so that they
+           load during the index guard's syscall (a prefetch never faults, guard or not). */
+        for (uint64_t i = 0; i < count && i < SMALL_SEQS; i++)
+            mml_prefetch_record(map, len, seqs[i]);
+        /* Even a key without postings answers only when the index guard passes: the Python
+           runs it for every lookup, and raises when it fails. */
+        ok = index_hwm(ix->fd, map, len, &max_seq);
+    }
     if (ok) n = upto(seqs, count, max_seq);
-    /* The records of scattered seqs are cache misses: start them all before checking any. */
-    for (uint64_t i = 0; ok && index != NULL && i < n && i < SMALL_SEQS; i++)
-        mml_prefetch_record(index->buf, (size_t)index->len, seqs[i]);
-    for (uint64_t i = 0; ok && index != NULL && i < n; i++)
-        ok = mml_check_record_at(index->buf, (size_t)index->len, seqs[i], checksummed) == 0;
+    for (uint64_t i = 0; ok && ix != NULL && i < n; i++)
+        ok = mml_check_record_at(ix->map->buf, (size_t)ix->map->len, seqs[i],
+                                 ix->checksummed) == 0;
     if (released != NULL) PyEval_RestoreThread(released);
     PyObject *out = ok ? int_list(seqs, n) : Py_NewRef(Py_None);
     if (seqs != small) PyMem_RawFree(seqs);
@@ -197,7 +211,7 @@ static PyObject *py_hix_lookup_all(PyObject *Py_UNUSED(module), PyObject *const 
     }
     key_args a;
     PyObject *out = NULL;
-    if (parse_key_args(args, &a) == 0) out = postings_upto(&a, max_seq, NULL, 0);
+    if (parse_key_args(args, &a) == 0) out = postings_upto(&a, max_seq, NULL);
     release_key_args(&a);
     return out;
 }
@@ -221,21 +235,22 @@ static PyObject *py_read_lookup_all(PyObject *Py_UNUSED(module), PyObject *const
     if (checksummed < 0) return NULL;
     key_args a;
     Py_buffer index;
+    index_args ix = {.map = &index, .fd = index_fd, .checksummed = checksummed};
     int have_index = 0;
     PyObject *out = NULL;
-    uint64_t hwm;
     if (parse_key_args(sub, &a) < 0) goto done;
     if (PyObject_GetBuffer(args[6], &index, PyBUF_SIMPLE) < 0) goto done;
     have_index = 1;
-    /* The probe's first slot starts loading during the two syscalls below. */
+    /* The probe's first slot starts loading now and arrives during the keys.hix guard's
+       syscall (a prefetch never faults). */
     mml_hix_prefetch(&a.view, a.kind, a.key.buf, (size_t)a.key.len);
-    /* In the Python's order: the high-watermark, then keys.hix, then the records. */
-    if (!index_hwm(index_fd, index.buf, (size_t)index.len, &hwm) ||
-        !keys_current(hix_fd, a.view.mm, (size_t)a.view.size)) {
+    /* keys.hix's guard, the walk, then index.idx's guard and the records (any failure
+       refers, and the Python then runs its own order: the order here cannot show). */
+    if (!keys_current(hix_fd, a.view.mm, (size_t)a.view.size)) {
         out = Py_NewRef(Py_None);
         goto done;
     }
-    out = postings_upto(&a, hwm, &index, checksummed);
+    out = postings_upto(&a, 0, &ix);
 done:
     if (have_index) PyBuffer_Release(&index);
     release_key_args(&a);
