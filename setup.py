@@ -27,6 +27,7 @@ SOURCES = [
     "entry_stream.c",
     "fields.c",
     "hix_grow.c",
+    "lookup.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 

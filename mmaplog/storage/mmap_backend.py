@@ -35,6 +35,7 @@ from mmaplog.errors import (
     LogClosedError,
     OutOfOrderError,
 )
+from mmaplog.storage import point_reads
 from mmaplog.storage.backend import check_anchor, check_batch, check_seal_status
 from mmaplog.storage.batch import EntryBatch, iter_batches
 from mmaplog.storage.core import native
@@ -617,7 +618,12 @@ class MmapBackend:
         return seqs[0] if seqs else None
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
-        kind = IndexKind.of(kind)
+        if not isinstance(kind, IndexKind):  # a name (the check is cheaper than the call)
+            kind = IndexKind.of(kind)
+        if not self._writable:
+            fast = point_reads.lookup_all(self._keys, self._index, kind, key)
+            if fast is not None:
+                return fast
         hwm = self.high_watermark()
         keys = self._readable_keys()
         try:
@@ -722,11 +728,19 @@ class MmapBackend:
     def seek_ts(self, ts_init: int) -> int | None:
         """The first seq whose ts_init is >= ``ts_init`` (a lower bound over the records'
         running max of ts_init, every record the search compares with checked), or None."""
+        if not self._writable:
+            fast = point_reads.seek_ts(self._index, ts_init)
+            if fast is not None:
+                return fast or None
         hwm = self.high_watermark()
         index = self._require_index()
         if not index.checksummed:
             arr = self.checked_index()
-            pos = int(np.searchsorted(arr["ts_max"], np.uint64(ts_init), side="left"))
+            # ts_max is a u64: every one is >= a negative ts, none reaches one past 2**64 - 1.
+            if ts_init >= 1 << 64:
+                pos = len(arr)
+            else:
+                pos = int(np.searchsorted(arr["ts_max"], np.uint64(max(ts_init, 0)), side="left"))
         else:
             self._guard_index()
             pos = seek_ts_max(index, index.mapping(hwm), hwm, ts_init)

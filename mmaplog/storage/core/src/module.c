@@ -12,6 +12,7 @@ int mml_channel_init_strings(void);
 extern PyMethodDef mml_reader_methods[]; /* reader.c: the read and verify path */
 extern PyMethodDef mml_hix_grow_methods[]; /* hix_grow.c: keys.hix's table placed again */
 extern PyMethodDef mml_merkle_methods[]; /* merkle.c: SHA-256 leaves and nodes */
+extern PyMethodDef mml_lookup_methods[]; /* lookup.c: a reader's lookup_all and seek_ts */
 
 /* The bytes of a buffer, hashed with the GIL released when they are many. */
 #define RELEASE_GIL_ABOVE 4096
@@ -106,6 +107,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddFunctions(m, mml_reader_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_hix_grow_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_merkle_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, mml_lookup_methods) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;
     Py_INCREF(&mml_FrameWriterType);
