@@ -22,7 +22,9 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define HIX_INLINE static __inline__ __attribute__((always_inline))
 #define HIX_ORDER() __atomic_thread_fence(__ATOMIC_RELEASE)
+#define HIX_PREFETCH(p) __builtin_prefetch(p)
 #else
+#define HIX_PREFETCH(p) ((void)(p))
 #define HIX_INLINE static inline
 #define HIX_ORDER() ((void)0)
 #endif
@@ -150,6 +152,12 @@ HIX_INLINE void mark_dirty(mml_hix *ix, uint64_t seq) {
 
 int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
                 uint64_t seq, uint64_t *need_end, uint64_t *detail_offset) {
+    return mml_hix_add_hashed(ix, kind, key, klen, 0, seq, need_end, detail_offset);
+}
+
+int mml_hix_add_hashed(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
+                       uint64_t key_h, uint64_t seq, uint64_t *need_end,
+                       uint64_t *detail_offset) {
     unsigned char buf[1 + MAX_KEY_LEN];
     unsigned char *mm;
     uint64_t size, hs, mask, h, i, n, heap_cap;
@@ -170,11 +178,16 @@ int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t kle
     heap_cap = size - hs;
     mask = ix->slots - 1;
 
-    /* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1. */
-    buf[0] = (unsigned char)kind;
-    if (klen) memcpy(buf + 1, key, klen);
-    h = mml_xxh3_64(buf, 1 + klen, 0);
-    if (h == 0) h = 1;
+    /* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1. Given by the caller
+     * when it already hashed the key (mml_hix_prefetch_adds). */
+    if (key_h != 0) {
+        h = key_h;
+    } else {
+        buf[0] = (unsigned char)kind;
+        if (klen) memcpy(buf + 1, key, klen);
+        h = mml_xxh3_64(buf, 1 + klen, 0);
+        if (h == 0) h = 1;
+    }
 
     /* _find: linear probing from h & mask, at most `slots` slots. */
     i = h & mask;
@@ -422,4 +435,43 @@ int mml_hix_postings(const mml_hix_view *v, uint64_t first, uint64_t count, uint
     for (k = 1; k < count; k++)
         if (out[k] < out[k - 1]) return MML_HIX_CORRUPT;
     return MML_HIX_OK;
+}
+
+/* ---- the write side's prefetch ------------------------------------------------------------ */
+
+void mml_hix_prefetch_adds(const mml_hix *ix, mml_hix_pending *adds, int n) {
+    /* Three passes, each touching only what the one before brought in: the home slots; the
+     * key records those slots point to; the records' last posting blocks. The misses of a
+     * pass overlap instead of following one another, add after add. Nothing is written;
+     * what does not look right is skipped (the add itself checks everything). */
+    if (!ix || !ix->mm || ix->slots < MIN_SLOTS || (ix->slots & (ix->slots - 1)) ||
+        ix->hs != HEADER_SIZE + SLOT_SIZE * ix->slots || ix->hs > ix->size)
+        return;
+    const unsigned char *mm = ix->mm;
+    uint64_t mask = ix->slots - 1, heap_cap = ix->size - ix->hs;
+    for (int j = 0; j < n; j++) {
+        mml_hix_pending *a = &adds[j];
+        a->h = 0;
+        if (a->kind < 1 || a->kind > 255 || a->klen > MAX_KEY_LEN || (a->klen && !a->key))
+            continue;
+        a->h = key_hash(a->kind, a->key, a->klen);
+        HIX_PREFETCH(mm + HEADER_SIZE + ((a->h & mask) << 4));
+    }
+    for (int j = 0; j < n; j++) {
+        const unsigned char *slot = mm + HEADER_SIZE + ((adds[j].h & mask) << 4);
+        uint64_t roff = ld64(slot + 8);
+        if (adds[j].h == 0 || ld64(slot) != adds[j].h || heap_cap < RECORD_SIZE ||
+            roff > heap_cap - RECORD_SIZE) {
+            adds[j].rec = 0;
+            continue;
+        }
+        adds[j].rec = ix->hs + roff;
+        HIX_PREFETCH(mm + adds[j].rec);
+    }
+    for (int j = 0; j < n; j++) {
+        if (adds[j].rec == 0) continue;
+        uint64_t last = ld64(mm + adds[j].rec + R_LAST);
+        if (heap_cap >= BLOCK_HEADER_SIZE && last <= heap_cap - BLOCK_HEADER_SIZE)
+            HIX_PREFETCH(mm + ix->hs + last);
+    }
 }

@@ -76,6 +76,28 @@ enum {
 int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
                 uint64_t seq, uint64_t *need_end, uint64_t *detail_offset);
 
+/* mml_hix_add with the key's hash already computed (key_h != 0), as mml_hix_prefetch_adds
+   leaves it; key_h == 0 hashes the key here. */
+int mml_hix_add_hashed(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
+                       uint64_t key_h, uint64_t seq, uint64_t *need_end,
+                       uint64_t *detail_offset);
+
+/* One add a batch is about to make. */
+typedef struct {
+    const unsigned char *key;
+    unsigned kind;
+    uint16_t klen;
+    uint64_t seq;
+    uint64_t post_slot, post_off; /* where the framer resumes if this add stops it */
+    uint64_t h;                   /* set by mml_hix_prefetch_adds (0: hash it in the add) */
+    uint64_t rec;                 /* scratch for the prefetch */
+} mml_hix_pending;
+
+/* Hash the keys of `n` adds about to be made and prefetch, pass after pass, their home slots,
+   key records and last posting blocks, so that the cache misses of a batch's adds overlap.
+   Reads only (bounds-checked); a hint: mml_hix_add_hashed checks everything again. */
+void mml_hix_prefetch_adds(const mml_hix *ix, mml_hix_pending *adds, int n);
+
 /* ---- the read side: HashIndex.lookup_all's walk --------------------------------------------
  *
  * A read-only view of a mapping (a reader's, or the writer's own). The caller validated the
