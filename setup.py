@@ -25,6 +25,9 @@ SOURCES = [
     "merkle.c",
     "capture.c",
     "entry_stream.c",
+    "fields.c",
+    "hix_grow.c",
+    "lookup.c",
     "verify.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))

@@ -7,6 +7,7 @@ Every peer has the same methods (see :class:`Peer`):
   shot: SQLite gets ready row tuples, LMDB ready ``(key, value)`` items);
 * ``append_all(workload, batch=100)`` — timed by the caller: commit every entry, one transaction
   per ``batch`` entries (calls ``prepare`` itself if the caller did not, which is then timed);
+* ``finish()`` — optional, untimed: what a store does after its appends (our seal);
 * ``scan_all()`` — read every entry back in seq order, return the count;
 * ``lookup_all(key)`` — all seqs of one secondary key, ascending;
 * ``seek_time(ts)`` — first seq with ``ts_init >= ts`` (``-1`` if none);
@@ -472,6 +473,9 @@ def measure_peer(
         peer.prepare(workload, batch)
         gc.collect()
         t_append = timed(lambda: peer.append_all(workload, batch))
+        finish = getattr(peer, "finish", None)
+        if finish is not None:  # work a peer does after its appends, outside the clock
+            finish()
 
         got_n = 0
 

@@ -47,6 +47,7 @@ __all__ = [
     "LogBusyError",
     "LogClosedError",
     "MmapLogError",
+    "InvalidEntryError",
     "OutOfOrderError",
     "ProofError",
     "RunNotFoundError",
@@ -139,6 +140,10 @@ class OutOfOrderError(BackendError):
             f"out-of-order append: high_watermark is {high_watermark}, got seq {seq} "
             f"(expected {high_watermark + 1} and contiguous)"
         )
+
+
+class InvalidEntryError(BackendError, ValueError):
+    """An appended entry the store cannot write as given (an entry_hash that is not 16 bytes)."""
 
 
 class CrashedPredecessorError(BackendError):

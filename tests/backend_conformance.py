@@ -6,14 +6,17 @@ Each backend's test module subclasses :class:`BackendConformance` and provides `
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from mmaplog import (
+    AppendEntry,
     BackendError,
     CrashedPredecessorError,
     EventStore,
     Headers,
     IndexKind,
+    InvalidEntryError,
     LogClosedError,
     OutOfOrderError,
     RunStatus,
@@ -101,6 +104,15 @@ class BackendConformance:
         assert backend.high_watermark() == 0
         assert backend.scan_seq(1) is None
         assert backend.append_batch([append_item(1)]) == 1
+
+    def test_an_entry_hash_that_is_not_16_bytes_is_refused_and_nothing_lands(self, backend):
+        backend.open_run(make_manifest())
+        good, bad = append_item(1), append_item(2)
+        bad = AppendEntry(msgspec.structs.replace(bad.entry, entry_hash=b"short"), bad.index_keys)
+        with pytest.raises(InvalidEntryError, match="seq 2: entry_hash must be 16 bytes"):
+            backend.append_batch([good, bad])
+        assert backend.high_watermark() == 0
+        assert backend.append_batch([good]) == 1
 
     def test_append_after_seal_is_closed(self, opened):
         opened.seal(RunStatus.ENDED)

@@ -406,3 +406,27 @@ def test_cli_demo_rejects_bad_arguments_with_one_line_and_exit_2(tmp_path, capsy
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("mmaplog: ")
     assert Store(tmp_path).runs() == []  # nothing was started
+
+
+def test_the_demos_fast_draws_are_the_standard_librarys_draws():
+    """The demo draws with its own randint and random_uuid4 (fewer Python frames); a seeded
+    run must stay what random.Random.randint and uuid.UUID(int=..., version=4) would make."""
+    import random
+    import uuid
+
+    from mmaplog.demo.components import randint
+    from mmaplog.storage.index_keys import random_uuid4
+
+    ours, reference = random.Random(7), random.Random(7)
+    for low, high in [(0, 0), (1, 3), (-30, 150), (1_000, 50_000), (-50, 50), (1, 1)] * 2_000:
+        assert randint(ours, low, high) == reference.randint(low, high)
+    for _ in range(2_000):
+        bits = ours.getrandbits(128)
+        got, want = random_uuid4(bits), uuid.UUID(int=bits, version=4)
+        assert (got, got.int, got.version, got.is_safe, str(got)) == (
+            want,
+            want.int,
+            want.version,
+            want.is_safe,
+            str(want),
+        )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
 
 import pytest
 import xxhash
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import mmaplog.storage.entry_hash as entry_hash_module
 from mmaplog import Entry, Headers, compute_entry_hash
+from mmaplog.storage.core import native
 from mmaplog.storage.entry_hash import framed_names, hash_with_framing, headers_tail
 
 TS = 1_700_000_000_000_000_000
@@ -119,3 +122,40 @@ def test_the_hot_path_form_equals_the_canonical_hash(seq, ts, topic, ptype, payl
         seq, ts, ts, framed_names(topic, ptype), payload, headers_tail(headers)
     )
     assert fast == compute_entry_hash(seq, ts, ts, topic, ptype, payload, headers)
+
+
+@pytest.mark.skipif(native is None, reason="the native core is not loaded")
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(0, 2**64 - 1),
+    ts=st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
+    topic=st.text(max_size=40),
+    payload_type=st.text(max_size=20),
+    payload=st.one_of(st.binary(max_size=300), st.binary(min_size=4000, max_size=9000)),
+    ids=st.tuples(st.none() | st.uuids(), st.none() | st.uuids()),
+)
+def test_the_native_entry_hash_equals_the_reference_stream(
+    seq, ts, topic, payload_type, payload, ids
+):
+    headers = Headers(*ids)
+    fields = (seq, *ts, topic, payload_type, payload, headers)
+    reference = entry_hash_module._xxh3_128(entry_hash_module.entry_stream(*fields))
+    assert native.entry_hash(*fields) == reference
+    assert compute_entry_hash(*fields) == reference
+
+
+def test_odd_inputs_get_the_reference_answer_or_its_error():
+    class Ids:  # a duck-typed HeaderIds: properties, no slots
+        @property
+        def correlation_id(self):
+            return uuid.UUID(int=1)
+
+        causation_id = None
+
+    plain = compute_entry_hash(1, 2, 3, "t", "P", b"abc", Headers(uuid.UUID(int=1)))
+    assert compute_entry_hash(1, 2, 3, "t", "P", bytearray(b"abc"), Ids()) == plain
+    assert compute_entry_hash(1, 2, 3, "t", "P", memoryview(b"abc"), Ids()) == plain
+    with pytest.raises(struct.error):
+        compute_entry_hash(-1, 2, 3, "t", "P", b"abc", Headers())
+    with pytest.raises(AttributeError):
+        compute_entry_hash(1, 2, 3, 4, "P", b"abc", Headers())

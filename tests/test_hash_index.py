@@ -22,6 +22,7 @@ from mmaplog.errors import (
     IndexCorruptError,
     LogClosedError,
 )
+from mmaplog.storage.core import native
 from mmaplog.storage.entry import IndexKind
 from mmaplog.storage.hash_index import HIX_MAGIC, HIX_VERSION, HashIndex
 
@@ -171,6 +172,7 @@ def test_forced_hash_collisions_still_resolve_by_key_bytes(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hix, "_key_hash", lambda kind, key: 42 if len(key) % 2 else 0)
+    monkeypatch.setattr(hix, "native", None)  # the native walk hashes for real
     keys = [f"key-{i}".encode() for i in range(300)] + [f"k-{i}".encode() for i in range(300)]
     with HashIndex.create(path, initial_slots=8) as ix:
         for seq, key in enumerate(keys, start=1):
@@ -507,3 +509,32 @@ def test_index_matches_a_dict_of_lists_model(
                         assert handle.count(kind, key) == len(seqs)
     finally:
         ix.close()
+
+
+@pytest.mark.skipif(native is None, reason="the native core is not loaded")
+@settings(max_examples=200, deadline=None)
+@given(
+    log_slots=st.integers(0, 9),
+    fill=st.floats(0.0, 0.75),
+    clustered=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_native_placement_of_a_grown_table_is_the_references(log_slots, fill, clustered, seed):
+    """hix_grow.c places the slots of a table twice the size byte for byte as _place does
+    (round-based linear probing), clustered homes and wrap-around included."""
+    import numpy as np
+
+    from mmaplog.storage.hash_index_rebuild import _place
+
+    rng = random.Random(seed)
+    slots, new_slots = 1 << log_slots, 2 << log_slots
+    old = bytearray(16 * slots)
+    for i in rng.sample(range(slots), int(slots * fill)):
+        # clustered: few distinct low bits, so many entries share a home and probe far
+        h = rng.getrandbits(64) & ~7 if clustered else rng.getrandbits(64)
+        struct.pack_into("<QQ", old, 16 * i, h or 1, rng.getrandbits(40))
+    table = np.frombuffer(bytes(old), dtype="<u8")
+    occupied = table[0::2] != 0
+    want = _place(table[0::2][occupied], table[1::2][occupied], new_slots)
+    got, keys = native.hix_place(bytes(old), new_slots)
+    assert (got, keys) == (want, int(occupied.sum()))

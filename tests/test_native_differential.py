@@ -30,7 +30,7 @@ from mmaplog import (
     WriterConfig,
     noop_halt,
 )
-from mmaplog.errors import WriterBrokenError
+from mmaplog.errors import InvalidEntryError, OutOfOrderError, WriterBrokenError
 from mmaplog.integrity.verify import verify
 from mmaplog.storage.core import core_description, native
 
@@ -288,3 +288,75 @@ def test_the_native_loop_group_commits_batches_that_wait_under_one_sync(tmp_path
     assert backend._appender.syncs == syncs
     backend.close()
     assert verify(tmp_path / "diff" / RUN_ID).is_clean
+
+
+@pytest.mark.parametrize("damage", ["gap", "bad-hash"])
+def test_a_batch_bigger_than_the_arena_lands_whole_or_not_at_all(tmp_path, monkeypatch, damage):
+    """append_batch's native channel holds 4 KiB here, so 20 entries of 1000 B do not fit it:
+    an out-of-order seq or a bad entry late in the batch must still leave nothing written."""
+    import mmaplog.storage.mmap_backend as backend_module
+    from mmaplog import AppendEntry, Entry, compute_entry_hash
+
+    monkeypatch.setattr(backend_module, "_BATCH_ARENA_BYTES", 4096)
+
+    def item(seq: int, digest: bytes | None = None) -> AppendEntry:
+        payload = bytes([seq]) * 1000
+        ts = 1000 + seq
+        if digest is None:
+            digest = compute_entry_hash(seq, ts, ts, "t", "P", payload, Headers())
+        return AppendEntry(Entry(seq, ts, ts, "t", "P", payload, Headers(), digest))
+
+    backend = MmapBackend(tmp_path, "diff", segment_size=SEGMENT)
+    backend.open_run(RunManifest(run_id=RUN_ID, instance_id="diff", start_ts_init=1000))
+    batch = [item(seq) for seq in range(1, 21)]
+    batch[17] = item(19) if damage == "gap" else item(18, digest=b"short")
+    with pytest.raises(OutOfOrderError if damage == "gap" else InvalidEntryError):
+        backend.append_batch(batch)
+    assert backend.high_watermark() == 0
+    assert backend.append_batch([item(seq) for seq in range(1, 25)]) == 24
+    backend.close()
+    assert verify(tmp_path / "diff" / RUN_ID).is_clean
+
+
+def test_append_batch_reads_look_alike_entries_through_their_attributes(tmp_path):
+    """The native copy reads AppendEntry and Entry fields straight from their slots (a cache of
+    offsets per type); any other object - here namespaces and a property - goes through
+    getattr and writes the same bytes."""
+    import types
+
+    from mmaplog import AppendEntry, Entry, compute_entry_hash
+
+    class LateHeaders:
+        @property
+        def correlation_id(self) -> uuid.UUID:
+            return uuid.UUID(int=7)
+
+        causation_id = None
+
+    def entries(look_alike: bool) -> list:
+        out = []
+        for seq in range(1, 6):
+            ts, payload = 1000 + seq, bytes([seq]) * 10
+            headers = Headers(uuid.UUID(int=7))
+            digest = compute_entry_hash(seq, ts, ts, "t", "P", payload, headers)
+            keys = (IndexKey(IndexKind.CLIENT_ORDER_ID, f"O-{seq}"),)
+            if look_alike:
+                fields = dict(seq=seq, ts_init=ts, ts_publish=ts, topic="t", payload_type="P")
+                entry = types.SimpleNamespace(
+                    **fields, payload=payload, headers=LateHeaders(), entry_hash=digest
+                )
+                out.append(types.SimpleNamespace(entry=entry, index_keys=keys))
+            else:
+                entry = Entry(seq, ts, ts, "t", "P", payload, headers, digest)
+                out.append(AppendEntry(entry, keys))
+        return out
+
+    runs = []
+    for look_alike in (False, True, False):  # and back: the offset caches follow the type
+        root = tmp_path / str(len(runs))
+        backend = MmapBackend(root, "diff", segment_size=SEGMENT)
+        backend.open_run(RunManifest(run_id=RUN_ID, instance_id="diff", start_ts_init=1000))
+        assert backend.append_batch(entries(look_alike)) == 5
+        backend.close()
+        runs.append(files_of(root / "diff" / RUN_ID))
+    assert runs[0] == runs[1] == runs[2]

@@ -27,7 +27,7 @@ from mmaplog import (
     RunStatus,
     ScanDirection,
 )
-from mmaplog.storage import record_check, verified_read
+from mmaplog.storage import hash_index, point_reads, record_check, verified_read
 from mmaplog.storage.core import native
 from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE
 from mmaplog.storage.mmap_backend import MmapBackend
@@ -47,8 +47,8 @@ def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         if native is None:
             pytest.skip("the native core is not loaded (MMAPLOG_PURE=1 or no extension built)")
     else:
-        monkeypatch.setattr(record_check, "native", None)
-        monkeypatch.setattr(verified_read, "native", None)
+        for module in (record_check, verified_read, point_reads, hash_index):
+            monkeypatch.setattr(module, "native", None)
     return str(request.param)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmaplog.storage import record_check, verified_read
+from mmaplog.storage import hash_index, point_reads, record_check, verified_read
 from mmaplog.storage.core import native
 from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE, SEGMENT_HEADER_SIZE
 from tests.test_read_checks import N, build, outcomes
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(
 def both_cores(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
     fast = outcomes(run_dir)
     with monkeypatch.context() as m:
-        m.setattr(record_check, "native", None)
-        m.setattr(verified_read, "native", None)
+        for module in (record_check, verified_read, point_reads, hash_index):
+            m.setattr(module, "native", None)
         reference = outcomes(run_dir)
     return fast, reference
 

@@ -219,18 +219,29 @@ def iter_verify(reader: Reader, *, batch: int = VERIFY_BATCH) -> Iterator[Verify
 
 
 def entry_rate_histogram(reader: Reader, bins: int) -> tuple[list[float], list[int]]:
-    """Entries per time bin over the run (``bins`` counts) and the ``bins + 1`` bin edges (ns)."""
-    ts = reader.index()["ts_init"]
-    if len(ts) == 0 or bins <= 0:
+    """Entries per time bin over the run (``bins`` counts) and the ``bins + 1`` bin edges (ns).
+
+    Entries are binned by their record's running max of ts_init, the sorted column time seek
+    searches: a bin's count is the difference of two seeks, so a 10 M-entry run costs a few
+    thousand checked records, not a pass over all of them (which held the GIL long enough to
+    stall the screen it is drawn on). Out-of-order entries count in the bin seek lands them in.
+    """
+    hwm = reader.high_watermark
+    if hwm == 0 or bins <= 0:
         return [], []
-    lo, hi = int(ts.min()), int(ts.max())
+    records = reader.backend.checked_index(1, 1)
+    lo = int(records[0]["ts_max"])
+    hi = int(reader.backend.checked_index(hwm, hwm)[hwm - 1]["ts_max"])
+    edges = [lo + (max(hi, lo + 1) - lo) * i // bins for i in range(bins + 1)]
     if hi == lo:
-        hi = lo + 1
-    # Offsets from the start fit a float64 exactly enough for binning.
-    offsets = (ts - np.uint64(lo)).astype(np.float64)
-    counts, _ = np.histogram(offsets, bins=bins, range=(0.0, float(hi - lo)))
-    edges = [lo + (hi - lo) * i // bins for i in range(bins + 1)]
-    return [float(c) for c in counts], edges
+        return [float(hwm)] + [0.0] * (bins - 1), edges
+
+    def before(ts: int) -> int:  # entries whose ts_max is below ts (clamped: a live run grows)
+        seq = reader.seek_time(ts)
+        return hwm if seq is None else min(seq - 1, hwm)
+
+    starts = [before(edge) for edge in edges[:bins]] + [hwm]  # the last bin holds hi itself
+    return [float(starts[i + 1] - starts[i]) for i in range(bins)], edges
 
 
 @dataclass(slots=True)

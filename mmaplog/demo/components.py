@@ -35,6 +35,7 @@ from mmaplog.demo.messages import (
     SubmitOrder,
     TimeEvent,
 )
+from mmaplog.storage.index_keys import random_uuid4
 
 __all__ = [
     "ACCOUNT_STATE",
@@ -116,6 +117,17 @@ class SimClock:
         return self.now
 
 
+def randint(rng: random.Random, low: int, high: int) -> int:
+    """``rng.randint(low, high)``: the same draws from the same state (CPython's
+    ``_randbelow_with_getrandbits``), without the three Python frames of ``randrange``."""
+    n = high - low + 1
+    k = n.bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return low + r
+
+
 def _fixed(value: int, decimals: int) -> str:
     """A count of 10^-decimals units as a decimal string: ``_fixed(-1505, 2) == '-15.05'``."""
     q, r = divmod(abs(value), 10**decimals)
@@ -140,11 +152,11 @@ class _Context:
         self.date = start.strftime("%Y%m%d")  # in order and position ids
 
     def uuid4(self) -> uuid.UUID:
-        return uuid.UUID(int=self.rng.getrandbits(128), version=4)
+        return random_uuid4(self.rng.getrandbits(128))
 
     def stamp(self, low_ns: int, high_ns: int) -> int:
         """The time of a new message: now plus a drawn latency (strictly increasing)."""
-        return self.clock.advance(self.rng.randint(low_ns, high_ns))
+        return self.clock.advance(randint(self.rng, low_ns, high_ns))
 
     def emit(self, topic: str, message: DemoMessage) -> None:
         self.outbox.append((topic, message))
@@ -218,7 +230,7 @@ class DemoStrategy:
         if rng.random() < 0.3:
             order_type, price, tif = "MARKET", None, "IOC"
         else:
-            offset = rng.randint(-30, 150)  # ticks behind the mid; below 0 it is marketable
+            offset = randint(rng, -30, 150)  # ticks behind the mid; below 0 it is marketable
             limit = ctx.mid - offset if side == _BUY else ctx.mid + offset
             order_type, price, tif = "LIMIT", _fixed(limit, _PRICE_DP), "GTC"
         decision = ctx.uuid4()
@@ -346,13 +358,13 @@ class VenueSimulator:
         if price is None or (price >= mid if command.order_side == _BUY else price <= mid):
             # Marketable: fills now as taker, in one to three parts; a limit may run out of
             # liquidity and rest the remainder.
-            parts = rng.randint(1, 3)
+            parts = randint(rng, 1, 3)
             rest = price is not None and rng.random() < 0.3
             for part in range(parts):
                 remaining = order.quantity - order.filled
                 final = part == parts - 1 and not rest
-                lots = remaining if final else rng.randint(1, remaining)
-                slip = rng.randint(0, 10)
+                lots = remaining if final else randint(rng, 1, remaining)
+                slip = randint(rng, 0, 10)
                 px = mid + slip if command.order_side == _BUY else mid - slip
                 if price is not None:
                     px = min(px, price) if command.order_side == _BUY else max(px, price)
@@ -390,7 +402,7 @@ class VenueSimulator:
         ctx.clock.observe(event.ts_init)
         if event.name != "venue.match":
             return
-        ctx.mid += rng.randint(-50, 50)
+        ctx.mid += randint(rng, -50, 50)
         for venue_order_id, order in list(self.open_orders.items()):
             assert order.price is not None  # market orders never rest
             buy = order.submit.order_side == _BUY
@@ -398,7 +410,7 @@ class VenueSimulator:
             if not crossed and rng.random() >= 0.25:
                 continue
             remaining = order.quantity - order.filled
-            lots = remaining if rng.random() < 0.6 else rng.randint(1, remaining)
+            lots = remaining if rng.random() < 0.6 else randint(rng, 1, remaining)
             last = self._fill(venue_order_id, order, lots, order.price, "MAKER", event.event_id)
             self._report(venue_order_id, order, last)
 

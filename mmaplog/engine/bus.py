@@ -149,9 +149,15 @@ class MessageBus:
         A capture failure (``CaptureError``) propagates and no handler runs. A handler's
         exception propagates too and stops the fan-out.
         """
-        if self._capture is not None:
-            self._tap(topic, message, headers, ts_init)
-        handlers = self._handlers(topic)
+        # The tap and the handler lookup inlined: two Python frames less per message.
+        capture = self._capture
+        if capture is not None:
+            seq = capture.capture_seq(topic, message, headers, ts_init)
+            if seq is not None and self._audit_commit:
+                self._await_commit(capture, seq)
+        handlers = self._matches.get(topic)
+        if handlers is None:
+            handlers = self._handlers(topic)
         for handler in handlers:
             handler(message)
         return len(handlers)
@@ -167,21 +173,16 @@ class MessageBus:
         handler = self._endpoints.get(endpoint)
         if handler is None:
             raise LookupError(f"no handler registered for endpoint {endpoint!r}")
-        if self._capture is not None:
-            self._tap(endpoint, message, headers, ts_init)
+        capture = self._capture
+        if capture is not None:
+            seq = capture.capture_seq(endpoint, message, headers, ts_init)
+            if seq is not None and self._audit_commit:
+                self._await_commit(capture, seq)
         handler(message)
 
-    def _tap(
-        self, topic: str, message: object, headers: Headers | None, ts_init: int | None
-    ) -> None:
-        capture = self._capture
-        assert capture is not None
-        seq = capture.capture_seq(topic, message, headers, ts_init)
-        if (
-            seq is not None
-            and self._audit_commit
-            and not capture.wait_for(seq, self._commit_timeout, flush=True)
-        ):
+    def _await_commit(self, capture: BusCaptureAdapter, seq: int) -> None:
+        """``audit="commit"``: return once ``seq`` is committed, else ``AuditCommitError``."""
+        if not capture.wait_for(seq, self._commit_timeout, flush=True):
             raise AuditCommitError(seq, self._commit_timeout)
 
     def _handlers(self, topic: str) -> tuple[Handler, ...]:

@@ -139,7 +139,9 @@ class Reader:
         ``kind`` is an ``IndexKind`` or its name (``"client_order_id"``, any case); anything
         else raises ``InvalidIndexKindError`` naming the valid kinds. A correlation id that is
         not a UUID matches nothing."""
-        return self._backend.lookup_all(IndexKind.of(kind), key)
+        if not isinstance(kind, IndexKind):  # a name (the check is cheaper than the call)
+            kind = IndexKind.of(kind)
+        return self._backend.lookup_all(kind, key)
 
     def iter_index_keys(self, kind: IndexKind | str) -> list[tuple[str, int]]:
         """Every ``(key, seq)`` posting of ``kind`` up to the high-watermark."""

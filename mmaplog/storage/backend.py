@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from mmaplog.errors import BackendError, LogClosedError, OutOfOrderError
+from mmaplog.errors import BackendError, InvalidEntryError, LogClosedError, OutOfOrderError
 from mmaplog.storage.entry import AppendEntry, Entry, IndexKey, IndexKind, ScanDirection
+from mmaplog.storage.layout import ENTRY_HASH_SIZE
 from mmaplog.storage.manifest import RunManifest, RunStatus, SnapshotAnchor
 
 __all__ = ["EventStore", "check_anchor", "check_batch", "check_seal_status", "effective_keys"]
@@ -67,12 +68,21 @@ class EventStore(Protocol):
 
 
 def check_batch(batch: Sequence[AppendEntry], high_watermark: int) -> None:
-    """Raise ``OutOfOrderError`` unless the batch continues ``high_watermark`` contiguously."""
+    """Raise ``OutOfOrderError`` unless the batch continues ``high_watermark`` contiguously,
+    ``InvalidEntryError`` for an entry hash that is not 16 bytes."""
     expected = high_watermark + 1
     for item in batch:
-        if item.entry.seq != expected:
-            raise OutOfOrderError(high_watermark, item.entry.seq)
+        entry = item.entry
+        if entry.seq != expected:
+            raise OutOfOrderError(high_watermark, entry.seq)
+        if len(entry.entry_hash) != ENTRY_HASH_SIZE:
+            raise InvalidEntryError(bad_hash_message(entry.seq, entry.entry_hash))
         expected += 1
+
+
+def bad_hash_message(seq: int, entry_hash: object) -> str:
+    size = len(entry_hash) if isinstance(entry_hash, bytes | bytearray | memoryview) else "?"
+    return f"entry seq {seq}: entry_hash must be {ENTRY_HASH_SIZE} bytes, got {size}"
 
 
 def check_anchor(anchor: SnapshotAnchor, durable_hwm: int, latest: SnapshotAnchor | None) -> None:

@@ -2,6 +2,12 @@
 
 Frozen ``msgspec.Struct``s rather than dataclasses: they are built on the capture hot path,
 where a Struct costs ~0.1 µs against ~0.8 µs for a frozen dataclass.
+
+They are declared ``gc=False``: the cyclic garbage collector never tracks them. Their fields
+hold ints, strings, bytes, memoryviews of mapped segments, UUIDs and each other — nothing that
+can point back at them — so they cannot form a reference cycle, and reference counting frees
+them. Tracked, a few hundred thousand of them in memory (a bulk ``append_batch``, a list of
+scanned entries) made every collection walk them all: measured, a third of a bulk append.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ __all__ = [
 _EMPTY_KEYS: tuple[IndexKey, ...] = ()
 
 
-class Headers(msgspec.Struct, frozen=True):
+class Headers(msgspec.Struct, frozen=True, gc=False):
     """Correlation metadata: the workflow an entry belongs to and the message that caused it."""
 
     correlation_id: uuid.UUID | None = None
@@ -71,7 +77,7 @@ class IndexKind(enum.IntEnum):
         return cls.parse(kind)
 
 
-class IndexKey(msgspec.Struct, frozen=True):
+class IndexKey(msgspec.Struct, frozen=True, gc=False):
     """A secondary key, already stringified by the encoder."""
 
     kind: IndexKind
@@ -83,7 +89,7 @@ class ScanDirection(enum.Enum):
     REVERSE = "reverse"
 
 
-class EntryDraft(msgspec.Struct, frozen=True):
+class EntryDraft(msgspec.Struct, frozen=True, gc=False):
     """Everything the capture side knows; the writer stamps seq, ts_publish and the hash."""
 
     headers: Headers
@@ -100,7 +106,7 @@ class EntryDraft(msgspec.Struct, frozen=True):
         return cls(headers, topic, payload_type, payload, ts_init, _EMPTY_KEYS)
 
 
-class Entry(msgspec.Struct, frozen=True):
+class Entry(msgspec.Struct, frozen=True, gc=False):
     """One committed log entry. ``payload`` may be a zero-copy view into a mapped segment."""
 
     seq: int
@@ -129,7 +135,7 @@ class Entry(msgspec.Struct, frozen=True):
         return self.recompute_hash() == self.entry_hash
 
 
-class AppendEntry(msgspec.Struct, frozen=True):
+class AppendEntry(msgspec.Struct, frozen=True, gc=False):
     """An entry plus the secondary keys committed with it, in the same batch."""
 
     entry: Entry

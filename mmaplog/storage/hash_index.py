@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog.errors import IndexCorruptError, LogClosedError
+from mmaplog.storage.core import native
 from mmaplog.storage.hash_index_format import (
     _B_USED,
     _BLOCK,
@@ -404,6 +405,14 @@ class HashIndex:
 
     def lookup_all(self, kind: int, key: bytes, *, max_seq: int | None = None) -> list[int]:
         """Every seq carrying (kind, key), ascending; seqs above ``max_seq`` are dropped."""
+        if native is not None and not self._closed:
+            # The same walk and checks in C (hix.c). None: damage, or an offset past the
+            # mapping; the Python below then raises, or (a reader) remaps and answers.
+            fast: list[int] | None = native.hix_lookup_all(
+                self._mm, self._slots, self._hs, kind, key, max_seq
+            )
+            if fast is not None:
+                return fast
         found = self._find(kind, key)
         if found is None:
             return []
@@ -464,6 +473,11 @@ class HashIndex:
         if self._writable:
             return
         self._follow_path()
+
+    def read_view(self) -> tuple[mmap.mmap, int, int, int]:
+        """What the native point reads work on: the mapping, the file descriptor (they check
+        the file still holds the mapping), slot count and heap start."""
+        return self._mm, self._fd, self._slots, self._hs
 
     def check_not_truncated(self) -> None:
         """Reader: a file cut short under the mapping would SIGBUS any read of it, even of the

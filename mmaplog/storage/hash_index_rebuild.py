@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog.errors import DiskError
+from mmaplog.storage.core import native
 from mmaplog.storage.hash_index_format import (
     _COPY_CHUNK,
     _H_INDEXED_THROUGH,
@@ -58,6 +59,24 @@ def _place(hashes: npt.NDArray[np.uint64], offsets: npt.NDArray[np.uint64], slot
     return table.tobytes()
 
 
+def place_grown(old_mm: mmap.mmap, slots: int, new_slots: int) -> tuple[bytes, int]:
+    """The mapped index's ``slots`` slots placed in a table of ``new_slots``, and how many
+    keys they hold: in one native call on the native core (hix_grow.c, the same bytes),
+    else ``_place``, the reference."""
+    if native is not None:
+        with memoryview(old_mm) as view:
+            placed: tuple[bytes, int] = native.hix_place(
+                view[HEADER_SIZE : HEADER_SIZE + SLOT_SIZE * slots], new_slots
+            )
+        return placed
+    table = np.frombuffer(old_mm, dtype=_U64_DTYPE, count=2 * slots, offset=HEADER_SIZE)
+    occupied = table[0::2] != 0
+    hashes = table[0::2][occupied]
+    offsets = table[1::2][occupied]
+    del table, occupied
+    return _place(hashes, offsets, new_slots), int(hashes.size)
+
+
 def write_grown_copy(
     path: Path,
     old_mm: mmap.mmap,
@@ -73,14 +92,7 @@ def write_grown_copy(
     the old mapping is untouched (the caller marks it superseded and releases it)."""
     if new_slots > MAX_SLOTS:
         raise DiskError(f"hash index {path} cannot grow past {MAX_SLOTS} slots")
-    table = np.frombuffer(old_mm, dtype=_U64_DTYPE, count=2 * slots, offset=HEADER_SIZE)
-    occupied = table[0::2] != 0
-    hashes = table[0::2][occupied]
-    offsets = table[1::2][occupied]
-    del table, occupied
-    new_table = _place(hashes, offsets, new_slots)
-    key_count = int(hashes.size)
-    del hashes, offsets
+    new_table, key_count = place_grown(old_mm, slots, new_slots)
     new_hs = HEADER_SIZE + SLOT_SIZE * new_slots
     size = new_hs + heap_cap
     through = int(_u64_unpack(old_mm, _H_INDEXED_THROUGH)[0])

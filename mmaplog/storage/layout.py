@@ -69,6 +69,7 @@ def frame_length(payload_len: int, keys_len: int) -> int:
 INDEX_MAGIC = b"MMLOGIDX"
 INDEX_HEADER = struct.Struct("<8sIIQQ")  # magic, version, record size, committed, checksum
 INDEX_HEADER_SIZE = 64
+ENTRY_HASH_SIZE = 16  # the canonical xxh3-128 digest an entry carries
 INDEX_COMMITTED_OFFSET = 16
 INDEX_DTYPE = np.dtype(
     [

@@ -31,9 +31,11 @@ from mmaplog.errors import (
     DiskError,
     FormatError,
     IndexCorruptError,
+    InvalidEntryError,
     LogClosedError,
     OutOfOrderError,
 )
+from mmaplog.storage import point_reads
 from mmaplog.storage.backend import check_anchor, check_batch, check_seal_status
 from mmaplog.storage.batch import EntryBatch, iter_batches
 from mmaplog.storage.core import native
@@ -111,7 +113,7 @@ _INITIAL_KEY_SLOTS = 1 << 14
 # append_batch's own native channel: slots for a typical bulk batch, and the arena its bytes
 # are copied into (a batch needing more commits in parts).
 _BATCH_CHANNEL_MIN = 4096
-_BATCH_ARENA_BYTES = 64 << 20
+_BATCH_ARENA_BYTES = 4 << 20  # holds one call's entries; small enough to stay in cache
 
 
 class MmapBackend:
@@ -380,9 +382,9 @@ class MmapBackend:
         self._check_appendable()
         if not batch:
             return self._hwm
-        check_batch(batch, self._hwm)
         if native is not None:
-            return self._append_batch_native(batch)
+            return self._append_batch_native(batch)  # checks the order as it copies
+        check_batch(batch, self._hwm)
         rows = [
             (
                 e.seq,
@@ -462,33 +464,50 @@ class MmapBackend:
     def _append_batch_native(self, batch: Sequence[AppendEntry]) -> int:
         """``append_batch`` on the native core: the entries go through a channel of this
         backend's own and the native loop frames them (with the entry hashes they carry, as
-        the pure path writes them). A batch larger than the channel's arena commits in parts,
-        as a crash in the middle of a pure-path batch would leave it after recovery."""
+        the pure path writes them). The whole batch is copied in before any of it is
+        committed, so a bad or out-of-order entry anywhere leaves nothing written; a batch
+        that does not fit the channel's arena gets a channel with a bigger one."""
         assert native is not None
-        chan = self._batch_channel
-        if chan is None or chan.capacity < len(batch):
-            chan = self._batch_channel = native.Channel(
-                capacity=max(len(batch), _BATCH_CHANNEL_MIN),
-                max_batch=max(len(batch), _BATCH_CHANNEL_MIN),
-                arena_bytes=_BATCH_ARENA_BYTES,
-                intern=self.intern_names,
-                posting_key=native_posting_key,
-                make_error=bad_key_error,
-                clock=native.WallClock(),
-            )
-        submit = chan.submit
-        pending = 0
-        for item in batch:
-            e = item.entry
-            args = (e.seq, e.ts_publish, e.topic, e.payload_type, e.payload, e.ts_init)
-            while not submit(*args, e.headers, item.index_keys, e.entry_hash):
-                if not pending:  # pragma: no cover - an entry always fits an empty arena
-                    raise BackendError(f"entry seq {e.seq} does not fit the native channel")
-                self._run_batch_channel(chan, pending)
-                pending = 0
-            pending += 1
-        self._run_batch_channel(chan, pending)
+        items = batch if type(batch) is list else list(batch)
+        hwm = self._hwm
+        arena = _BATCH_ARENA_BYTES
+        while True:
+            chan = self._batch_channel
+            if chan is None or chan.capacity < len(items) or chan.arena_bytes < arena:
+                chan = self._batch_channel = self._new_batch_channel(len(items), arena)
+            try:
+                # in C, no Python per entry: copies the entries in, checking that each seq
+                # follows the last (check_batch's rule); stops at one that does not fit
+                queued = chan.submit_entries(items, 0, hwm + 1)
+                if queued < len(items) and items[queued].entry.seq != hwm + 1 + queued:
+                    raise OutOfOrderError(hwm, items[queued].entry.seq)
+            except ValueError as exc:  # the C copy refused an entry hash: which one
+                self._batch_channel = None
+                check_batch(items, hwm)  # raises the typed error with its seq
+                raise InvalidEntryError(str(exc)) from exc  # pragma: no cover - a C-only refusal
+            except BaseException:
+                self._batch_channel = None  # what it holds must not ride along with a later batch
+                raise
+            if queued == len(items):
+                break
+            self._batch_channel = None  # too small for this batch: twice the arena, again
+            arena *= 2
+        self._run_batch_channel(chan, queued)
+        if arena > _BATCH_ARENA_BYTES:
+            self._batch_channel = None  # do not keep a big one around
         return self._hwm
+
+    def _new_batch_channel(self, capacity: int, arena: int) -> Any:
+        assert native is not None
+        return native.Channel(
+            capacity=max(capacity, _BATCH_CHANNEL_MIN),
+            max_batch=max(capacity, _BATCH_CHANNEL_MIN),
+            arena_bytes=arena,
+            intern=self.intern_names,
+            posting_key=native_posting_key,
+            make_error=bad_key_error,
+            clock=native.WallClock(),
+        )
 
     def _run_batch_channel(self, chan: Any, n: int) -> None:
         done = self._hwm + n
@@ -599,7 +618,12 @@ class MmapBackend:
         return seqs[0] if seqs else None
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
-        kind = IndexKind.of(kind)
+        if not isinstance(kind, IndexKind):  # a name (the check is cheaper than the call)
+            kind = IndexKind.of(kind)
+        if not self._writable:
+            fast = point_reads.lookup_all(self._keys, self._index, kind, key)
+            if fast is not None:
+                return fast
         hwm = self.high_watermark()
         keys = self._readable_keys()
         try:
@@ -704,11 +728,19 @@ class MmapBackend:
     def seek_ts(self, ts_init: int) -> int | None:
         """The first seq whose ts_init is >= ``ts_init`` (a lower bound over the records'
         running max of ts_init, every record the search compares with checked), or None."""
+        if not self._writable:
+            fast = point_reads.seek_ts(self._index, ts_init)
+            if fast is not None:
+                return fast or None
         hwm = self.high_watermark()
         index = self._require_index()
         if not index.checksummed:
             arr = self.checked_index()
-            pos = int(np.searchsorted(arr["ts_max"], np.uint64(ts_init), side="left"))
+            # ts_max is a u64: every one is >= a negative ts, none reaches one past 2**64 - 1.
+            if ts_init >= 1 << 64:
+                pos = len(arr)
+            else:
+                pos = int(np.searchsorted(arr["ts_max"], np.uint64(max(ts_init, 0)), side="left"))
         else:
             self._guard_index()
             pos = seek_ts_max(index, index.mapping(hwm), hwm, ts_init)

@@ -43,6 +43,7 @@ RecordFields = tuple[int, int, int, int, int, int, int, int, int, int, bytes, by
 
 _xxh3_64 = xxhash.xxh3_64_intdigest
 _U64 = struct.Struct("<Q")
+_U64_MAX = (1 << 64) - 1
 _TS_INIT_MAX = struct.Struct("<8xQ8xQ")  # ts_init at 8, ts_max at 24
 
 
@@ -132,7 +133,7 @@ def seek_ts_max(index: SeqIndex, buf: Buffer, count: int, ts: int) -> int:
     """The lower bound of ``ts`` over records 1..count's ts_max (0-based, ``count`` when past
     the end), checking every record the binary search compares with: a damaged ts_max would
     steer the search, so it is never compared unchecked."""
-    if native is not None:
+    if native is not None and 0 <= ts <= _U64_MAX:  # C compares u64s; Python ints beyond
         pos, bad, code = native.seek_time(buf, count, ts, index.checksummed)
         if bad:
             check_record(index, buf, bad)

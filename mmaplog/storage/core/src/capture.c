@@ -23,10 +23,18 @@
  *
  * Everything here runs with the GIL held: the callables are Python objects.
  */
+#include "fields.h"
 #include "native.h"
 
 static PyObject *str_encoder, *str_headers, *str_identity, *str_payload_type, *str_struct_fast,
     *str_payload, *str_index_keys, *str_acquire, *str_release, *str_append, *str_popleft;
+
+/* A registration's fields (capture.py _Registration, a __slots__ class), read per capture
+ * through a slot-offset cache (fields.h). Under the GIL. */
+enum { REG_IDENTITY, REG_STRUCT_FAST, REG_PAYLOAD_TYPE, REG_ENCODER, REG_HEADERS, REG_NFIELDS };
+static PyObject *reg_names[REG_NFIELDS];
+static mml_fieldcache reg_cache;
+#define REG_FIELD(reg, i) mml_field(&reg_cache, (reg), reg_names, REG_NFIELDS, (i))
 
 typedef struct {
     PyObject_HEAD
@@ -162,7 +170,7 @@ static PyObject *encode_submit(mml_capture *self, PyObject *reg, PyObject *messa
     PyObject *index_keys = NULL, *headers = NULL, *result = NULL;
 
     /* -- the encode stage: an Exception raised here is the encoder's ---------------------- */
-    fast = PyObject_GetAttr(reg, str_struct_fast);
+    fast = REG_FIELD(reg, REG_STRUCT_FAST);
     if (fast == NULL) goto encode_failed;
     if (fast != Py_None) {
         /* register_struct's encoder unrolled: (msgspec encode, keys or None). The same calls
@@ -184,10 +192,10 @@ static PyObject *encode_submit(mml_capture *self, PyObject *reg, PyObject *messa
             Py_DECREF(keys);
         }
         if (index_keys == NULL) goto encode_failed;
-        payload_type = PyObject_GetAttr(reg, str_payload_type);
+        payload_type = REG_FIELD(reg, REG_PAYLOAD_TYPE);
         if (payload_type == NULL) goto encode_failed;
     } else {
-        PyObject *encoder = PyObject_GetAttr(reg, str_encoder);
+        PyObject *encoder = REG_FIELD(reg, REG_ENCODER);
         if (encoder == NULL) goto encode_failed;
         encoded = PyObject_CallOneArg(encoder, message);
         Py_DECREF(encoder);
@@ -204,12 +212,12 @@ static PyObject *encode_submit(mml_capture *self, PyObject *reg, PyObject *messa
             payload_type = own;
         } else {
             Py_DECREF(own);
-            payload_type = PyObject_GetAttr(reg, str_payload_type);
+            payload_type = REG_FIELD(reg, REG_PAYLOAD_TYPE);
             if (payload_type == NULL) goto encode_failed;
         }
     }
     if (headers_arg == Py_None) {
-        PyObject *extract = PyObject_GetAttr(reg, str_headers);
+        PyObject *extract = REG_FIELD(reg, REG_HEADERS);
         if (extract == NULL) goto encode_failed;
         if (extract == Py_None) {
             headers = Py_NewRef(self->empty_headers);
@@ -283,7 +291,7 @@ static PyObject *capture_capture(mml_capture *self, PyObject *const *args, Py_ss
 
     PyObject *result = NULL;
     PyObject *identity = NULL; /* not NULL: this call holds the dedup lock */
-    PyObject *extract = PyObject_GetAttr(reg, str_identity);
+    PyObject *extract = REG_FIELD(reg, REG_IDENTITY);
     if (extract == NULL) goto done;
     if (extract != Py_None) {
         PyObject *id = PyObject_CallOneArg(extract, message);
@@ -359,9 +367,14 @@ int mml_capture_init_strings(void) {
     str_release = PyUnicode_InternFromString("release");
     str_append = PyUnicode_InternFromString("append");
     str_popleft = PyUnicode_InternFromString("popleft");
-    return (str_encoder && str_headers && str_identity && str_payload_type && str_struct_fast &&
-            str_payload && str_index_keys && str_acquire && str_release && str_append &&
-            str_popleft)
-               ? 0
-               : -1;
+    if (!(str_encoder && str_headers && str_identity && str_payload_type && str_struct_fast &&
+          str_payload && str_index_keys && str_acquire && str_release && str_append &&
+          str_popleft))
+        return -1;
+    reg_names[REG_IDENTITY] = str_identity;
+    reg_names[REG_STRUCT_FAST] = str_struct_fast;
+    reg_names[REG_PAYLOAD_TYPE] = str_payload_type;
+    reg_names[REG_ENCODER] = str_encoder;
+    reg_names[REG_HEADERS] = str_headers;
+    return 0;
 }

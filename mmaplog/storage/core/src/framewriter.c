@@ -335,22 +335,45 @@ static PyObject *take_written(mml_framewriter *fw) {
  * Returns an MML_HIX_* code; *at_seq is the entry it stopped at. GIL not needed. */
 static int post_batch(mml_framewriter *fw, uint64_t *need_end, uint64_t *detail,
                       uint64_t *at_seq) {
-    int rc = MML_HIX_OK;
-    for (; fw->post_slot < fw->n; fw->post_slot++, fw->post_off = 0) {
-        const mml_slot *s = mml_channel_slot(fw->channel, fw->tail + fw->post_slot);
-        if (s->postings_len == 0) continue; /* (and s->data may be NULL) */
-        const unsigned char *list = s->data + s->payload_len + s->keys_len;
-        while (fw->post_off < s->postings_len) {
-            const unsigned char *p = list + fw->post_off;
-            unsigned kind = p[0];
-            uint16_t klen = mml_get_u16(p + 1);
-            rc = mml_hix_add(&fw->hix, kind, p + 3, klen, s->seq, need_end, detail);
+    /* In groups: gather the next POST_GROUP postings, prefetch what their adds will touch
+     * (mml_hix_prefetch_adds), then add them in order. */
+    enum { POST_GROUP = 32 };
+    mml_hix_pending group[POST_GROUP];
+    while (fw->post_slot < fw->n) {
+        int n = 0;
+        uint64_t ps = fw->post_slot, po = fw->post_off;
+        while (n < POST_GROUP && ps < fw->n) {
+            const mml_slot *s = mml_channel_slot(fw->channel, fw->tail + ps);
+            if (po >= s->postings_len) { /* this entry's postings are done (or it has none,
+                                            and s->data may be NULL) */
+                ps++;
+                po = 0;
+                continue;
+            }
+            const unsigned char *p = s->data + s->payload_len + s->keys_len + po;
+            mml_hix_pending *a = &group[n++];
+            a->kind = p[0];
+            a->klen = mml_get_u16(p + 1);
+            a->key = p + 3;
+            a->seq = s->seq;
+            a->post_slot = ps;
+            a->post_off = po;
+            po += 3u + a->klen;
+        }
+        mml_hix_prefetch_adds(&fw->hix, group, n);
+        for (int j = 0; j < n; j++) {
+            mml_hix_pending *a = &group[j];
+            fw->post_slot = a->post_slot; /* a stop resumes at this posting */
+            fw->post_off = a->post_off;
+            int rc = mml_hix_add_hashed(&fw->hix, a->kind, a->key, a->klen, a->h, a->seq,
+                                        need_end, detail);
             if (rc != MML_HIX_OK) {
-                *at_seq = s->seq;
+                *at_seq = a->seq;
                 return rc;
             }
-            fw->post_off += 3u + klen;
         }
+        fw->post_slot = ps;
+        fw->post_off = po;
     }
     fw->staged = STAGED_POSTED;
     return MML_HIX_OK;

@@ -22,7 +22,9 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define HIX_INLINE static __inline__ __attribute__((always_inline))
 #define HIX_ORDER() __atomic_thread_fence(__ATOMIC_RELEASE)
+#define HIX_PREFETCH(p) __builtin_prefetch(p)
 #else
+#define HIX_PREFETCH(p) ((void)(p))
 #define HIX_INLINE static inline
 #define HIX_ORDER() ((void)0)
 #endif
@@ -150,6 +152,12 @@ HIX_INLINE void mark_dirty(mml_hix *ix, uint64_t seq) {
 
 int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
                 uint64_t seq, uint64_t *need_end, uint64_t *detail_offset) {
+    return mml_hix_add_hashed(ix, kind, key, klen, 0, seq, need_end, detail_offset);
+}
+
+int mml_hix_add_hashed(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
+                       uint64_t key_h, uint64_t seq, uint64_t *need_end,
+                       uint64_t *detail_offset) {
     unsigned char buf[1 + MAX_KEY_LEN];
     unsigned char *mm;
     uint64_t size, hs, mask, h, i, n, heap_cap;
@@ -170,11 +178,16 @@ int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t kle
     heap_cap = size - hs;
     mask = ix->slots - 1;
 
-    /* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1. */
-    buf[0] = (unsigned char)kind;
-    if (klen) memcpy(buf + 1, key, klen);
-    h = mml_xxh3_64(buf, 1 + klen, 0);
-    if (h == 0) h = 1;
+    /* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1. Given by the caller
+     * when it already hashed the key (mml_hix_prefetch_adds). */
+    if (key_h != 0) {
+        h = key_h;
+    } else {
+        buf[0] = (unsigned char)kind;
+        if (klen) memcpy(buf + 1, key, klen);
+        h = mml_xxh3_64(buf, 1 + klen, 0);
+        if (h == 0) h = 1;
+    }
 
     /* _find: linear probing from h & mask, at most `slots` slots. */
     i = h & mask;
@@ -313,5 +326,152 @@ int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t kle
         st64(ix, slot + 8, roff);
         st64(ix, slot, h);
         return MML_HIX_OK;
+    }
+}
+
+/* ---- the read side: HashIndex.lookup_all (_find, _block, _postings) ----------------------- */
+
+#define SMALL_CHAIN 64u /* _SMALL: the Python reads longer chains another way, with a hop limit */
+
+/* The view's own geometry: what _validate_header established when the file was opened. */
+static int view_ok(const mml_hix_view *v) {
+    return v && v->mm && v->slots >= MIN_SLOTS && !(v->slots & (v->slots - 1)) &&
+           v->slots <= (UINT64_MAX - HEADER_SIZE) / SLOT_SIZE &&
+           v->hs == HEADER_SIZE + SLOT_SIZE * v->slots && v->hs <= v->size;
+}
+
+/* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1 (0 marks an empty slot). */
+static uint64_t key_hash(unsigned kind, const unsigned char *key, size_t klen) {
+    unsigned char buf[1 + MAX_KEY_LEN];
+    uint64_t h;
+    buf[0] = (unsigned char)kind;
+    if (klen) memcpy(buf + 1, key, klen);
+    h = mml_xxh3_64(buf, 1 + klen, 0);
+    return h ? h : 1;
+}
+
+void mml_hix_prefetch(const mml_hix_view *v, unsigned kind, const unsigned char *key,
+                      size_t klen) {
+#if defined(__GNUC__) || defined(__clang__)
+    if (kind < 1 || kind > 255 || klen > MAX_KEY_LEN || (klen && !key) || !view_ok(v)) return;
+    __builtin_prefetch(v->mm + HEADER_SIZE + ((key_hash(kind, key, klen) & (v->slots - 1)) << 4));
+#else
+    (void)v, (void)kind, (void)key, (void)klen;
+#endif
+}
+
+int mml_hix_find(const mml_hix_view *v, unsigned kind, const unsigned char *key, size_t klen,
+                 uint64_t *first, uint64_t *count) {
+    uint64_t heap_cap, mask, h, i, n;
+    if (kind < 1 || kind > 255 || klen > MAX_KEY_LEN || (klen && !key) || !view_ok(v))
+        return MML_HIX_CORRUPT; /* the Python raises ValueError for the first two */
+    heap_cap = v->size - v->hs;
+    mask = v->slots - 1;
+    h = key_hash(kind, key, klen);
+    /* Probing is bounded by the slot count: a table with no empty slot ends here too. */
+    for (i = h & mask, n = 0; n < v->slots; n++, i = (i + 1) & mask) {
+        const unsigned char *slot = v->mm + HEADER_SIZE + (i << 4), *r;
+        uint64_t slot_hash = ld64(slot), roff;
+        if (slot_hash == 0) return MML_HIX_MISSING;
+        if (slot_hash != h) continue;
+        roff = ld64(slot + 8);
+        /* The record and its key must lie inside the mapping before any byte of them is read
+           (the Python: key_at + klen > size, then _need). */
+        if (roff > heap_cap || heap_cap - roff < RECORD_SIZE + (uint64_t)klen)
+            return MML_HIX_CORRUPT;
+        r = v->mm + v->hs + roff;
+        if (r[R_KIND] != kind || ld16(r + R_KEY_LEN) != klen ||
+            (klen && memcmp(r + RECORD_SIZE, key, klen) != 0))
+            continue; /* another key with the same hash */
+        *first = ld64(r + R_FIRST);
+        *count = ld64(r + R_COUNT);
+        /* count << 3 > size - hs: more postings than the mapped heap can hold. */
+        if (*count > heap_cap >> 3) return MML_HIX_CORRUPT;
+        return MML_HIX_FOUND;
+    }
+    return MML_HIX_CORRUPT; /* "probe sequence found no empty slot (table overfull)" */
+}
+
+/* _block: the block at heap offset boff, inside the mapping with a sane capacity and use. */
+HIX_INLINE int read_block(const mml_hix_view *v, uint64_t boff, const unsigned char **blk,
+                          uint64_t *next, uint64_t *used) {
+    uint64_t heap_cap = v->size - v->hs, cap;
+    const unsigned char *b;
+    if (boff == 0) return MML_HIX_CORRUPT; /* the chain ends before its count */
+    if (boff > heap_cap || heap_cap - boff < BLOCK_HEADER_SIZE) return MML_HIX_CORRUPT;
+    b = v->mm + v->hs + boff;
+    cap = ld32(b + B_CAP);
+    *used = ld32(b + B_USED);
+    if (cap < FIRST_CAPACITY || cap > MAX_CAPACITY || *used > cap) return MML_HIX_CORRUPT;
+    /* The whole block, all `cap` seqs, must be mapped (the Python checks the block's end). */
+    if (heap_cap - boff - BLOCK_HEADER_SIZE < cap << 3) return MML_HIX_CORRUPT;
+    *next = ld64(b + B_NEXT);
+    *blk = b;
+    return MML_HIX_OK;
+}
+
+int mml_hix_postings(const mml_hix_view *v, uint64_t first, uint64_t count, uint64_t *out) {
+    uint64_t boff = first, got = 0, k;
+    /* The Python bounds the hops of a long chain (one well formed has at most
+       count / 4096 + 11 blocks); a short one needs no bound, every block gives a seq. */
+    uint64_t hops_left = count > SMALL_CHAIN ? count / MAX_CAPACITY + 12 : UINT64_MAX;
+    if (!view_ok(v)) return MML_HIX_CORRUPT;
+    while (got < count) {
+        const unsigned char *b;
+        uint64_t next, used, take;
+        if (hops_left-- == 0) return MML_HIX_CORRUPT;
+        if (read_block(v, boff, &b, &next, &used) != MML_HIX_OK) return MML_HIX_CORRUPT;
+        if (used == 0) return MML_HIX_CORRUPT; /* an empty block inside a chain */
+        take = used < count - got ? used : count - got;
+#if HIX_LE
+        memcpy(out + got, b + BLOCK_HEADER_SIZE, (size_t)(take << 3));
+#else
+        for (k = 0; k < take; k++) out[got + k] = ld64(b + BLOCK_HEADER_SIZE + (k << 3));
+#endif
+        got += take;
+        boff = next;
+    }
+    /* Ascending (equal neighbours pass, as in the Python's sorted() comparison). */
+    for (k = 1; k < count; k++)
+        if (out[k] < out[k - 1]) return MML_HIX_CORRUPT;
+    return MML_HIX_OK;
+}
+
+/* ---- the write side's prefetch ------------------------------------------------------------ */
+
+void mml_hix_prefetch_adds(const mml_hix *ix, mml_hix_pending *adds, int n) {
+    /* Three passes, each touching only what the one before brought in: the home slots; the
+     * key records those slots point to; the records' last posting blocks. The misses of a
+     * pass overlap instead of following one another, add after add. Nothing is written;
+     * what does not look right is skipped (the add itself checks everything). */
+    if (!ix || !ix->mm || ix->slots < MIN_SLOTS || (ix->slots & (ix->slots - 1)) ||
+        ix->hs != HEADER_SIZE + SLOT_SIZE * ix->slots || ix->hs > ix->size)
+        return;
+    const unsigned char *mm = ix->mm;
+    uint64_t mask = ix->slots - 1, heap_cap = ix->size - ix->hs;
+    for (int j = 0; j < n; j++) {
+        mml_hix_pending *a = &adds[j];
+        a->h = 0;
+        if (a->kind < 1 || a->kind > 255 || a->klen > MAX_KEY_LEN || (a->klen && !a->key))
+            continue;
+        a->h = key_hash(a->kind, a->key, a->klen);
+        HIX_PREFETCH(mm + HEADER_SIZE + ((a->h & mask) << 4));
+    }
+    for (int j = 0; j < n; j++) {
+        const unsigned char *slot = mm + HEADER_SIZE + ((adds[j].h & mask) << 4);
+        uint64_t roff = ld64(slot + 8);
+        if (adds[j].h == 0 || ld64(slot) != adds[j].h || heap_cap < RECORD_SIZE ||
+            roff > heap_cap - RECORD_SIZE) {
+            adds[j].rec = 0;
+            continue;
+        }
+        adds[j].rec = ix->hs + roff;
+        HIX_PREFETCH(mm + adds[j].rec);
+    }
+    for (int j = 0; j < n; j++) {
+        if (adds[j].rec == 0) continue;
+        uint64_t last = ld64(mm + adds[j].rec + R_LAST);
+        if (heap_cap >= BLOCK_HEADER_SIZE && last <= heap_cap - BLOCK_HEADER_SIZE)
+            HIX_PREFETCH(mm + ix->hs + last);
     }
 }

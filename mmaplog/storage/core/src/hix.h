@@ -1,6 +1,7 @@
 /*
- * hix.h - the writer side of the sidecar hash index keys.hix: HashIndex.add
- * (mmaplog/storage/hash_index.py) ported byte for byte. The byte layout is
+ * hix.h - the sidecar hash index keys.hix in C: the writer side, HashIndex.add
+ * (mmaplog/storage/hash_index.py) ported byte for byte, and the read side, the walk of
+ * HashIndex.lookup_all (at the end of this header). The byte layout is
  * the one in mmaplog/storage/hash_index_format.py.
  *
  * Portable C99. No heap allocation, no Python API: the caller may release the
@@ -74,6 +75,65 @@ enum {
    not from the file. */
 int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
                 uint64_t seq, uint64_t *need_end, uint64_t *detail_offset);
+
+/* mml_hix_add with the key's hash already computed (key_h != 0), as mml_hix_prefetch_adds
+   leaves it; key_h == 0 hashes the key here. */
+int mml_hix_add_hashed(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
+                       uint64_t key_h, uint64_t seq, uint64_t *need_end,
+                       uint64_t *detail_offset);
+
+/* One add a batch is about to make. */
+typedef struct {
+    const unsigned char *key;
+    unsigned kind;
+    uint16_t klen;
+    uint64_t seq;
+    uint64_t post_slot, post_off; /* where the framer resumes if this add stops it */
+    uint64_t h;                   /* set by mml_hix_prefetch_adds (0: hash it in the add) */
+    uint64_t rec;                 /* scratch for the prefetch */
+} mml_hix_pending;
+
+/* Hash the keys of `n` adds about to be made and prefetch, pass after pass, their home slots,
+   key records and last posting blocks, so that the cache misses of a batch's adds overlap.
+   Reads only (bounds-checked); a hint: mml_hix_add_hashed checks everything again. */
+void mml_hix_prefetch_adds(const mml_hix *ix, mml_hix_pending *adds, int n);
+
+/* ---- the read side: HashIndex.lookup_all's walk --------------------------------------------
+ *
+ * A read-only view of a mapping (a reader's, or the writer's own). The caller validated the
+ * geometry when it opened the file (_validate_header) and passes what its HashIndex holds;
+ * size is the mapping's length, which may trail a file that has grown since.
+ *
+ * Both functions return MML_HIX_CORRUPT for every case where the Python raises
+ * IndexCorruptError *or* would remap first (an offset past the mapping: a reader remaps when
+ * the file grew). The caller then lets the Python answer, so a damaged file gets the Python's
+ * error and a grown one the Python's remap: C only ever answers when the Python would have
+ * answered the same without raising. */
+typedef struct {
+    const unsigned char *mm;
+    uint64_t size;  /* bytes mapped */
+    uint64_t slots; /* slot_count */
+    uint64_t hs;    /* heap_start */
+} mml_hix_view;
+
+enum { MML_HIX_MISSING = 0, MML_HIX_FOUND = 1 };
+
+/* _find: MML_HIX_FOUND with the key record's first block and count, MML_HIX_MISSING, or
+   MML_HIX_CORRUPT (also for a view whose geometry is inconsistent, kind outside 1..255 or a
+   key longer than MAX_KEY_LEN: the Python raises for those). count is bounded: count * 8
+   never exceeds the heap's mapped bytes. */
+int mml_hix_find(const mml_hix_view *v, unsigned kind, const unsigned char *key, size_t klen,
+                 uint64_t *first, uint64_t *count);
+
+/* A hint to start loading the slot where the probe for (kind, key) starts, before the caller's
+   syscalls: the load that follows them is then no cache miss. Never faults (a prefetch). */
+void mml_hix_prefetch(const mml_hix_view *v, unsigned kind, const unsigned char *key,
+                      size_t klen);
+
+/* _postings: all `count` seqs of the chain starting at `first` into out[0..count), checked as
+   the Python checks them (every block's bounds, capacity and used; no empty block; the hop
+   limit of long chains; ascending). MML_HIX_OK or MML_HIX_CORRUPT. */
+int mml_hix_postings(const mml_hix_view *v, uint64_t first, uint64_t count, uint64_t *out);
 
 #ifdef __cplusplus
 }

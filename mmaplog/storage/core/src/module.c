@@ -11,7 +11,9 @@
 
 int mml_channel_init_strings(void);
 extern PyMethodDef mml_reader_methods[]; /* reader.c: the read and verify path */
+extern PyMethodDef mml_hix_grow_methods[]; /* hix_grow.c: keys.hix's table placed again */
 extern PyMethodDef mml_merkle_methods[]; /* merkle.c: SHA-256 leaves and nodes */
+extern PyMethodDef mml_lookup_methods[]; /* lookup.c: a reader's lookup_all and seek_ts */
 extern PyMethodDef mml_verify_methods[]; /* verify.c: the loops of `mmaplog verify` */
 
 /* The bytes of a buffer, hashed with the GIL released when they are many. */
@@ -81,6 +83,9 @@ static PyMethodDef module_methods[] = {
      "xxh3_128(data, seed=0) -> 16 bytes (canonical, big-endian)"},
     {"xxh3_128_parts", py_xxh3_128_parts, METH_VARARGS,
      "xxh3_128_parts(parts, seed=0) -> the hash of the parts as one stream"},
+    {"entry_hash", (PyCFunction)(void (*)(void))mml_py_entry_hash, METH_FASTCALL,
+     "entry_hash(seq, ts_init, ts_publish, topic, payload_type, payload, headers) -> the "
+     "16-byte canonical entry hash (entry_hash.py compute_entry_hash)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -102,7 +107,9 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     if (PyModule_AddFunctions(m, mml_reader_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, mml_hix_grow_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_merkle_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, mml_lookup_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_verify_methods) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;

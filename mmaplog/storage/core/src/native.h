@@ -139,6 +139,33 @@ PyObject *mml_channel_submit_fields(mml_channel *ch, PyObject *const *args, Py_s
 extern PyTypeObject mml_CaptureType; /* capture.c */
 int mml_capture_init_strings(void);
 
+/* reader.c, for lookup.c: index.idx records checked on their own (record_check.py).
+ * mml_check_record_at: 0, or the first check the record of `seq` fails (a reader.c RC_ code;
+ * a record outside the buffer is one). mml_seek_ts_max: the lower bound of `ts` over the
+ * ts_max of records 1..count, every record compared with checked first; *bad_seq is the seq
+ * whose record failed (0: none did) and *code its check. */
+int mml_check_record_at(const unsigned char *index, size_t index_len, uint64_t seq,
+                        int checksummed);
+uint64_t mml_seek_ts_max(const unsigned char *index, size_t index_len, uint64_t count,
+                         uint64_t ts, int checksummed, uint64_t *bad_seq, int *code);
+
+/* A hint to start loading the index.idx record of `seq` (its 96 bytes span two or three cache
+ * lines); nothing when the buffer does not hold it. Never faults: prefetches do not. */
+static inline void mml_prefetch_record(const unsigned char *index, size_t index_len,
+                                       uint64_t seq) {
+#if defined(__GNUC__) || defined(__clang__)
+    if (index_len < MML_INDEX_HEADER_SIZE || seq == 0 ||
+        seq - 1 >= (index_len - MML_INDEX_HEADER_SIZE) / MML_INDEX_RECORD_SIZE)
+        return;
+    const unsigned char *r = index + MML_INDEX_HEADER_SIZE + (seq - 1) * MML_INDEX_RECORD_SIZE;
+    __builtin_prefetch(r);
+    __builtin_prefetch(r + 64);
+    __builtin_prefetch(r + MML_INDEX_RECORD_SIZE - 1);
+#else
+    (void)index, (void)index_len, (void)seq;
+#endif
+}
+
 /* little-endian stores / loads (the format is little-endian; x86-64 is too, but say so) */
 static inline void mml_put_u16(unsigned char *p, uint16_t v) {
     p[0] = (unsigned char)v;
@@ -160,5 +187,13 @@ static inline void mml_copy(void *dst, const void *src, size_t n) {
 static inline uint16_t mml_get_u16(const unsigned char *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
+static inline uint64_t mml_get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* entry_hash(seq, ts_init, ts_publish, topic, payload_type, payload, headers) (channel.c) */
+PyObject *mml_py_entry_hash(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif /* MML_NATIVE_H */

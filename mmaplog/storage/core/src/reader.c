@@ -93,6 +93,54 @@ static int check_record(const unsigned char *r, uint64_t seq, int checksummed) {
     return RC_OK;
 }
 
+int mml_check_record_at(const unsigned char *index, size_t index_len, uint64_t seq,
+                        int checksummed) {
+    const unsigned char *r = record_at(index, index_len, seq);
+    return r == NULL ? RC_RECORD_BOUNDS : check_record(r, seq, checksummed);
+}
+
+/* Prefetch the records the next `depth` steps of a lower-bound search of [lo, hi) that is
+ * now comparing with mid may compare with. */
+static void prefetch_steps(const unsigned char *index, size_t index_len, uint64_t lo,
+                           uint64_t mid, uint64_t hi, int depth) {
+    if (depth == 0) return;
+    if (lo < mid) { /* ts_max(mid) >= ts: the search goes on in [lo, mid) */
+        uint64_t m = lo + (mid - lo) / 2;
+        mml_prefetch_record(index, index_len, m + 1);
+        prefetch_steps(index, index_len, lo, m, mid, depth - 1);
+    }
+    if (mid + 1 < hi) { /* ts_max(mid) < ts: in [mid + 1, hi) */
+        uint64_t m = mid + 1 + (hi - mid - 1) / 2;
+        mml_prefetch_record(index, index_len, m + 1);
+        prefetch_steps(index, index_len, mid + 1, m, hi, depth - 1);
+    }
+}
+
+uint64_t mml_seek_ts_max(const unsigned char *index, size_t index_len, uint64_t count,
+                         uint64_t ts, int checksummed, uint64_t *bad_seq, int *code) {
+    uint64_t lo = 0, hi = count;
+    *bad_seq = 0;
+    *code = RC_OK;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        const unsigned char *r = record_at(index, index_len, mid + 1);
+        /* Start loading the records the next two steps may compare with (2 + 4) while this
+           one is checked: on a large run each is a cache and TLB miss, which a binary search
+           otherwise takes one after another. */
+        prefetch_steps(index, index_len, lo, mid, hi, 2);
+        *code = r == NULL ? RC_RECORD_BOUNDS : check_record(r, mid + 1, checksummed);
+        if (*code != RC_OK) {
+            *bad_seq = mid + 1;
+            break;
+        }
+        if (get_u64(r + R_TS_MAX) < ts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* A Python buffer argument, read-only. */
 static int get_buffer(PyObject *obj, Py_buffer *view) {
     return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
@@ -172,21 +220,10 @@ static PyObject *py_seek_time(PyObject *Py_UNUSED(module), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OKKp", &index_obj, &count, &ts, &checksummed)) return NULL;
     Py_buffer index;
     if (get_buffer(index_obj, &index) < 0) return NULL;
-    uint64_t lo = 0, hi = count, bad = 0;
-    int code = RC_OK;
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        const unsigned char *r = record_at(index.buf, (size_t)index.len, mid + 1);
-        code = r == NULL ? RC_RECORD_BOUNDS : check_record(r, mid + 1, checksummed);
-        if (code != RC_OK) {
-            bad = mid + 1;
-            break;
-        }
-        if (get_u64(r + R_TS_MAX) < ts)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    uint64_t bad;
+    int code;
+    uint64_t lo = mml_seek_ts_max(index.buf, (size_t)index.len, count, ts, checksummed, &bad,
+                                  &code);
     PyBuffer_Release(&index);
     return Py_BuildValue("(KKi)", (unsigned long long)lo, (unsigned long long)bad, code);
 }
