@@ -35,18 +35,17 @@ def lookup_all(
     except ValueError:
         return None  # not a UUID: the reference says so after its own guards
     # kind is an IntEnum: C reads it as the int it is (Enum.value is a slow descriptor).
-    seqs: list[int] | None = native.read_lookup_all(
-        *keys.read_view(), kind, stored, *view, index.checksummed
-    )
+    seqs: list[int] | None = native.read_lookup_all(keys.read_view(), kind, stored, view)
     return seqs
 
 
 def seek_ts(index: SeqIndex | None, ts_init: int) -> int | None:
-    """The first seq whose ts_max is >= ``ts_init``, 0 when none is; None: refer."""
-    if native is None or index is None or not index.checksummed:
-        return None  # a v1 index is checked against its frames, by the reference
+    """The first seq whose ts_max is >= ``ts_init``, 0 when none is; None: refer (and always
+    for a v1 index, whose records the reference checks against their frames)."""
+    if native is None or index is None:
+        return None
     view = index.read_view()
     if view is None:
         return None
-    seq: int | None = native.read_seek_ts(*view, ts_init)
+    seq: int | None = native.read_seek_ts(view, ts_init)
     return seq

@@ -213,12 +213,13 @@ class SeqIndex:
         assert self._map is not None
         return self._map
 
-    def read_view(self) -> tuple[mmap.mmap, int] | None:
-        """What the native point reads work on: the mapping and the file descriptor (they read
-        the committed count and check the file still holds the mapping); None until mapped."""
+    def read_view(self) -> tuple[mmap.mmap, int, bool] | None:
+        """What the native point reads work on: the mapping, the file descriptor (they read
+        the committed count and check the file still holds the mapping) and whether records
+        carry their checksum; None until mapped."""
         if self._map is None:
             return None
-        return self._map, self._fd
+        return self._map, self._fd, self.checksummed
 
     def check_not_truncated(self) -> None:
         if self._mapped_records and self.records_on_disk() < self._mapped_records:

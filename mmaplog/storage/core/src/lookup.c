@@ -216,22 +216,36 @@ static PyObject *py_hix_lookup_all(PyObject *Py_UNUSED(module), PyObject *const 
     return out;
 }
 
-/* read_lookup_all(hix, hix_fd, slots, hs, kind, key, index, index_fd, checksummed)
+/* A view tuple's items: n of them, else -1 with a TypeError. */
+static int view_items(PyObject *view, Py_ssize_t n, const char *what) {
+    if (!PyTuple_CheckExact(view) || PyTuple_GET_SIZE(view) != n) {
+        PyErr_Format(PyExc_TypeError, "%s must be a tuple of %zd", what, n);
+        return -1;
+    }
+    return 0;
+}
+
+/* read_lookup_all((hix, hix_fd, slots, hs), kind, key, (index, index_fd, checksummed))
  *   -> list[int] | None
  * MmapBackend.lookup_all for a reader, after posting_key: the committed seqs carrying the key,
- * their records checked. */
+ * their records checked. The two tuples are HashIndex.read_view() and SeqIndex.read_view(). */
 static PyObject *py_read_lookup_all(PyObject *Py_UNUSED(module), PyObject *const *args,
                                     Py_ssize_t nargs) {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "read_lookup_all takes 9 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "read_lookup_all takes 4 arguments");
         return NULL;
     }
-    PyObject *sub[5] = {args[0], args[2], args[3], args[4], args[5]};
-    int hix_fd = as_fd(args[1]);
+    if (view_items(args[0], 4, "the keys.hix view") < 0 ||
+        view_items(args[3], 3, "the index.idx view") < 0)
+        return NULL;
+    PyObject *hv = args[0], *iv = args[3];
+    PyObject *sub[5] = {PyTuple_GET_ITEM(hv, 0), PyTuple_GET_ITEM(hv, 2),
+                        PyTuple_GET_ITEM(hv, 3), args[1], args[2]};
+    int hix_fd = as_fd(PyTuple_GET_ITEM(hv, 1));
     if (hix_fd < 0) return NULL;
-    int index_fd = as_fd(args[7]);
+    int index_fd = as_fd(PyTuple_GET_ITEM(iv, 1));
     if (index_fd < 0) return NULL;
-    int checksummed = PyObject_IsTrue(args[8]);
+    int checksummed = PyObject_IsTrue(PyTuple_GET_ITEM(iv, 2));
     if (checksummed < 0) return NULL;
     key_args a;
     Py_buffer index;
@@ -239,7 +253,7 @@ static PyObject *py_read_lookup_all(PyObject *Py_UNUSED(module), PyObject *const
     int have_index = 0;
     PyObject *out = NULL;
     if (parse_key_args(sub, &a) < 0) goto done;
-    if (PyObject_GetBuffer(args[6], &index, PyBUF_SIMPLE) < 0) goto done;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(iv, 0), &index, PyBUF_SIMPLE) < 0) goto done;
     have_index = 1;
     /* The probe's first slot starts loading now and arrives during the keys.hix guard's
        syscall (a prefetch never faults). */
@@ -257,25 +271,29 @@ done:
     return out;
 }
 
-/* read_seek_ts(index, index_fd, ts) -> int | None
- * MmapBackend.seek_ts for a reader of a version-2 index (records carry their checksum): the
- * first seq whose ts_max >= ts, 0 when there is none. */
+/* read_seek_ts((index, index_fd, checksummed), ts) -> int | None
+ * MmapBackend.seek_ts for a reader of a version-2 index (records carry their checksum; a v1
+ * index refers): the first seq whose ts_max >= ts, 0 when there is none. */
 static PyObject *py_read_seek_ts(PyObject *Py_UNUSED(module), PyObject *const *args,
                                  Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "read_seek_ts takes 3 arguments");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read_seek_ts takes 2 arguments");
         return NULL;
     }
-    int fd = as_fd(args[1]);
+    if (view_items(args[0], 3, "the index.idx view") < 0) return NULL;
+    int fd = as_fd(PyTuple_GET_ITEM(args[0], 1));
     if (fd < 0) return NULL;
-    uint64_t ts = PyLong_AsUnsignedLongLong(args[2]);
+    int checksummed = PyObject_IsTrue(PyTuple_GET_ITEM(args[0], 2));
+    if (checksummed < 0) return NULL;
+    if (!checksummed) Py_RETURN_NONE; /* v1: checked against the frames, by the reference */
+    uint64_t ts = PyLong_AsUnsignedLongLong(args[1]);
     if (PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
         PyErr_Clear(); /* negative or past u64: the reference compares Python ints */
         Py_RETURN_NONE;
     }
     Py_buffer index;
-    if (PyObject_GetBuffer(args[0], &index, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(args[0], 0), &index, PyBUF_SIMPLE) < 0) return NULL;
     uint64_t hwm, bad = 0, pos = 0;
     int code, ok = index_hwm(fd, index.buf, (size_t)index.len, &hwm);
     if (ok) pos = mml_seek_ts_max(index.buf, (size_t)index.len, hwm, ts, 1, &bad, &code);
@@ -288,9 +306,10 @@ PyMethodDef mml_lookup_methods[] = {
     {"hix_lookup_all", (PyCFunction)(void (*)(void))py_hix_lookup_all, METH_FASTCALL,
      "hix_lookup_all(hix, slots, hs, kind, key, max_seq) -> list[int] | None (refer)"},
     {"read_lookup_all", (PyCFunction)(void (*)(void))py_read_lookup_all, METH_FASTCALL,
-     "read_lookup_all(hix, hix_fd, slots, hs, kind, key, index, index_fd, checksummed) "
+     "read_lookup_all((hix, hix_fd, slots, hs), kind, key, (index, index_fd, checksummed)) "
      "-> list[int] | None (refer)"},
     {"read_seek_ts", (PyCFunction)(void (*)(void))py_read_seek_ts, METH_FASTCALL,
-     "read_seek_ts(index, index_fd, ts) -> seq | 0 (past the end) | None (refer)"},
+     "read_seek_ts((index, index_fd, checksummed), ts) -> seq | 0 (past the end) | None "
+     "(refer)"},
     {NULL, NULL, 0, NULL},
 };
