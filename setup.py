@@ -28,6 +28,7 @@ SOURCES = [
     "fields.c",
     "hix_grow.c",
     "lookup.c",
+    "verify.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 

@@ -14,6 +14,11 @@ untimed), then times, each over every entry of the run:
 then breaks one entry's cost down (reader, decode, bus, engine overhead) and measures a
 prototype of a batched verify path (frame checksums and canonical hashes over index arrays,
 outside the Reader) to size the engine-side improvement the targets need.
+
+``mmaplog verify`` (every check) is timed on both cores side by side, each in a child process
+(``MMAPLOG_PURE=1`` for the pure one), in entries/s and GB/s of frames checked (target ≥ 1 GB/s
+native). ``--verify-only`` times just those rows; ``--run DIR`` uses an existing run instead of
+capturing one (e.g. ``mmaplog demo --entries 1000000``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sqlite3
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +47,7 @@ from mmaplog.storage.entry_hash import ENTRY_HASH_DOMAIN
 from replay import BusHandler, CountHandler, ReplayEngine, ReplayOptions, default_decoders
 
 TARGETS = {"verify entries/s": 1_000_000, "decode+dispatch entries/s": 500_000}
+VERIFY_TARGET_GB_S = 1.0  # mmaplog verify, every check, native core
 BASELINE = "replay: decode + bus (1 subscriber)"
 _SQL_SCHEMA = (
     "CREATE TABLE entries(seq INTEGER PRIMARY KEY, ts_init INTEGER NOT NULL, "
@@ -276,22 +284,63 @@ def batched_verify_prototype(run_dir: Path, *, entry_hashes: bool) -> tuple[floa
     return seconds, len(segs)
 
 
-def mmaplog_verify(run_dir: Path) -> list[Result]:
-    """``mmaplog``'s own verifier (all checks, whole run), when the installed version has one:
-    the path ``replay --verify-only`` could delegate to for an unfiltered sealed run."""
-    try:
-        from mmaplog.integrity.verify import verify
-    except ImportError:
-        return []
+def mmaplog_verify(run_dir: Path, repeat: int = 1) -> list[Result]:
+    """``mmaplog verify`` (every check, whole run) on the native and the pure core, side by
+    side: the path ``replay --verify-only`` could delegate to for an unfiltered sealed run.
+    Each core runs in a child process (the core is chosen at import); the best of ``repeat``."""
     rows = []
     for hashes in (False, True):
-        started = time.perf_counter()
-        report = verify(run_dir, entry_hashes=hashes)
-        seconds = time.perf_counter() - started
-        count = int(getattr(report, "entries_scanned", getattr(report, "high_watermark", 0)))
         label = "checksums + entry hashes" if hashes else "checksums"
-        rows.append(Result(f"mmaplog verify (all checks): {label}", count, seconds))
+        for core in ("native", "pure"):
+            got = _verify_child(run_dir, core, hashes, repeat)
+            if got is None:
+                continue
+            seconds, entries, nbytes, clean = got
+            gb_s = nbytes / seconds / 1e9 if seconds > 0 else float("inf")
+            extra: dict[str, object] = {"GB/s": round(gb_s, 3), "clean": clean}
+            name = f"mmaplog verify (all checks, {core}): {label}"
+            rows.append(Result(name, entries, seconds, extra))
     return rows
+
+
+def _verify_child(
+    run_dir: Path, core: str, hashes: bool, repeat: int
+) -> tuple[float, int, int, bool] | None:
+    env = dict(os.environ)
+    env.pop("MMAPLOG_PURE", None)
+    if core == "pure":
+        env["MMAPLOG_PURE"] = "1"
+    argv = [sys.executable, "-m", "benchmarks.replay", "--verify-child", str(run_dir)]
+    argv += ["--repeat", str(repeat), *([] if hashes else ["--no-entry-hashes"])]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"verify on the {core} core failed: {proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    out = json.loads(proc.stdout)
+    if out["core"] != core:
+        return None  # the native core is not built: no native row
+    return out["seconds"], out["entries"], out["bytes"], out["clean"]
+
+
+def verify_child(run_dir: Path, *, entry_hashes: bool, repeat: int) -> dict[str, Any]:
+    """One core's ``verify`` of ``run_dir``, best of ``repeat``, as the parent reads it."""
+    from mmaplog.integrity.verify import verify
+    from mmaplog.storage.core import native
+
+    best = float("inf")
+    report = None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        report = verify(run_dir, entry_hashes=entry_hashes)
+        best = min(best, time.perf_counter() - started)
+    assert report is not None
+    return {
+        "core": "pure" if native is None else "native",
+        "seconds": best,
+        "entries": report.entries_scanned,
+        "bytes": report.bytes_scanned,
+        "clean": report.is_clean,
+    }
 
 
 def batched_verify(run_dir: Path, *, entry_hashes: bool) -> tuple[float, int]:
@@ -304,6 +353,30 @@ def batched_verify(run_dir: Path, *, entry_hashes: bool) -> tuple[float, int]:
 
 
 # --- main -----------------------------------------------------------------------------------
+def run_verify_only(run_dir: Path | None, n: int, repeat: int) -> dict[str, Any]:
+    """Only the ``mmaplog verify`` rows, on ``run_dir`` or on a freshly captured demo run."""
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        if run_dir is None:
+            print(f"capturing a demo run of {n:,} entries ...", file=sys.stderr)
+            run_dir = run_demo(Path(tmp) / "store", entries=n, seed=42).run_dir
+        reference = mmaplog_verify(run_dir, repeat)
+        size = sum(p.stat().st_size for p in (run_dir / "segments").iterdir())
+    return {"run_dir": str(run_dir), "segment_bytes": size, "reference": reference}
+
+
+def _verify_rows_text(rows: list[Result]) -> str:
+    lines = [format_table(rows, None), ""]
+    for r in rows:
+        if "native" in r.name and "entry hashes" in r.name:
+            gb_s = float(str(r.extra["GB/s"]))
+            mark = "met" if gb_s >= VERIFY_TARGET_GB_S else "NOT met"
+            lines.append(
+                f"target mmaplog verify (native, every check): {VERIFY_TARGET_GB_S} GB/s — "
+                f"reached {gb_s:.2f} GB/s, {r.entries_per_s:,.0f} entries/s ({mark})"
+            )
+    return "\n".join(lines)
+
+
 def run(n: int, repeat: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         root = Path(tmp)
@@ -323,7 +396,7 @@ def run(n: int, repeat: int) -> dict[str, Any]:
         for hashes, label in ((False, "checksums"), (True, "checksums + entry hashes")):
             seconds, count = batched_verify(run_dir, entry_hashes=hashes)
             proto.append(Result(f"Reader.scan_batches: {label}", count, seconds))
-        reference = mmaplog_verify(run_dir)
+        reference = mmaplog_verify(run_dir, repeat)
         size = sum(p.stat().st_size for p in (run_dir / "segments").iterdir())
     rows = ours + peers
     by_name = {r.name: r for r in rows}
@@ -351,6 +424,7 @@ def _row(r: Result) -> dict[str, Any]:
         "entries": r.entries,
         "seconds": round(r.seconds, 6),
         "entries_per_s": round(r.entries_per_s, 1),
+        **r.extra,
     }
 
 
@@ -359,9 +433,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1_000_000, help="entries in the demo run")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row, the best is kept")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument(
+        "--verify-only", action="store_true", help="time only mmaplog verify, on both cores"
+    )
+    ap.add_argument("--run", type=Path, help="an existing run directory (with --verify-only)")
+    ap.add_argument("--verify-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--no-entry-hashes", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.verify_child is not None:
+        child = verify_child(
+            args.verify_child, entry_hashes=not args.no_entry_hashes, repeat=max(1, args.repeat)
+        )
+        print(json.dumps(child))
+        return 0
     if args.n < 10:
         ap.error("--n must be at least 10")
+    if args.run is not None and not args.verify_only:
+        ap.error("--run needs --verify-only")
+    if args.verify_only:
+        only = run_verify_only(args.run, args.n, max(1, args.repeat))
+        if args.json:
+            print(json.dumps({**only, "reference": [_row(r) for r in only["reference"]]}, indent=2))
+            return 0
+        print(f"mmaplog verify of {only['run_dir']} ({only['segment_bytes'] / 2**20:.0f} MiB)\n")
+        print(_verify_rows_text(only["reference"]))
+        return 0
     out = run(args.n, max(1, args.repeat))
     if args.json:
         data = dict(out)
@@ -372,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"replay of a {out['n']:,}-entry demo run ({out['segment_bytes'] / 2**20:.0f} MiB)\n")
     print(format_table(out["rows"], BASELINE))
     print()
-    print(format_table(out["prototype"] + out["reference"], None))
+    print(format_table(out["prototype"], None))
+    print()
+    print(_verify_rows_text(out["reference"]))
     print("\nper entry, µs (first 200k entries):")
     width = max(len(k) for k in out["breakdown_us"])
     for k, v in out["breakdown_us"].items():

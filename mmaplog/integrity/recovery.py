@@ -55,7 +55,7 @@ import numpy.typing as npt
 from mmaplog.errors import CorruptionError, LogBusyError, MmapLogError, RunNotFoundError
 from mmaplog.integrity.verify import RUN_ENDED_PAYLOAD_TYPE, RUN_ENDED_TOPIC, Finding, FindingKind
 from mmaplog.integrity.verify_run import _RunScan
-from mmaplog.integrity.verify_scan import _FRAME_LENS, _P_OK, _Seg
+from mmaplog.integrity.verify_segments import _FRAME_LENS, _P_OK, _Seg
 from mmaplog.storage.catalog import RunCatalog
 from mmaplog.storage.entry import Headers, IndexKind
 from mmaplog.storage.entry_hash import compute_entry_hash

@@ -44,10 +44,12 @@ What is checked, in order:
 Findings of one kind are capped at ``MAX_FINDINGS_PER_KIND``; one more finding says how many
 were left out.
 
-The checks live beside this module: ``verify_scan`` maps the segments and resolves seqs to
-frames (steps 3 and 4), ``verify_postings`` compares the frames' keys with ``keys.hix``
-(step 5) through the array reader in ``verify_keys``, and ``verify_run`` holds ``_RunScan``,
-which runs every step (1 and 2 included). The report types and the findings collector they all
+The checks live beside this module: ``verify_segments`` maps a segment and walks its frames,
+``verify_scan`` resolves seqs to frames (steps 3 and 4), ``verify_postings`` compares the
+frames' keys with ``keys.hix`` (step 5) through the array reader in ``verify_keys``, and
+``verify_run`` holds ``_RunScan``, which runs every step (1 and 2 included). With the native
+core the per-frame, per-record and per-slot loops run in C (``verify.c``), with the same
+findings. The report types and the findings collector they all
 report to are in ``findings``; this module is the entry point.
 """
 

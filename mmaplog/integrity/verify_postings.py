@@ -4,12 +4,18 @@ The (kind, key, seq) postings rebuilt from the frames' key blocks and header cor
 are compared with every posting a lookup in ``keys.hix`` returns, read as arrays by
 ``_HixAudit``: first as an order-independent digest of each side, then, only when the digests
 differ, posting by posting to name every difference.
+
+With the native core the digests are summed in C (``frame_digest``, ``hix_digest`` in
+``verify.c``); whatever C would have to guess at (an odd key block, a posting chain a lookup
+would reject, two keys of a chunk sharing a hash) comes back here and is read as below.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -26,15 +32,19 @@ from mmaplog.integrity.verify_keys import (
     _digest,
     _gather,
     _HixAudit,
+    _HixChunk,
     _key_label,
     _labels_for,
     _pair_difference,
     _xxh64,
 )
-from mmaplog.integrity.verify_scan import _FRAME_LENS, _MISSING, _OK, _FrameScan
+from mmaplog.integrity.verify_scan import _MISSING, _OK, DONE_KEYS, NATIVE_THREADS, _FrameScan
+from mmaplog.integrity.verify_segments import _FRAME_LENS
 from mmaplog.storage.hash_index import HashIndex
 from mmaplog.storage.layout import FLAG_CORRELATION, FRAME_HEADER_SIZE, KEY_HEADER
 from mmaplog.storage.mmap_backend import KEYS
+
+_U64_MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 
 class _PostingsCheck(_FrameScan):
@@ -55,8 +65,12 @@ class _PostingsCheck(_FrameScan):
             try:
                 if self.sealed:
                     self._check_hix_header(audit)
-                frames = _digest(self._frame_postings(report=True))
-                index = _digest(self._index_postings(audit, keys, report=True))
+                if self.native is not None:
+                    frames = self._frame_digest()
+                    index = self._index_digest(audit, keys)
+                else:
+                    frames = _digest(self._frame_postings(report=True))
+                    index = _digest(self._index_postings(audit, keys, report=True))
                 if frames != index:
                     fh, fs = _gather(self._frame_postings(report=False))
                     ih, is_ = _gather(self._index_postings(audit, keys, report=False))
@@ -129,6 +143,120 @@ class _PostingsCheck(_FrameScan):
                 done += int(idx.size) // 2
                 self.throttle(done)
 
+    def _frame_digest(self) -> tuple[int, int]:
+        """``_digest(self._frame_postings(report=True))`` with the per-frame loop in C; the
+        frames C leaves (odd key blocks, whose findings these are) are read here."""
+        nat = self.native
+        assert nat is not None
+        total, count = self.keys_done  # summed by the fast path already
+        done = self.hwm
+        for number, idx, offs in self.ok_by_segment():
+            seg = self.segs[number]
+            assert seg is not None
+            step = int(idx.size) // 2
+            todo = (self.done[idx] & DONE_KEYS) == 0
+            idx, offs = idx[todo], offs[todo]
+            if not idx.size:
+                done += step
+                self.throttle(done)
+                continue
+            part_sum, part_count, deferred = nat.frame_digest(seg.mv, idx, offs)
+            total += part_sum
+            count += part_count
+            if deferred:
+                hs: list[int] = []
+                ss: list[int] = []
+                for k in deferred:
+                    i, off = int(idx[k]), int(offs[k])
+                    for h in self._frame_key_hashes(seg.mv, i, off):
+                        hs.append(h)
+                        ss.append(i + 1)
+                pair = (np.array(hs, dtype=np.uint64), np.array(ss, dtype=np.uint64))
+                more_sum, more_count = _digest(iter([pair]))
+                total += more_sum
+                count += more_count
+            done += step
+            self.throttle(done)
+        return total & _U64_MASK, count
+
+    def _frame_key_hashes(self, mv: memoryview, i: int, off: int) -> list[int]:
+        """The key hashes of one good frame (seq i + 1), as ``_frame_postings`` finds them."""
+        plen, flags, klen = _FRAME_LENS.unpack_from(mv, off + 40)
+        start = off + FRAME_HEADER_SIZE + plen
+        out = []
+        if klen:
+            out = [
+                _xxh64(_KIND[k] + key) for k, key in self.block_keys(mv, start, start + klen, i + 1)
+            ]
+        if flags & FLAG_CORRELATION:
+            out.append(_xxh64(_KIND[_CORR] + mv[off + 48 : off + 64]))
+        return out
+
+    def _index_digest(self, audit: _HixAudit, keys: HashIndex) -> tuple[int, int]:
+        """``_digest(self._index_postings(audit, keys, report=True))`` with the per-slot loop in
+        C, a chunk of slots at a time, on two threads (the C loop releases the GIL; a chunk
+        starts from the last empty slot before it, ``hix_prev``); C hands back the keys
+        lookup_all must read, and the chunks it must not reduce on its own, which are read
+        here, chunk by chunk in order, as ``_index_postings`` reads them."""
+        nat = self.native
+        assert nat is not None
+        base = self.hwm + self.hwm // 2
+        span = self.hwm - self.hwm // 2
+        total = count = 0
+        starts = range(0, audit.slots, _SLOT_CHUNK)
+        prevs = [nat.hix_prev(audit.mv, a) for a in starts]
+
+        def audit_chunk(a: int, prev: int | None) -> Any:
+            return nat.hix_digest(audit.mv, a, min(a + _SLOT_CHUNK, audit.slots), prev, self.hwm)
+
+        with ThreadPoolExecutor(NATIVE_THREADS, thread_name_prefix="mmaplog-verify-hix") as pool:
+            digests = list(pool.map(audit_chunk, starts, prevs))
+        for a, prev, got in zip(starts, prevs, digests, strict=True):
+            b = min(a + _SLOT_CHUNK, audit.slots)
+            if got is None:
+                chunk, _ = audit.chunk(a, b, prev)
+                part = _digest(iter([self._chunk_postings(audit, keys, chunk, report=True)]))
+            else:
+                part_sum, part_count, drift, slow, slow_after = got
+                for rec in drift:
+                    self._hix_drift(audit.record_key(rec), rec)
+                hs: list[int] = []
+                ss: list[int] = []
+                for slot in slow + slow_after:
+                    kind, key, h = audit.slot_key(slot)
+                    seqs = self._lookup(keys, kind, key, report=True)
+                    hs.extend([h] * len(seqs))
+                    ss.extend(seqs)
+                pair = (np.array(hs, dtype=np.uint64), np.array(ss, dtype=np.uint64))
+                more_sum, more_count = _digest(iter([pair]))
+                part = ((part_sum + more_sum) & _U64_MASK, part_count + more_count)
+            total += part[0]
+            count += part[1]
+            self.throttle(base + span * b // max(audit.slots, 1))
+        return total & _U64_MASK, count
+
+    def _hix_drift(self, kind_key: tuple[int, bytes], rec: int) -> None:
+        self.f.add(
+            FindingKind.INDEX_DRIFT,
+            f"index drift: {KEYS} record of {_key_label(*kind_key)} stores another hash than "
+            "its slot",
+            path=KEYS,
+            offset=rec,
+        )
+
+    def _lookup(self, keys: HashIndex, kind: int, key: bytes, *, report: bool) -> list[int]:
+        """The distinct seqs ≤ hwm a lookup of (kind, key) returns; damage is a finding."""
+        try:
+            return sorted(set(keys.lookup_all(kind, key, max_seq=self.hwm)))
+        except (MmapLogError, ValueError) as exc:
+            if report:
+                self.f.add(
+                    FindingKind.UNREADABLE,
+                    f"unreadable {KEYS} postings of {_key_label(kind, key)}: {exc}",
+                    path=KEYS,
+                )
+            return []
+
     def block_keys(
         self, mv: memoryview, pos: int, end: int, seq: int, *, report: bool = True
     ) -> list[tuple[int, bytes | memoryview]]:
@@ -168,39 +296,30 @@ class _PostingsCheck(_FrameScan):
         span = self.hwm - self.hwm // 2
         done = 0
         for chunk in audit.chunks():
-            if report:
-                for i in np.flatnonzero(chunk.inside & (chunk.rhash != chunk.slot_hash)).tolist():
-                    self.f.add(
-                        FindingKind.INDEX_DRIFT,
-                        f"index drift: {KEYS} record of {_key_label(*audit.kind_key(chunk, i))} "
-                        "stores another hash than its slot",
-                        path=KEYS,
-                        offset=int(chunk.rec[i]),
-                    )
-            hs, ss, slow = audit.single_block_postings(chunk, self.hwm)
-            extra_h: list[int] = []
-            extra_s: list[int] = []
-            for i in slow:
-                kind, key = audit.kind_key(chunk, i)
-                try:
-                    seqs = sorted(set(keys.lookup_all(kind, key, max_seq=self.hwm)))
-                except (MmapLogError, ValueError) as exc:
-                    if report:
-                        self.f.add(
-                            FindingKind.UNREADABLE,
-                            f"unreadable {KEYS} postings of {_key_label(kind, key)}: {exc}",
-                            path=KEYS,
-                        )
-                    continue
-                extra_h.extend([int(chunk.hashes[i])] * len(seqs))
-                extra_s.extend(seqs)
-            yield (
-                np.concatenate((hs, np.array(extra_h, dtype=np.uint64))),
-                np.concatenate((ss, np.array(extra_s, dtype=np.uint64))),
-            )
+            yield self._chunk_postings(audit, keys, chunk, report=report)
             done += _SLOT_CHUNK
             if report:
                 self.throttle(base + span * min(done, audit.slots) // max(audit.slots, 1))
+
+    def _chunk_postings(
+        self, audit: _HixAudit, keys: HashIndex, chunk: _HixChunk, *, report: bool
+    ) -> tuple[U64, U64]:
+        """(key hash, seq) of every posting a lookup of a key of the chunk returns."""
+        if report:
+            for i in np.flatnonzero(chunk.inside & (chunk.rhash != chunk.slot_hash)).tolist():
+                self._hix_drift(audit.kind_key(chunk, i), int(chunk.rec[i]))
+        hs, ss, slow = audit.single_block_postings(chunk, self.hwm)
+        extra_h: list[int] = []
+        extra_s: list[int] = []
+        for i in slow:
+            kind, key = audit.kind_key(chunk, i)
+            seqs = self._lookup(keys, kind, key, report=report)
+            extra_h.extend([int(chunk.hashes[i])] * len(seqs))
+            extra_s.extend(seqs)
+        return (
+            np.concatenate((hs, np.array(extra_h, dtype=np.uint64))),
+            np.concatenate((ss, np.array(extra_s, dtype=np.uint64))),
+        )
 
     def _compare_postings(self, audit: _HixAudit, fh: U64, fs: U64, ih: U64, is_: U64) -> None:
         missing, dangling = _pair_difference(fh, fs, ih, is_)

@@ -24,9 +24,10 @@ from mmaplog.integrity.findings import (
     VerifyReport,
     _Throttle,
 )
-from mmaplog.integrity.verify_keys import _M32, _S32, _xxh64
+from mmaplog.integrity.verify_keys import _M32, _S32, _xxh64, populate
 from mmaplog.integrity.verify_postings import _PostingsCheck
-from mmaplog.integrity.verify_scan import _HASH_MISMATCH, _OK, _Seg
+from mmaplog.integrity.verify_scan import _HASH_MISMATCH, _OK, DONE_HASH, DONE_TS
+from mmaplog.integrity.verify_segments import _Seg
 from mmaplog.storage.entry_hash import ENTRY_HASH_DOMAIN, framed_names, raw_headers_tail
 from mmaplog.storage.layout import (
     FORMAT_VERSION,
@@ -180,6 +181,8 @@ class _RunScan(_PostingsCheck):
             )
         self.index_on_disk = all_records
         self.records = all_records[:count]
+        if self.native is not None and on_disk:
+            populate(index.mapping(on_disk))  # every record is read by the checks
 
     def load_segments(self) -> None:
         directory = self.run_dir / SEGMENTS
@@ -300,10 +303,14 @@ class _RunScan(_PostingsCheck):
         """Recompute the canonical hash of every good frame (without building entries)."""
         if self.names is None:
             return
+        if not bool(np.any((self.state == _OK) & ((self.done & DONE_HASH) == 0))):
+            return  # every good frame was hashed by the native fast path already
         framed = self._framed_names()
         for number, idx, offs in self.ok_by_segment():
             seg = self.segs[number]
             assert seg is not None
+            todo = (self.done[idx] & DONE_HASH) == 0
+            idx, offs = idx[todo], offs[todo]
             w = offs >> 3
             prefix = np.stack((seg.le[w + 1], seg.le[w + 2], seg.le[w + 3]), axis=1)
             heads = prefix.astype(">u8").tobytes()
@@ -378,11 +385,15 @@ class _RunScan(_PostingsCheck):
 
     def _observed_ts(self) -> tuple[int | None, int | None]:
         """The smallest and largest ts_init of the good frames."""
-        low: int | None = None
-        high: int | None = None
-        for number, _, offs in self.ok_by_segment():
+        low, high = self.ts_done if self.ts_done is not None else (None, None)
+        if not bool(np.any((self.state == _OK) & ((self.done & DONE_TS) == 0))):
+            return low, high  # the native fast path saw every good frame
+        for number, idx, offs in self.ok_by_segment():
             seg = self.segs[number]
             assert seg is not None
+            offs = offs[(self.done[idx] & DONE_TS) == 0]
+            if not offs.size:
+                continue
             ts = seg.le[(offs >> 3) + 2]
             low = int(ts.min()) if low is None else min(low, int(ts.min()))
             high = int(ts.max()) if high is None else max(high, int(ts.max()))

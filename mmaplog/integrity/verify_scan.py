@@ -1,17 +1,23 @@
 """Where each seq's frame is (steps 3 and 4 of ``verify``'s docstring).
 
-``_Seg`` maps one segment read-only, ``_walk`` follows its frames by their own length words,
-and ``_FrameScan`` holds the state every check of a run shares: once the seq index and the
+``_FrameScan`` holds the state every check of a run shares: once the seq index and the
 segments are loaded, it resolves seqs 1..high-watermark to frames (the vectorised fast path
-per segment, else the walk), reports the seq index against the frames and, for sealed runs,
-the tails.
+per segment, else the walk of ``verify_segments``), reports the seq index against the frames
+and, for sealed runs, the tails.
+
+With the native core loaded (``self.native``, this module's ``native``: tests set that to None
+for the reference), the fast path's per-frame loop (checksums, the records against their
+frames, the canonical entry hashes, the frames' postings and ts_init range) and the records'
+own checks run in C (``verify.c``) with the GIL released, the segments on two threads; the
+walks, the resolution of damaged segments and every finding stay here.
 """
 
 from __future__ import annotations
 
-import mmap
-import struct
+import contextlib
+import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -20,12 +26,23 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog.integrity.findings import FindingKind, Progress, _Findings, _Throttle
-from mmaplog.integrity.verify_keys import _M32, _S32, _S48, I64, U64, _sorted_unique, _xxh64
+from mmaplog.integrity.verify_keys import _M32, _S32, _S48, I64, _sorted_unique, _xxh64
+from mmaplog.integrity.verify_segments import (
+    _EOS_WORD,
+    _MIN_FRAME,
+    _P_DAMAGED,
+    _P_EOS,
+    _P_GARBAGE,
+    _P_OK,
+    _P_OUT,
+    _P_ZERO,
+    _Seg,
+    _Walk,
+    _walk,
+)
+from mmaplog.storage.core import native
+from mmaplog.storage.entry_hash import framed
 from mmaplog.storage.layout import (
-    CHECKSUM,
-    COMMIT_WORD,
-    EOS_MAGIC,
-    FRAME_HEADER_SIZE,
     FRAME_MAGIC,
     INDEX_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
@@ -34,119 +51,55 @@ from mmaplog.storage.manifest import RunManifest
 from mmaplog.storage.mmap_backend import INDEX
 from mmaplog.storage.seqindex import SeqIndex, record_checksums
 
-_EOS_WORD: Final = EOS_MAGIC << 32
-_MIN_FRAME: Final = FRAME_HEADER_SIZE + 8
-_FRAME_LENS = struct.Struct("<IHH")  # payload_len, flags, keys_len at frame offset 40
-_U64 = struct.Struct("<Q")
 _CHUNK: Final = 65_536  # frames checksummed between progress reports
-_RESYNC_BUDGET: Final = 100_000  # candidate frames tried per segment after damage
+# Threads running the native loops (GIL released): the segments' scans, keys.hix's chunks.
+NATIVE_THREADS: Final = 2 if (os.cpu_count() or 1) > 1 else 1
 
+# What the native fast path did for a seq (bits of _FrameScan.done; verify.c names the same).
+DONE_HASH: Final = 1  # its canonical entry hash is checked
+DONE_KEYS: Final = 2  # its postings are in _FrameScan.keys_done
+DONE_TS: Final = 4  # its ts_init is in _FrameScan.ts_done
 # Per-seq state while verifying.
 _MISSING, _OK, _DAMAGED, _SEQ_MISMATCH, _HASH_MISMATCH = 0, 1, 2, 3, 4
-# What a probe finds at an offset.
-_P_OK, _P_DAMAGED, _P_ZERO, _P_EOS, _P_GARBAGE, _P_OUT = range(6)
+# Index drift: the record fields that disagree, one bit each, in the order they are reported
+# (verify.c names the same bits).
+DRIFT_FIELDS: Final = (
+    "position",
+    "length",
+    "ts_init",
+    "ts_publish",
+    "topic",
+    "payload_type",
+    "flags",
+    "correlation_id",
+    "causation_id",
+    "seq",
+    "ts_max",
+    "checksum",
+    "reserved",
+)
+_DRIFT_BIT: Final = {name: np.uint16(1 << i) for i, name in enumerate(DRIFT_FIELDS)}
 
 
-# --- one mapped segment -----------------------------------------------------------------------
-class _Seg:
-    """A read-only mapping of one segment, only as long as the file really is."""
+@dataclass(frozen=True, slots=True)
+class _NativePart:
+    """One chunk of a native segment scan: what ``_fast`` keeps besides the per-seq arrays."""
 
-    def __init__(self, number: int, mm: mmap.mmap) -> None:
-        self.number = number
-        self.size = len(mm)
-        self.mv = memoryview(mm)
-        self.le: U64 = np.frombuffer(mm, dtype="<u8")
-        self.be: U64 = self.le.view(">u8")
-        self._candidates: I64 | None = None
-        self.resync_budget = _RESYNC_BUDGET
-
-    def release(self) -> None:
-        # Drop every view; the mapping is unmapped when the last reference goes.
-        self.mv.release()
-        self._candidates = None
-
-    def probe(self, off: int) -> tuple[int, int, int]:
-        """(what is at ``off``, frame length, embedded seq) without trusting the index."""
-        if off < SEGMENT_HEADER_SIZE or off & 7 or off + 8 > self.size:
-            return _P_OUT, 0, 0
-        length, magic = COMMIT_WORD.unpack_from(self.mv, off)
-        if magic == 0 and length == 0:
-            return _P_ZERO, 0, 0
-        if magic == EOS_MAGIC and length == 0:
-            return _P_EOS, 0, 0
-        if (
-            magic != FRAME_MAGIC
-            or length < _MIN_FRAME
-            or length & 7
-            or off + length + 8 > self.size
-        ):
-            return _P_GARBAGE, 0, 0
-        end = off + length - 8
-        if _xxh64(self.mv[off:end]) != CHECKSUM.unpack_from(self.mv, end)[0]:
-            return _P_DAMAGED, length, 0
-        plen, _, klen = _FRAME_LENS.unpack_from(self.mv, off + 40)
-        if FRAME_HEADER_SIZE + plen + klen + 8 > length:
-            return _P_DAMAGED, length, 0
-        return _P_OK, length, _U64.unpack_from(self.mv, off + 8)[0]
-
-    def resync(self, start: int) -> int | None:
-        """The next offset ≥ ``start`` holding a checksum-valid frame, or None."""
-        if self._candidates is None:
-            magic = np.frombuffer(self.mv, dtype="<u4")[1::2]
-            self._candidates = np.flatnonzero(magic == FRAME_MAGIC).astype(np.int64) * 8
-        cands = self._candidates
-        i = int(np.searchsorted(cands, start))
-        while i < cands.size and self.resync_budget > 0:
-            self.resync_budget -= 1
-            off = int(cands[i])
-            if self.probe(off)[0] == _P_OK:
-                return off
-            i += 1
-        return None
-
-    def first_nonzero(self, start: int) -> int | None:
-        if start >= self.size:
-            return None
-        tail = np.frombuffer(self.mv, dtype=np.uint8)[start:]
-        if not tail.any():
-            return None
-        return start + int(np.argmax(tail != 0))
+    lo: int
+    hi: int
+    nbytes: int
+    embedded: dict[int, int]  # seq -> the other seq its frame holds
+    pairs: list[tuple[int, int, int]]  # (topic id, type id, first seq) of the good frames
+    key_sum: int  # _digest of the postings of the DONE_KEYS frames
+    key_count: int
+    ts: tuple[int, int] | None  # lowest and highest ts_init of the DONE_TS frames
 
 
-@dataclass(slots=True)
-class _Walk:
-    """Frames found by walking one segment from its first frame."""
-
-    ok: dict[int, int]  # embedded seq -> offset (first occurrence)
-    ok_order: list[tuple[int, int]]  # (offset, seq) in file order
-    damaged: list[int]  # offsets of frames whose checksum fails
-    end: int  # offset of the word that ended the walk
-    end_kind: int  # _P_EOS, _P_ZERO, _P_GARBAGE or _P_OUT
-
-
-def _walk(seg: _Seg) -> _Walk:
-    ok: dict[int, int] = {}
-    order: list[tuple[int, int]] = []
-    damaged: list[int] = []
-    pos = SEGMENT_HEADER_SIZE
-    while True:
-        kind, length, seq = seg.probe(pos)
-        if kind == _P_OK:
-            ok.setdefault(seq, pos)
-            order.append((pos, seq))
-            pos += length
-            continue
-        if kind == _P_DAMAGED:
-            damaged.append(pos)
-            if seg.probe(pos + length)[0] in (_P_OK, _P_ZERO, _P_EOS):
-                pos += length
-                continue
-        if kind in (_P_EOS, _P_OUT):
-            return _Walk(ok, order, damaged, pos, kind)
-        nxt = seg.resync(pos + 8)
-        if nxt is None:
-            return _Walk(ok, order, damaged, pos, _P_ZERO if kind == _P_ZERO else _P_GARBAGE)
-        pos = nxt
+@dataclass(frozen=True, slots=True)
+class _NativeScan:
+    end: int  # offset of the word after the last frame
+    eos: bool  # that word is an end-of-segment marker
+    parts: list[_NativePart]
 
 
 # --- the frame scan ---------------------------------------------------------------------------
@@ -165,6 +118,7 @@ class _FrameScan:
         entry_hashes: bool = True,
     ) -> None:
         self.run_dir = run_dir
+        self.native = native  # None: the pure-Python loops (MMAPLOG_PURE=1, and tests)
         self.progress = progress
         self.entry_hashes = entry_hashes
         self.f = _Findings()
@@ -180,7 +134,12 @@ class _FrameScan:
         self.loc_seg: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
         self.loc_off: npt.NDArray[np.uint32] = np.zeros(0, np.uint32)
         self.embedded: dict[int, int] = {}  # seq -> the other seq its frame holds
-        self.drift: dict[int, list[str]] = {}
+        self.drift: npt.NDArray[np.uint16] = np.zeros(0, np.uint16)  # DRIFT_FIELDS bits a seq
+        # What the native fast path did for a seq (DONE_HASH, DONE_KEYS, DONE_TS), the digest of
+        # the postings it summed and the ts_init range it saw: the later passes skip that work.
+        self.done: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
+        self.keys_done = (0, 0)
+        self.ts_done: tuple[int, int] | None = None  # (lowest, highest) ts_init of DONE_TS seqs
         self.walks: dict[int, _Walk] = {}
         self.seg_end: dict[int, tuple[int, int]] = {}  # segment -> (terminator offset, kind)
         self.sym_pairs: dict[tuple[int, int], int] = {}  # (topic id, type id) -> first seq
@@ -222,6 +181,8 @@ class _FrameScan:
         self.state = np.zeros(hwm, np.uint8)
         self.loc_seg = np.zeros(hwm, np.uint32)
         self.loc_off = np.zeros(hwm, np.uint32)
+        self.drift = np.zeros(hwm, np.uint16)
+        self.done = np.zeros(hwm, np.uint8)
 
     # --- frames -----------------------------------------------------------------------------
     def scan_frames(self) -> None:
@@ -246,28 +207,62 @@ class _FrameScan:
             stray = order[bounds[nseg] :]  # records naming a segment that does not exist
         last = int(segview.max()) if hwm else -1
         unresolved: list[I64] = [stray]
-        for number, idx in enumerate(groups):
-            seg = self.segs[number]
-            if seg is None:
+        with self._native_scans(groups, last) as scans:
+            for number, idx in enumerate(groups):
+                seg = self.segs[number]
+                if seg is None:
+                    unresolved.append(idx)
+                    continue
+                if idx.size and self._fast(seg, idx, number == last, scans.get(number)):
+                    continue
+                if idx.size or number < last or self.sealed:
+                    self.walks[number] = _walk(seg)
                 unresolved.append(idx)
-                continue
-            if idx.size and self._fast(seg, idx, number == last):
-                continue
-            if idx.size or number < last or self.sealed:
-                self.walks[number] = _walk(seg)
-            unresolved.append(idx)
         self._resolve_records(np.sort(np.concatenate(unresolved)))
 
-    def _fast(self, seg: _Seg, idx: I64, is_last: bool) -> bool:
+    @contextlib.contextmanager
+    def _native_scans(
+        self, groups: list[I64], last: int
+    ) -> Iterator[dict[int, Future[_NativeScan | None]]]:
+        """With the native core, the fast path of every segment that may take it, started on
+        up to two threads (the C loops release the GIL): segment -> its pending scan. Each
+        scan writes only its own seqs' slots of the per-seq arrays; ``_fast`` merges the rest
+        in segment order, so the report is the same as one segment after another."""
+        if self.native is None or self.records is None:
+            yield {}
+            return
+        names = self.framed_symbols() if self.entry_hashes else None
+        with ThreadPoolExecutor(NATIVE_THREADS, thread_name_prefix="mmaplog-verify") as pool:
+            scans = {}
+            for number, idx in enumerate(groups):
+                seg = self.segs[number]
+                first = int(idx[0]) if idx.size else 0
+                if seg is not None and idx.size and int(idx[-1]) - first + 1 == idx.size:
+                    is_last = number == last
+                    scans[number] = pool.submit(
+                        self._scan_native, seg, first, int(idx.size), is_last, names
+                    )
+            try:
+                yield scans
+            finally:
+                for pending in scans.values():
+                    pending.cancel()
+
+    def _fast(
+        self, seg: _Seg, idx: I64, is_last: bool, scan: Future[_NativeScan | None] | None = None
+    ) -> bool:
         """Check a segment whose records are exactly where a walk would land; False if not.
 
         Two passes of bounded chunks: the walk test (each record's offset is where the frame
         before it ends, by that frame's own length word), then checksums and field checks.
+        ``scan``: the native core's pass over this segment, started by ``_native_scans``.
         """
         n = idx.size
         first = int(idx[0])
         if int(idx[-1]) - first + 1 != n:
             return False
+        if scan is not None:
+            return self._merge_native(seg, scan.result())
         offcol = self.records["offset"] if self.records is not None else None
         assert offcol is not None
         end = SEGMENT_HEADER_SIZE
@@ -323,6 +318,68 @@ class _FrameScan:
             self.throttle(first + lo + part.size)
         return True
 
+    def _scan_native(
+        self, seg: _Seg, first: int, n: int, is_last: bool, names: list[bytes] | None
+    ) -> _NativeScan | None:
+        """``_fast``'s two passes in C (on a worker thread): the same walk test, then per
+        bounded chunk the checksums, ``_accept``, the canonical entry hashes of
+        ``check_entry_hashes`` and the postings of ``_frame_postings``. Writes only the
+        per-seq slots of seqs first..first+n-1; None when the walk test fails (nothing
+        written)."""
+        nat, records = self.native, self.records
+        assert nat is not None
+        assert records is not None
+        nat.populate(seg.mv)  # a fault per page would cost a third of the scan
+        walked = nat.walk_test(seg.mv, records, first, n, is_last, self.sealed)
+        if walked is None:
+            return None
+        step = max(4096, min(_CHUNK, self.hwm // 100))
+        embedded = np.zeros(min(step, n), np.uint64)
+        parts = []
+        for lo in range(first, first + n, step):
+            hi = min(lo + step, first + n)
+            nbytes, mismatches, pairs, key_sum, key_count, ts_count, ts_lo, ts_hi = (
+                nat.check_frames(
+                    seg.mv, records, lo, hi, seg.number, names, self.state, self.loc_seg,
+                    self.loc_off, self.drift, self.done, embedded,
+                )
+            )  # fmt: skip
+            ts = (ts_lo, ts_hi) if ts_count else None
+            others = {}
+            if mismatches:
+                for i in np.flatnonzero(self.state[lo:hi] == _SEQ_MISMATCH).tolist():
+                    others[lo + i + 1] = int(embedded[i])
+            parts.append(_NativePart(lo, hi, nbytes, others, pairs, key_sum, key_count, ts))
+        return _NativeScan(walked[0], bool(walked[1]), parts)
+
+    def _merge_native(self, seg: _Seg, scan: _NativeScan | None) -> bool:
+        """What ``_fast`` keeps besides the per-seq arrays, from a native scan, chunk by
+        chunk as ``_fast`` would (progress included); False when the walk test failed."""
+        if scan is None:
+            return False
+        self.seg_end[seg.number] = (scan.end, _P_EOS if scan.eos else _P_ZERO)
+        for part in scan.parts:
+            self.keys_done = (
+                self.keys_done[0] + part.key_sum,
+                self.keys_done[1] + part.key_count,
+            )
+            self.embedded.update(part.embedded)
+            if part.ts is not None:
+                low, high = part.ts if self.ts_done is None else self.ts_done
+                self.ts_done = (min(low, part.ts[0]), max(high, part.ts[1]))
+            for topic, ptype, seq in part.pairs:
+                self.sym_pairs.setdefault((topic, ptype), seq)
+            self.entries_scanned += part.hi - part.lo
+            self.bytes_scanned += part.nbytes
+            self.throttle(part.hi)
+        return True
+
+    def framed_symbols(self) -> list[bytes] | None:
+        """The framed name (as the entry hash frames it) of every symbol id; id 0 is none."""
+        if self.names is None:
+            return None
+        return [framed(name) for name in self.names]
+
     def _accept(self, seg: _Seg, idx: I64, offs: I64, lens: I64) -> None:
         """Mark frames as the good frames of their seqs and compare them with their records."""
         if not idx.size:
@@ -359,8 +416,7 @@ class _FrameScan:
         )
         for name, bad in checks:
             if bad.any():
-                for i in idx[bad].tolist():
-                    self.drift.setdefault(i + 1, []).append(name)
+                self.drift[idx[bad]] |= _DRIFT_BIT[name]
 
     def _resolve_records(self, rest: I64) -> None:
         """Seqs the fast path could not place: the record's frame, else the walk's."""
@@ -488,8 +544,9 @@ class _FrameScan:
                 gap_seg = int(segs[0]) if placed else None
                 self.f.add(FindingKind.GAP, text, seq=lo, seq_to=hi, segment=gap_seg)
         self._index_only_checks()
-        for seq in sorted(self.drift):
-            fields = ", ".join(dict.fromkeys(self.drift[seq]))
+        for i in np.flatnonzero(self.drift).tolist():
+            seq, bits = i + 1, int(self.drift[i])
+            fields = ", ".join(name for k, name in enumerate(DRIFT_FIELDS) if bits >> k & 1)
             self.f.add(
                 FindingKind.INDEX_DRIFT,
                 f"index drift at seq {seq}: record disagrees with its frame in {fields}",
@@ -504,6 +561,14 @@ class _FrameScan:
         if recs is None:
             return
         checksummed = self.index is not None and self.index.checksummed
+        if self.native is not None:
+            carry_ts = 0
+            for lo in range(0, len(recs), _CHUNK):
+                hi = min(lo + _CHUNK, len(recs))
+                carry_ts = self.native.record_checks(
+                    recs, lo, hi, checksummed, carry_ts, self.drift
+                )
+            return
         carry = np.uint64(0)
         for lo in range(0, len(recs), _CHUNK):
             part = recs[lo : lo + _CHUNK]
@@ -519,8 +584,7 @@ class _FrameScan:
                     else ("reserved", part["reserved"] != 0)
                 ),
             ):
-                for i in np.flatnonzero(bad).tolist():
-                    self.drift.setdefault(lo + i + 1, []).append(name)
+                self.drift[lo + np.flatnonzero(bad)] |= _DRIFT_BIT[name]
 
     # --- tails ------------------------------------------------------------------------------
     def check_tails(self) -> None:

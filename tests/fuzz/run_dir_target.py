@@ -5,6 +5,8 @@ one) from ``data`` — bytes flipped, overwritten or truncated in any of its fil
 through ``Reader`` (scan, entry, lookups, seek, batches), ``verify`` and ``recover_run``. The
 only acceptable outcome besides success is a typed ``MmapLogError``: any other exception is a
 defect, and a crash of the process (SIGSEGV, SIGBUS, an abort under ASan) is the worst one.
+With the native core loaded, ``verify`` runs the loops of ``verify.c`` and its report must equal
+the pure reference's, finding for finding.
 
 Run it with atheris for N seconds (see tests/fuzz/README.md)::
 
@@ -13,10 +15,12 @@ Run it with atheris for N seconds (see tests/fuzz/README.md)::
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from mmaplog import (
@@ -34,6 +38,8 @@ from mmaplog import (
     verify,
 )
 from mmaplog.errors import MmapLogError
+from mmaplog.integrity import verify_scan
+from mmaplog.integrity.verify import VerifyReport
 
 RUN_ID = "1000-0f0f0f0f"
 SEGMENT = 64 * 1024
@@ -115,11 +121,34 @@ def exercise(run_dir: Path) -> None:
                 pass
     except MmapLogError:
         pass
-    verify(run_dir)  # never raises for damage: findings
+    report = verify(run_dir)  # never raises for damage: findings
+    if verify_scan.native is not None:
+        # With the native core loaded the report came from verify.c's loops: the pure
+        # reference must find exactly the same (a differential fuzz of the native verify).
+        with _pure_verify():
+            reference = verify(run_dir)
+        assert _comparable(report) == _comparable(reference), "native and pure verify differ"
     try:
         recover_run(run_dir)
     except MmapLogError:
         pass
+
+
+@contextlib.contextmanager
+def _pure_verify() -> Iterator[None]:
+    """verify() runs its pure-Python loops inside (the reference for the native ones)."""
+    saved = verify_scan.native
+    verify_scan.native = None
+    try:
+        yield
+    finally:
+        verify_scan.native = saved
+
+
+def _comparable(report: VerifyReport) -> dict[str, object]:
+    out = report.to_dict()
+    out.pop("elapsed_s")
+    return out
 
 
 def one_input(data: bytes) -> None:

@@ -3,7 +3,8 @@
  *
  * Python twins: xxhash's xxh3_64_intdigest / xxh3_128_digest (the hashes, proven equal in
  * tests/test_native_hash.py), the writer's queue (Channel, channel.c) and the framing loop
- * (FrameWriter, framewriter.c), the adapter's capture hot path (Capture, capture.c).
+ * (FrameWriter, framewriter.c), the adapter's capture hot path (Capture, capture.c), the loops of
+ * `mmaplog verify` (verify.c).
  */
 #include "native.h"
 #include "sha256.h"
@@ -13,6 +14,7 @@ extern PyMethodDef mml_reader_methods[]; /* reader.c: the read and verify path *
 extern PyMethodDef mml_hix_grow_methods[]; /* hix_grow.c: keys.hix's table placed again */
 extern PyMethodDef mml_merkle_methods[]; /* merkle.c: SHA-256 leaves and nodes */
 extern PyMethodDef mml_lookup_methods[]; /* lookup.c: a reader's lookup_all and seek_ts */
+extern PyMethodDef mml_verify_methods[]; /* verify.c: the loops of `mmaplog verify` */
 
 /* The bytes of a buffer, hashed with the GIL released when they are many. */
 #define RELEASE_GIL_ABOVE 4096
@@ -108,6 +110,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddFunctions(m, mml_hix_grow_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_merkle_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_lookup_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, mml_verify_methods) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;
     Py_INCREF(&mml_FrameWriterType);
