@@ -105,6 +105,10 @@ class TreeFile:
             raise
         return cls(path, fd)
 
+    def fileno(self) -> int:
+        """The open file (for the native catch-up, which writes the nodes itself)."""
+        return self._fd
+
     def write_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
         """Write (level, index, digest) nodes, coalescing neighbouring slots into one pwrite."""
         self.write_runs(node_runs(nodes))
