@@ -113,12 +113,11 @@ def test_catch_up_resumes_from_a_stale_frontier_and_ends_byte_identical(
         keeper = TreeKeeper(copy, run_id, available=hwm, new=True)
         try:
             saved = rng.randint(1, hwm // 2)
-            keeper.catch_up(backend, saved)  # the frontier a killed checkpointer left behind ...
-            frontier_file = (copy / "merkle.frontier").read_bytes()
+            keeper.catch_up(backend, saved)
+            keeper.save()  # the frontier a killed checkpointer left behind ...
             keeper.catch_up(backend, rng.randint(saved, hwm))  # ... and nodes past it
         finally:
             keeper.close()
-        (copy / "merkle.frontier").write_bytes(frontier_file)
         assert read_frontier(copy).size == saved
         resumed = TreeKeeper(copy, run_id, available=hwm)
         try:
@@ -134,6 +133,22 @@ def test_catch_up_resumes_from_a_stale_frontier_and_ends_byte_identical(
     want, frontier = reference_tree(run, tmp_path / "reference", hwm)
     assert (copy / TREE_FILE).read_bytes() == want
     assert frontier.root() == root
+
+
+def test_catch_up_leaves_the_frontier_file_to_save_and_sync(run: Path, tmp_path: Path) -> None:
+    copy = copy_without_tree(run, tmp_path / "copy")
+    with Reader(copy) as reader:
+        keeper = TreeKeeper(copy, run_id_of(run), available=reader.high_watermark, new=True)
+        try:
+            keeper.catch_up(reader.backend, 100)
+            assert read_frontier(copy).size == 0
+            keeper.save()
+            assert read_frontier(copy).size == 100
+            keeper.catch_up(reader.backend, 150)
+            keeper.sync()
+            assert read_frontier(copy).size == 150
+        finally:
+            keeper.close()
 
 
 @needs_native

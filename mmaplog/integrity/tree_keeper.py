@@ -204,14 +204,18 @@ class TreeKeeper:
         return self.frontier.size
 
     def catch_up(self, backend: MmapBackend, hwm: int) -> int:
-        """Append the leaves of ``size + 1..=hwm``; return the new size."""
+        """Append the leaves of ``size + 1..=hwm``; return the new size.
+
+        The nodes go to ``merkle.tree``; ``merkle.frontier`` is left as it was (``save`` and
+        ``sync`` write it): a frontier behind the tree is resumed from as well, the file being
+        cut to it, and rewriting the frontier file on every catch-up cost capture throughput.
+        """
         frontier = self.frontier
         if hwm <= frontier.size:
             return frontier.size
         if native is None:
             for leaves in leaf_blocks(backend, frontier.size + 1, hwm):
                 self.tree.write_runs(frontier.append_block(leaves))
-            self.save()
             return frontier.size
         # Per batch one native call, the GIL released: the leaves, the frontier append and
         # the tree-file writes (Frontier.append_block + TreeFile.write_runs, byte-identical).
@@ -224,7 +228,6 @@ class TreeKeeper:
             )
             hashes = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
             self.frontier = frontier = Frontier(frontier.size + len(batch), hashes)
-        self.save()
         return frontier.size
 
     def checkpoint(self, timestamp_ns: int, signer: Signer | None) -> Checkpoint:

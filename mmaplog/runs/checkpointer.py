@@ -128,6 +128,7 @@ class Checkpointer:
                     self._write(keeper, log)
                     last_size, last_time = size, time.monotonic()
                 if stopping:
+                    keeper.save()  # what a resume starts from (abandon: the run is recovered)
                     return
                 self._stop.wait(self.config.poll_interval)
         except (MmapLogError, OSError) as exc:

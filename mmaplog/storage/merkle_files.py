@@ -12,7 +12,8 @@ holds ``2n − 1`` slots of which those of the right edge's incomplete nodes are
 
 ``merkle.frontier``: magic ``MMLOGFRT``, u32 version 1, u32 count, u64 size, ``count`` × 32
 bytes (the frontier's perfect roots, largest first), u64 xxh3-64 of every byte before it.
-Replaced atomically after the tree nodes it covers are written.
+Replaced atomically after the tree nodes it covers are written (at checkpoints: the tree file
+may hold nodes past it, cut when the tree is resumed).
 """
 
 from __future__ import annotations
