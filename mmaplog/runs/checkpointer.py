@@ -11,6 +11,7 @@ close rebuilds what it missed).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -92,6 +93,7 @@ class Checkpointer:
         self._sinks = [self._guarded(sink) for sink in config.sinks()]
         self._stop = threading.Event()
         self._keeper: TreeKeeper | None = None
+        self._synced_at = -math.inf  # when the tree files were last made durable
         self._thread = threading.Thread(target=self._run, name="mmaplog-checkpointer", daemon=True)
 
     def start(self) -> Checkpointer:
@@ -139,7 +141,13 @@ class Checkpointer:
             backend.close()
 
     def _write(self, keeper: TreeKeeper, log: CheckpointLog) -> None:
-        keeper.sync()
+        now = time.monotonic()
+        if now - self._synced_at >= self.config.every_seconds:
+            # The tree and frontier are projections a resume starts from (rebuilt from the
+            # frames when lost): durable once per every_seconds, not at each of the up to
+            # hundreds of checkpoints a second (three fsyncs each). The checkpoint is durable.
+            keeper.sync()
+            self._synced_at = now
         checkpoint = keeper.checkpoint(time.time_ns(), self.signer)
         log.append(checkpoint)
         self.checkpoints_written += 1

@@ -1,7 +1,8 @@
 """The Merkle files of a run: ``merkle.tree`` (every perfect node) and ``merkle.frontier``.
 
 Both are projections of the frames: deleting them loses nothing that a rebuild cannot
-recompute, so they are written without fsync except at checkpoints. See FORMAT.md.
+recompute, so they are written without fsync except at checkpoints (at most once per the
+checkpointer's ``every_seconds``). See FORMAT.md.
 
 ``merkle.tree``: a 64-byte header (magic ``MMLOGMKT``, u32 version 1, u32 hash size 32, u64
 xxh3-64 of the run id, reserved, u64 xxh3-64 of bytes 0..56 at 56), then 32-byte nodes in
