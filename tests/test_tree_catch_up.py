@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mmaplog import EntryDraft, Headers, Reader, SessionConfig, Store
+from mmaplog import Reader
 from mmaplog.integrity.merkle import HASH_SIZE, Frontier
 from mmaplog.integrity.tree_keeper import (
     FramedNames,
@@ -23,8 +22,6 @@ from mmaplog.integrity.tree_keeper import (
     build_tree,
     pure_leaf_batches,
 )
-from mmaplog.runs.checkpointer import CheckpointConfig
-from mmaplog.storage.checkpoints import read_checkpoint_log
 from mmaplog.storage.core import core_description, native
 from mmaplog.storage.merkle_files import TREE_FILE, TreeFile, read_frontier
 from tests.test_native_merkle import random_run
@@ -185,35 +182,3 @@ def test_merkle_extend_refuses_bad_arguments_and_keeps_the_frontier(
             assert native.merkle_extend(*args, b"", 0, fd) != b""
         finally:
             tree.close()
-
-
-def test_checkpoints_between_syncs_leave_the_frontier_behind_and_recovery_resumes(
-    tmp_path: Path,
-) -> None:
-    # A checkpoint every 50 entries, the tree files made durable once an hour: the frontier
-    # file stays at the first checkpoint while the checkpoints go on; the session's stop saves
-    # it, and the next session resumes the tree from it.
-    config = SessionConfig(checkpoints=CheckpointConfig(every_entries=50, every_seconds=3600))
-    session = Store(tmp_path).open_session("lag", config=config)
-    checkpointer = session.checkpointer
-    assert checkpointer is not None
-    start = session.manifest.start_ts_init
-    for i in range(400):
-        session.writer.submit(EntryDraft(Headers.empty(), "t", "T", b"x" * (i % 90), start + i))
-    session.writer.flush(30.0)
-    deadline = time.monotonic() + 60
-    while checkpointer.checkpoints_written < 8 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert checkpointer.checkpoints_written == 8
-    assert read_frontier(session.run_dir).size == 50  # synced at the first checkpoint only
-    session.abandon()
-    hwm = read_frontier(session.run_dir).size
-    assert hwm == 401  # RunStarted and the 400
-    resumed = TreeKeeper(session.run_dir, session.run_id, available=hwm)
-    try:
-        assert resumed.resumed
-        assert resumed.size == hwm
-    finally:
-        resumed.close()
-    log, _ = read_checkpoint_log(session.run_dir)
-    assert [cp.tree_size for cp in log] == [50 * k for k in range(1, 9)]
