@@ -130,11 +130,17 @@ class Checkpointer:
             while True:
                 stopping = self._stop.is_set()
                 hwm = backend.high_watermark()
-                while keeper.size < hwm:
+                # Catch up only as far as a checkpoint is due (the last multiple of every_entries
+                # reached; the high-watermark once every_seconds passed) or all the way at stop:
+                # each catch-up takes the GIL from the engine thread a few times, and between
+                # checkpoints nothing reads the tree.
+                timed = hwm > last_size and time.monotonic() - last_time >= every_s
+                target = hwm if stopping or timed else hwm // every_n * every_n
+                while keeper.size < target:
                     # Stop at each multiple of every_entries, so checkpoint sizes do not depend
                     # on how far behind the thread was.
                     boundary = (keeper.size // every_n + 1) * every_n
-                    size = keeper.catch_up(backend, min(hwm, boundary))
+                    size = keeper.catch_up(backend, min(target, boundary))
                     if size == boundary:
                         self._write(keeper, log)
                         last_size, last_time = size, time.monotonic()
