@@ -1,6 +1,7 @@
 """The checkpointer thread's policies: the tree files made durable at most once per
 ``every_seconds`` while the checkpoints go on (a resume starts from the frontier it left),
-and its hashing run at a lower scheduling priority than the capture."""
+the checkpoints of a catch-up appended with one fdatasync, and its hashing run at a lower
+scheduling priority than the capture."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ import pytest
 from mmaplog import EntryDraft, Headers, SessionConfig, Store
 from mmaplog.integrity.tree_keeper import TreeKeeper
 from mmaplog.runs.checkpointer import CheckpointConfig
-from mmaplog.storage.checkpoints import read_checkpoint_log
+from mmaplog.storage.checkpoints import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    CheckpointLog,
+    read_checkpoint_log,
+)
 from mmaplog.storage.merkle_files import read_frontier
 
 
@@ -22,21 +28,29 @@ def test_checkpoints_between_syncs_leave_the_frontier_behind_and_recovery_resume
     tmp_path: Path,
 ) -> None:
     # A checkpoint every 50 entries, the tree files made durable once an hour: the frontier
-    # file stays at the first checkpoint while the checkpoints go on; the session's stop saves
-    # it, and the next session resumes the tree from it.
+    # file stays where the first checkpoints left it while the checkpoints go on; the
+    # session's stop saves it, and the next session resumes the tree from it.
     config = SessionConfig(checkpoints=CheckpointConfig(every_entries=50, every_seconds=3600))
     session = Store(tmp_path).open_session("lag", config=config)
     checkpointer = session.checkpointer
     assert checkpointer is not None
     start = session.manifest.start_ts_init
-    for i in range(400):
-        session.writer.submit(EntryDraft(Headers.empty(), "t", "T", b"x" * (i % 90), start + i))
-    session.writer.flush(30.0)
-    deadline = time.monotonic() + 60
-    while checkpointer.checkpoints_written < 8 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert checkpointer.checkpoints_written == 8
-    assert read_frontier(session.run_dir).size == 50  # synced at the first checkpoint only
+
+    def capture(lo: int, hi: int, checkpoints: int) -> None:
+        for i in range(lo, hi):
+            draft = EntryDraft(Headers.empty(), "t", "T", b"x" * (i % 90), start + i)
+            session.writer.submit(draft)
+        session.writer.flush(30.0)
+        deadline = time.monotonic() + 60
+        while checkpointer.checkpoints_written < checkpoints and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints_written == checkpoints
+
+    capture(0, 100, 2)
+    synced = read_frontier(session.run_dir).size
+    assert synced in (50, 100)  # the first checkpoint's catch-up saw 50 or all 100
+    capture(100, 400, 8)
+    assert read_frontier(session.run_dir).size == synced  # not synced since
     session.abandon()
     hwm = read_frontier(session.run_dir).size
     assert hwm == 401  # RunStarted and the 400
@@ -66,3 +80,25 @@ def test_checkpointer_thread_runs_nice_lower_than_the_process(tmp_path: Path, ni
             time.sleep(0.01)
         assert os.getpriority(os.PRIO_PROCESS, tid) == want
         assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the process (this thread) keeps its own
+
+
+def test_append_all_writes_every_record_and_a_torn_tail_is_cut(tmp_path: Path) -> None:
+    checkpoints = [
+        Checkpoint(run_id="r", tree_size=n, root=f"{n:064x}", timestamp_ns=n) for n in (1, 2, 3)
+    ]
+    log = CheckpointLog(tmp_path)
+    try:
+        log.append_all(checkpoints[:2])
+        log.append_all([])
+        log.append(checkpoints[2])
+    finally:
+        log.close()
+    assert read_checkpoint_log(tmp_path) == (checkpoints, 0)
+    path = tmp_path / CHECKPOINT_FILE
+    path.write_bytes(path.read_bytes()[:-5])  # a crash in the middle of the last record
+    log = CheckpointLog(tmp_path)
+    try:
+        log.append_all(checkpoints[2:])
+    finally:
+        log.close()
+    assert read_checkpoint_log(tmp_path) == (checkpoints, 0)

@@ -182,3 +182,37 @@ def test_merkle_extend_refuses_bad_arguments_and_keeps_the_frontier(
             assert native.merkle_extend(*args, b"", 0, fd) != b""
         finally:
             tree.close()
+
+
+@pytest.mark.parametrize("every", [1, 37, 500, 4096])
+def test_catch_up_returns_the_frontier_at_every_multiple_passed(
+    run: Path, tmp_path: Path, every: int
+) -> None:
+    rng = random.Random(every)
+    copy = copy_without_tree(run, tmp_path / "copy")
+    with Reader(copy) as reader:
+        backend = reader.backend
+        hwm = backend.high_watermark()
+        full = build_tree(backend)
+        keeper = TreeKeeper(copy, run_id_of(run), available=hwm, new=True)
+        sizes: list[int] = []
+        try:
+            while keeper.size < hwm:
+                before = keeper.size
+                upto = min(hwm, before + rng.randint(1, 900))
+                passed = keeper.catch_up(backend, upto, every=every)
+                want = list(range((before // every + 1) * every, keeper.size + 1, every))
+                assert [f.size for f in passed] == want
+                for frontier in passed:
+                    assert frontier.root() == full.root(frontier.size)
+                    checkpoint = keeper.checkpoint(0, None, frontier)
+                    assert (checkpoint.tree_size, checkpoint.root) == (
+                        frontier.size,
+                        frontier.root().hex(),
+                    )
+                sizes += want
+        finally:
+            keeper.close()
+    assert sizes == list(range(every, hwm + 1, every))
+    want_file, _ = reference_tree(run, tmp_path / "reference", hwm)
+    assert (copy / TREE_FILE).read_bytes() == want_file

@@ -43,9 +43,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 CheckpointSink = Callable[[Checkpoint], None]
 LEAF_CHUNK = 4096
-# The checkpointer's batches: one per catch-up between checkpoints (every_entries, 10,000 by
-# default), so the thread takes the GIL a few times per catch-up, not per 4,096 entries.
-CATCH_UP_CHUNK = 16_384
+# The checkpointer's batches: each checked in one call, then hashed in one call per checkpoint
+# it spans (every_entries, 10,000 by default), so a thread that fell behind takes the GIL back
+# from the engine thread a few times per batch, not per 4,096 entries.
+CATCH_UP_CHUNK = 65_536
 
 
 def leaf_blocks(
@@ -77,17 +78,21 @@ class FramedNames:
     def __init__(self) -> None:
         self._framed: list[bytes] = []
 
-    def leaf_arguments(self, batch: EntryBatch) -> tuple[object, ...]:
+    def leaf_arguments(
+        self, batch: EntryBatch, lo: int = 0, hi: int | None = None
+    ) -> tuple[object, ...]:
+        """The arguments for rows ``lo..hi`` of ``batch`` (all by default)."""
         names, framed_ids = batch.names, self._framed
         if len(framed_ids) < len(names):
             framed_ids.extend(framed(name) for name in names[len(framed_ids) :])
         views, segment_of = batch.payload_spans
+        rows = slice(lo, hi)
         return (
-            np.ascontiguousarray(batch.records).view(np.uint8),
+            np.ascontiguousarray(batch.records[rows]).view(np.uint8),
             views,
-            np.ascontiguousarray(segment_of, dtype=np.int64),
-            np.ascontiguousarray(batch.payload_offsets, dtype=np.int64),
-            np.ascontiguousarray(batch.payload_lengths, dtype=np.int64),
+            np.ascontiguousarray(segment_of[rows], dtype=np.int64),
+            np.ascontiguousarray(batch.payload_offsets[rows], dtype=np.int64),
+            np.ascontiguousarray(batch.payload_lengths[rows], dtype=np.int64),
             framed_ids,
         )
 
@@ -203,38 +208,69 @@ class TreeKeeper:
     def size(self) -> int:
         return self.frontier.size
 
-    def catch_up(self, backend: MmapBackend, hwm: int) -> int:
-        """Append the leaves of ``size + 1..=hwm``; return the new size.
+    def catch_up(self, backend: MmapBackend, hwm: int, *, every: int = 0) -> list[Frontier]:
+        """Append the leaves of ``size + 1..=hwm``; return a copy of the frontier at each
+        multiple of ``every`` passed on the way (none when 0), for the checkpoints due there.
 
         The nodes go to ``merkle.tree``; ``merkle.frontier`` is left as it was (``save`` and
         ``sync`` write it): a frontier behind the tree is resumed from as well, the file being
         cut to it, and rewriting the frontier file on every catch-up cost capture throughput.
         """
-        frontier = self.frontier
-        if hwm <= frontier.size:
-            return frontier.size
+        passed: list[Frontier] = []
+        if hwm <= self.frontier.size:
+            return passed
         if native is None:
-            for leaves in leaf_blocks(backend, frontier.size + 1, hwm):
-                self.tree.write_runs(frontier.append_block(leaves))
-            return frontier.size
-        # Per batch one native call, the GIL released: the leaves, the frontier append and
+            for leaves in leaf_blocks(backend, self.frontier.size + 1, hwm):
+                for lo, hi in self._pieces(len(leaves) // HASH_SIZE, every):
+                    block = leaves[lo * HASH_SIZE : hi * HASH_SIZE]
+                    self.tree.write_runs(self.frontier.append_block(block))
+                    self._passed(every, passed)
+            return passed
+        # Per piece one native call, the GIL released: the leaves, the frontier append and
         # the tree-file writes (Frontier.append_block + TreeFile.write_runs, byte-identical).
+        # A batch spans several multiples of every when the thread is behind: checked once,
+        # cut there.
         fd = self.tree.fileno()
         for batch in backend.iter_batches(
-            frontier.size + 1, hwm, chunk=CATCH_UP_CHUNK, entry_hashes=False
+            self.frontier.size + 1, hwm, chunk=CATCH_UP_CHUNK, entry_hashes=False
         ):
-            packed = native.merkle_extend(
-                *self._framed.leaf_arguments(batch), b"".join(frontier.hashes), frontier.size, fd
-            )
-            hashes = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
-            self.frontier = frontier = Frontier(frontier.size + len(batch), hashes)
-        return frontier.size
+            for lo, hi in self._pieces(len(batch), every):
+                frontier = self.frontier
+                packed = native.merkle_extend(
+                    *self._framed.leaf_arguments(batch, lo, hi),
+                    b"".join(frontier.hashes),
+                    frontier.size,
+                    fd,
+                )
+                hashes = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+                self.frontier = Frontier(frontier.size + hi - lo, hashes)
+                self._passed(every, passed)
+        return passed
 
-    def checkpoint(self, timestamp_ns: int, signer: Signer | None) -> Checkpoint:
+    def _pieces(self, n: int, every: int) -> list[tuple[int, int]]:
+        """The next ``n`` leaves as row ranges cut at each multiple of ``every``."""
+        if every <= 0:
+            return [(0, n)]
+        out, lo, size = [], 0, self.frontier.size
+        while lo < n:
+            hi = min(n, lo + every - (size + lo) % every)
+            out.append((lo, hi))
+            lo = hi
+        return out
+
+    def _passed(self, every: int, passed: list[Frontier]) -> None:
+        if every > 0 and self.frontier.size % every == 0:
+            passed.append(self.frontier.copy())
+
+    def checkpoint(
+        self, timestamp_ns: int, signer: Signer | None, frontier: Frontier | None = None
+    ) -> Checkpoint:
+        """The checkpoint of ``frontier`` (the tree as it is now by default)."""
+        frontier = self.frontier if frontier is None else frontier
         cp = Checkpoint(
             run_id=self.run_id,
-            tree_size=self.frontier.size,
-            root=self.frontier.root().hex(),
+            tree_size=frontier.size,
+            root=frontier.root().hex(),
             timestamp_ns=timestamp_ns,
         )
         return cp if signer is None else signer.sign(cp)

@@ -22,8 +22,15 @@ from pathlib import Path
 from typing import Final
 
 from mmaplog.errors import MmapLogError
+from mmaplog.integrity.merkle import Frontier
 from mmaplog.integrity.signing import Signer, load_signer, signer_from_env
-from mmaplog.integrity.tree_keeper import CheckpointSink, TreeKeeper, file_sink, finish_run
+from mmaplog.integrity.tree_keeper import (
+    CATCH_UP_CHUNK,
+    CheckpointSink,
+    TreeKeeper,
+    file_sink,
+    finish_run,
+)
 from mmaplog.storage.checkpoints import Checkpoint, CheckpointLog
 from mmaplog.storage.mmap_backend import MmapBackend
 
@@ -137,16 +144,17 @@ class Checkpointer:
                 timed = hwm > last_size and time.monotonic() - last_time >= every_s
                 target = hwm if stopping or timed else hwm // every_n * every_n
                 while keeper.size < target:
-                    # Stop at each multiple of every_entries, so checkpoint sizes do not depend
-                    # on how far behind the thread was.
-                    boundary = (keeper.size // every_n + 1) * every_n
-                    size = keeper.catch_up(backend, min(target, boundary))
-                    if size == boundary:
-                        self._write(keeper, log)
-                        last_size, last_time = size, time.monotonic()
+                    # A checkpoint at each multiple of every_entries passed, so checkpoint sizes
+                    # do not depend on how far behind the thread was; a batch at a time, so
+                    # they keep coming when it is far behind.
+                    upto = min(target, keeper.size + CATCH_UP_CHUNK)
+                    passed = keeper.catch_up(backend, upto, every=every_n)
+                    if passed:
+                        self._write(keeper, log, passed)
+                        last_size, last_time = passed[-1].size, time.monotonic()
                 size = keeper.size
                 if not stopping and size > last_size and time.monotonic() - last_time >= every_s:
-                    self._write(keeper, log)
+                    self._write(keeper, log, [keeper.frontier.copy()])
                     last_size, last_time = size, time.monotonic()
                 if stopping:
                     keeper.save()  # what a resume starts from (abandon: the run is recovered)
@@ -172,19 +180,22 @@ class Checkpointer:
         except OSError as exc:  # a sandbox refusing it: run at the process's priority
             logger.info("checkpointer of run %s keeps its priority: %s", self.run_id, exc)
 
-    def _write(self, keeper: TreeKeeper, log: CheckpointLog) -> None:
+    def _write(self, keeper: TreeKeeper, log: CheckpointLog, frontiers: list[Frontier]) -> None:
+        """The checkpoints of ``frontiers``: signed, appended with one fdatasync, then to the
+        sinks."""
         now = time.monotonic()
         if now - self._synced_at >= self.config.every_seconds:
             # The tree and frontier are projections a resume starts from (rebuilt from the
             # frames when lost): durable once per every_seconds, not at each of the up to
-            # hundreds of checkpoints a second (three fsyncs each). The checkpoint is durable.
+            # hundreds of checkpoints a second (three fsyncs each). The checkpoints are durable.
             keeper.sync()
             self._synced_at = now
-        checkpoint = keeper.checkpoint(time.time_ns(), self.signer)
-        log.append(checkpoint)
-        self.checkpoints_written += 1
-        for sink in self._sinks:
-            sink(checkpoint)
+        checkpoints = [keeper.checkpoint(time.time_ns(), self.signer, f) for f in frontiers]
+        log.append_all(checkpoints)
+        self.checkpoints_written += len(checkpoints)
+        for checkpoint in checkpoints:
+            for sink in self._sinks:
+                sink(checkpoint)
 
     def _guarded(self, sink: CheckpointSink) -> CheckpointSink:
         def call(checkpoint: Checkpoint) -> None:
