@@ -18,6 +18,20 @@ capture 2.38 M entries/s off vs 1.18 M/s on (50 % lower) before, 2.05 M/s off vs
 hashing) competing with the engine and writer threads for 2 cores (the issue's target is 5 %).
 Tree build for the sealed 1 M-entry run 2.27 s before, 0.56 s after (target 1 s); prove
 0.31 ms; check-proof 0.12 ms. The off numbers swing by ±30 % from run to run on this machine.
+
+Then the checkpointer was made cheaper for the capture (issue 13's target: 5 %): one
+``merkle_extend`` call per batch (leaves, frontier and tree-file writes, GIL released), the
+frontier file written and the tree files synced at most once per ``every_seconds``, catch-ups
+only when a checkpoint is due (checkpoints of a behind thread appended with one fdatasync),
+and the thread at nice +10. Same machine, default arguments, two runs each alternating with
+the commit before (1-min load 1.2–1.4 from other work): slowdown 17.6 % and 18.3 % before,
+17.8 % and 13.4 % after; other pairs of runs of the final code gave −1.7 % and 9.0 % (before:
+27.4 %, 16.3 %), so the spread is as large as the effect. What is left at 2 M entries/s is
+mostly the thread taking the GIL back from the engine: ~9 hand-offs per poll (the batch
+check's numpy reductions and verify_chunk, merkle_extend per checkpoint, the checkpoint
+file's write and fdatasync), ~100 polls a second. ``benchmarks.bus`` (0.4 M entries/s, 40
+checkpoints a second) shows no difference beyond its noise either way. The pure core
+(``MMAPLOG_PURE=1``: hashing in Python under the GIL, the reference) stays at ~45–55 %.
 """
 
 from __future__ import annotations

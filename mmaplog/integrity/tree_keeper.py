@@ -19,6 +19,7 @@ import numpy as np
 from mmaplog.errors import FormatError
 from mmaplog.integrity.merkle import HASH_SIZE, Frontier, MemoryTree, leaf_hash
 from mmaplog.integrity.signing import Signer
+from mmaplog.storage.batch import EntryBatch
 from mmaplog.storage.checkpoints import Checkpoint, CheckpointLog, append_checkpoint_line
 from mmaplog.storage.core import native
 from mmaplog.storage.entry_hash import canonical_stream, framed, raw_headers_tail
@@ -29,6 +30,7 @@ from mmaplog.storage.run_dir import MANIFEST
 
 __all__ = [
     "CheckpointSink",
+    "FramedNames",
     "TreeKeeper",
     "build_tree",
     "file_sink",
@@ -41,6 +43,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 CheckpointSink = Callable[[Checkpoint], None]
 LEAF_CHUNK = 4096
+# The checkpointer's batches: each checked in one call, then hashed in one call per checkpoint
+# it spans (every_entries, 10,000 by default), so a thread that fell behind takes the GIL back
+# from the engine thread a few times per batch, not per 4,096 entries.
+CATCH_UP_CHUNK = 65_536
 
 
 def leaf_blocks(
@@ -57,19 +63,36 @@ def leaf_blocks(
         for leaves in pure_leaf_batches(backend, from_seq, to_seq, chunk=chunk):
             yield b"".join(leaves)
         return
-    framed_ids: list[bytes] = []  # framed name per symbol id (ids are append-only)
+    framed_ids = FramedNames()
     for batch in backend.iter_batches(from_seq, to_seq, chunk=chunk, entry_hashes=False):
-        names = batch.names
+        yield native.merkle_leaves_at(*framed_ids.leaf_arguments(batch))
+
+
+class FramedNames:
+    """The framed name of every symbol id a scan met (ids are append-only), and the native
+    leaf functions' arguments for a batch: records, segment views, the three int64 payload
+    columns, framed names."""
+
+    __slots__ = ("_framed",)
+
+    def __init__(self) -> None:
+        self._framed: list[bytes] = []
+
+    def leaf_arguments(
+        self, batch: EntryBatch, lo: int = 0, hi: int | None = None
+    ) -> tuple[object, ...]:
+        """The arguments for rows ``lo..hi`` of ``batch`` (all by default)."""
+        names, framed_ids = batch.names, self._framed
         if len(framed_ids) < len(names):
             framed_ids.extend(framed(name) for name in names[len(framed_ids) :])
-        raw = np.ascontiguousarray(batch.records).view(np.uint8)
         views, segment_of = batch.payload_spans
-        yield native.merkle_leaves_at(
-            raw,
+        rows = slice(lo, hi)
+        return (
+            np.ascontiguousarray(batch.records[rows]).view(np.uint8),
             views,
-            np.ascontiguousarray(segment_of, dtype=np.int64),
-            np.ascontiguousarray(batch.payload_offsets, dtype=np.int64),
-            np.ascontiguousarray(batch.payload_lengths, dtype=np.int64),
+            np.ascontiguousarray(segment_of[rows], dtype=np.int64),
+            np.ascontiguousarray(batch.payload_offsets[rows], dtype=np.int64),
+            np.ascontiguousarray(batch.payload_lengths[rows], dtype=np.int64),
             framed_ids,
         )
 
@@ -144,6 +167,7 @@ class TreeKeeper:
         self.run_dir = run_dir
         self.run_id = run_id
         self.resumed = False
+        self._framed = FramedNames()
         try:
             state = read_frontier(run_dir)
             tree = TreeFile.open(run_dir, run_id, writable=True)
@@ -184,27 +208,81 @@ class TreeKeeper:
     def size(self) -> int:
         return self.frontier.size
 
-    def catch_up(self, backend: MmapBackend, hwm: int) -> int:
-        """Append the leaves of ``size + 1..=hwm``; return the new size."""
-        if hwm <= self.frontier.size:
-            return self.frontier.size
-        # Per chunk: leaves and nodes hashed in the native core without the GIL, one pwrite
-        # per run of consecutive slots.
-        for leaves in leaf_blocks(backend, self.frontier.size + 1, hwm):
-            self.tree.write_runs(self.frontier.append_block(leaves))
-        write_frontier(self.run_dir, self.frontier.size, self.frontier.hashes)
-        return self.frontier.size
+    def catch_up(self, backend: MmapBackend, hwm: int, *, every: int = 0) -> list[Frontier]:
+        """Append the leaves of ``size + 1..=hwm``; return a copy of the frontier at each
+        multiple of ``every`` passed on the way (none when 0), for the checkpoints due there.
 
-    def checkpoint(self, timestamp_ns: int, signer: Signer | None) -> Checkpoint:
+        The nodes go to ``merkle.tree``; ``merkle.frontier`` is left as it was (``save`` and
+        ``sync`` write it): a frontier behind the tree is resumed from as well, the file being
+        cut to it, and rewriting the frontier file on every catch-up cost capture throughput.
+        """
+        passed: list[Frontier] = []
+        if hwm <= self.frontier.size:
+            return passed
+        if native is None:
+            for leaves in leaf_blocks(backend, self.frontier.size + 1, hwm):
+                for lo, hi in self._pieces(len(leaves) // HASH_SIZE, every):
+                    block = leaves[lo * HASH_SIZE : hi * HASH_SIZE]
+                    self.tree.write_runs(self.frontier.append_block(block))
+                    self._passed(every, passed)
+            return passed
+        # Per piece one native call, the GIL released: the leaves, the frontier append and
+        # the tree-file writes (Frontier.append_block + TreeFile.write_runs, byte-identical).
+        # A batch spans several multiples of every when the thread is behind: checked once,
+        # cut there.
+        fd = self.tree.fileno()
+        for batch in backend.iter_batches(
+            self.frontier.size + 1, hwm, chunk=CATCH_UP_CHUNK, entry_hashes=False
+        ):
+            for lo, hi in self._pieces(len(batch), every):
+                frontier = self.frontier
+                packed = native.merkle_extend(
+                    *self._framed.leaf_arguments(batch, lo, hi),
+                    b"".join(frontier.hashes),
+                    frontier.size,
+                    fd,
+                )
+                hashes = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+                self.frontier = Frontier(frontier.size + hi - lo, hashes)
+                self._passed(every, passed)
+        return passed
+
+    def _pieces(self, n: int, every: int) -> list[tuple[int, int]]:
+        """The next ``n`` leaves as row ranges cut at each multiple of ``every``."""
+        if every <= 0:
+            return [(0, n)]
+        out, lo, size = [], 0, self.frontier.size
+        while lo < n:
+            hi = min(n, lo + every - (size + lo) % every)
+            out.append((lo, hi))
+            lo = hi
+        return out
+
+    def _passed(self, every: int, passed: list[Frontier]) -> None:
+        if every > 0 and self.frontier.size % every == 0:
+            passed.append(self.frontier.copy())
+
+    def checkpoint(
+        self, timestamp_ns: int, signer: Signer | None, frontier: Frontier | None = None
+    ) -> Checkpoint:
+        """The checkpoint of ``frontier`` (the tree as it is now by default)."""
+        frontier = self.frontier if frontier is None else frontier
         cp = Checkpoint(
             run_id=self.run_id,
-            tree_size=self.frontier.size,
-            root=self.frontier.root().hex(),
+            tree_size=frontier.size,
+            root=frontier.root().hex(),
             timestamp_ns=timestamp_ns,
         )
         return cp if signer is None else signer.sign(cp)
 
+    def save(self) -> None:
+        """Replace ``merkle.frontier`` with the frontier, without fsync (the nodes it covers
+        are written): what a resume starts from after the process dies."""
+        write_frontier(self.run_dir, self.frontier.size, self.frontier.hashes)
+
     def sync(self) -> None:
+        """Make the tree and the frontier durable (at checkpoints): tree nodes first, then the
+        frontier that claims them."""
         self.tree.sync()
         write_frontier(self.run_dir, self.frontier.size, self.frontier.hashes, durable=True)
 

@@ -1,7 +1,8 @@
 """The Merkle files of a run: ``merkle.tree`` (every perfect node) and ``merkle.frontier``.
 
 Both are projections of the frames: deleting them loses nothing that a rebuild cannot
-recompute, so they are written without fsync except at checkpoints. See FORMAT.md.
+recompute, so they are written without fsync except at checkpoints (at most once per the
+checkpointer's ``every_seconds``). See FORMAT.md.
 
 ``merkle.tree``: a 64-byte header (magic ``MMLOGMKT``, u32 version 1, u32 hash size 32, u64
 xxh3-64 of the run id, reserved, u64 xxh3-64 of bytes 0..56 at 56), then 32-byte nodes in
@@ -12,7 +13,8 @@ holds ``2n − 1`` slots of which those of the right edge's incomplete nodes are
 
 ``merkle.frontier``: magic ``MMLOGFRT``, u32 version 1, u32 count, u64 size, ``count`` × 32
 bytes (the frontier's perfect roots, largest first), u64 xxh3-64 of every byte before it.
-Replaced atomically after the tree nodes it covers are written.
+Replaced atomically after the tree nodes it covers are written (at checkpoints: the tree file
+may hold nodes past it, cut when the tree is resumed).
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ class TreeFile:
             os.close(fd)
             raise
         return cls(path, fd)
+
+    def fileno(self) -> int:
+        """The open file (for the native catch-up, which writes the nodes itself)."""
+        return self._fd
 
     def write_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
         """Write (level, index, digest) nodes, coalescing neighbouring slots into one pwrite."""

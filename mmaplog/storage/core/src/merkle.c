@@ -5,6 +5,8 @@
  *                     entry's canonical stream), the stream of mmaplog/storage/entry_hash.py
  *   frontier_append   a batch of leaves appended to the compact frontier, the perfect nodes
  *                     it completed coalesced into runs of consecutive tree-file slots
+ *   merkle_extend     the checkpointer's catch-up in one call: a batch's leaves, appended to
+ *                     the frontier, the nodes they complete written to merkle.tree
  *   tree_level        the next level of a full tree (MemoryTree)
  *
  * Python twins, the reference (MMAPLOG_PURE=1): tree_keeper.leaf_batches, Frontier.append and
@@ -14,6 +16,9 @@
 
 #include "entry_stream.h"
 #include "sha256.h"
+
+#include <errno.h>
+#include <unistd.h>
 
 #define REC_SEQ 0
 #define REC_TS_INIT 8
@@ -196,6 +201,65 @@ done:
     return result;
 }
 
+/* Where the payloads of a batch are: payload i at views[segment_of[i]][payload_at[i]:
+ * +payload_len[i]] (int64 columns), every span checked against its view. */
+typedef struct {
+    Py_buffer cols[3];
+    int have_cols;
+    PyObject *views; /* PySequence_Fast */
+    Py_buffer *vbufs;
+    Py_ssize_t got;
+    span *pay;
+} payload_input;
+
+static void payload_input_release(payload_input *in) {
+    for (Py_ssize_t i = 0; i < in->got; i++) PyBuffer_Release(&in->vbufs[i]);
+    for (int k = 0; k < in->have_cols; k++) PyBuffer_Release(&in->cols[k]);
+    PyMem_Free(in->vbufs);
+    PyMem_Free(in->pay);
+    Py_XDECREF(in->views);
+}
+
+static int payload_input_get(payload_input *in, Py_ssize_t n, PyObject *views_obj,
+                             PyObject *seg_obj, PyObject *at_obj, PyObject *len_obj) {
+    memset(in, 0, sizeof *in);
+    PyObject *col_objs[3] = {seg_obj, at_obj, len_obj};
+    for (; in->have_cols < 3; in->have_cols++) {
+        Py_buffer *col = &in->cols[in->have_cols];
+        if (PyObject_GetBuffer(col_objs[in->have_cols], col, PyBUF_C_CONTIGUOUS) < 0) return -1;
+        if (col->len != n * 8) {
+            in->have_cols++;
+            PyErr_SetString(PyExc_ValueError, "one int64 per record in each column");
+            return -1;
+        }
+    }
+    in->views = PySequence_Fast(views_obj, "views must be a sequence of buffers");
+    if (in->views == NULL) return -1;
+    Py_ssize_t n_views = PySequence_Fast_GET_SIZE(in->views);
+    in->vbufs = PyMem_Calloc((size_t)n_views + 1, sizeof *in->vbufs);
+    in->pay = PyMem_Calloc((size_t)n + 1, sizeof *in->pay);
+    if (in->vbufs == NULL || in->pay == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (; in->got < n_views; in->got++)
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(in->views, in->got),
+                               &in->vbufs[in->got], PyBUF_SIMPLE) < 0)
+            return -1;
+    const int64_t *seg = in->cols[0].buf, *at = in->cols[1].buf, *len = in->cols[2].buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* The columns came from the frames: every span must lie inside its view. */
+        if (seg[i] < 0 || seg[i] >= n_views || at[i] < 0 || len[i] < 0 ||
+            at[i] > in->vbufs[seg[i]].len || len[i] > in->vbufs[seg[i]].len - at[i]) {
+            PyErr_Format(PyExc_ValueError, "payload of record %zd is outside its view", i);
+            return -1;
+        }
+        in->pay[i].p = (const unsigned char *)in->vbufs[seg[i]].buf + at[i];
+        in->pay[i].len = (size_t)len[i];
+    }
+    return 0;
+}
+
 /* merkle_leaves_at(records, views, segment_of, payload_at, payload_len, framed): the same
  * leaves with payload i at views[segment_of[i]][payload_at[i]:+payload_len[i]] (int64
  * columns), so a batch needs no memoryview per entry. */
@@ -205,53 +269,14 @@ static PyObject *py_merkle_leaves_at(PyObject *Py_UNUSED(module), PyObject *args
                           &framed_obj))
         return NULL;
     leaf_input in;
-    PyObject *result = NULL, *views = NULL;
-    Py_buffer cols[3] = {{0}};
-    Py_buffer *vbufs = NULL;
-    span *pay = NULL;
-    Py_ssize_t n_views = 0, got = 0;
-    int have_cols = 0;
+    payload_input pin;
+    memset(&pin, 0, sizeof pin);
+    PyObject *result = NULL;
     if (leaf_input_get(&in, records_obj, framed_obj) < 0) goto done;
-    PyObject *col_objs[3] = {seg_obj, at_obj, len_obj};
-    for (; have_cols < 3; have_cols++) {
-        if (PyObject_GetBuffer(col_objs[have_cols], &cols[have_cols], PyBUF_C_CONTIGUOUS) < 0)
-            goto done;
-        if (cols[have_cols].len != in.n * 8) {
-            have_cols++;
-            PyErr_SetString(PyExc_ValueError, "one int64 per record in each column");
-            goto done;
-        }
-    }
-    views = PySequence_Fast(views_obj, "views must be a sequence of buffers");
-    if (views == NULL) goto done;
-    n_views = PySequence_Fast_GET_SIZE(views);
-    vbufs = PyMem_Calloc((size_t)n_views + 1, sizeof *vbufs);
-    pay = PyMem_Calloc((size_t)in.n + 1, sizeof *pay);
-    if (vbufs == NULL || pay == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (; got < n_views; got++)
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(views, got), &vbufs[got], PyBUF_SIMPLE) <
-            0)
-            goto done;
-    const int64_t *seg = cols[0].buf, *at = cols[1].buf, *len = cols[2].buf;
-    for (Py_ssize_t i = 0; i < in.n; i++) {
-        if (seg[i] < 0 || seg[i] >= n_views || at[i] < 0 || len[i] < 0 ||
-            at[i] > vbufs[seg[i]].len || len[i] > vbufs[seg[i]].len - at[i]) {
-            PyErr_Format(PyExc_ValueError, "payload of record %zd is outside its view", i);
-            goto done;
-        }
-        pay[i].p = (const unsigned char *)vbufs[seg[i]].buf + at[i];
-        pay[i].len = (size_t)len[i];
-    }
-    result = leaves_of(&in, pay);
+    if (payload_input_get(&pin, in.n, views_obj, seg_obj, at_obj, len_obj) < 0) goto done;
+    result = leaves_of(&in, pin.pay);
 done:
-    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&vbufs[i]);
-    for (int k = 0; k < have_cols; k++) PyBuffer_Release(&cols[k]);
-    PyMem_Free(vbufs);
-    PyMem_Free(pay);
-    Py_XDECREF(views);
+    payload_input_release(&pin);
     leaf_input_release(&in);
     return result;
 }
@@ -350,6 +375,142 @@ done:
     return result;
 }
 
+/* --- the checkpointer's catch-up: leaves, frontier and tree file in one call --------------- */
+
+#define TREE_HEADER_SIZE 64u /* merkle_files.TREE_HEADER_SIZE */
+/* Far more leaves than a run holds, and small enough that every slot offset fits an off_t. */
+#define MAX_TREE_LEAVES ((uint64_t)1 << 56)
+
+/* A perfect node completed before the chunk's own slots: at most one per level. */
+typedef struct {
+    uint64_t slot;
+    unsigned char digest[MML_SHA256_SIZE];
+} far_node;
+
+/* Append n leaves to the frontier `stack` (depth roots, largest first) of a tree of `size`
+ * leaves, as Frontier.append does one by one. The perfect node of level L that leaf i
+ * completes sits at slot 2i + 1 - 2^L (merkle_files.flat_index of (L, (i + 1) / 2^L - 1)), so
+ * every node these leaves complete, the leaves included, goes to `dense` (the 2n - 1 slots
+ * from 2 * size on: nothing before these leaves could fill them) unless its slot is before
+ * 2 * size; those go to `far`, at most one per level (64). Returns how many went to `far`. */
+static size_t fold_leaves(unsigned char (*stack)[MML_SHA256_SIZE], int *depth, uint64_t size,
+                          const unsigned char *leaves, size_t n, unsigned char *dense,
+                          far_node *far) {
+    const uint64_t base = 2 * size;
+    size_t nfar = 0;
+    for (size_t i = 0; i < n; i++, size++) {
+        unsigned char digest[MML_SHA256_SIZE];
+        memcpy(digest, leaves + i * MML_SHA256_SIZE, MML_SHA256_SIZE);
+        memcpy(dense + (2 * size - base) * MML_SHA256_SIZE, digest, MML_SHA256_SIZE);
+        /* the frontier has a subtree of every level whose bit is set in size: fold them in */
+        for (int level = 0; size >> level & 1;) {
+            (*depth)--;
+            mml_sha256_node(stack[*depth], digest, digest);
+            level++;
+            uint64_t slot = 2 * size + 1 - ((uint64_t)1 << level);
+            if (slot >= base) {
+                memcpy(dense + (slot - base) * MML_SHA256_SIZE, digest, MML_SHA256_SIZE);
+            } else {
+                far[nfar].slot = slot;
+                memcpy(far[nfar].digest, digest, MML_SHA256_SIZE);
+                nfar++;
+            }
+        }
+        memcpy(stack[(*depth)++], digest, MML_SHA256_SIZE);
+    }
+    return nfar;
+}
+
+/* pwrite every byte (a short write is retried); 0 or an errno. */
+static int write_at(int fd, const unsigned char *data, size_t len, uint64_t offset) {
+    while (len > 0) {
+        ssize_t done = pwrite(fd, data, len, (off_t)offset);
+        if (done < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        data += done;
+        len -= (size_t)done;
+        offset += (uint64_t)done;
+    }
+    return 0;
+}
+
+/* merkle_extend(records, views, segment_of, payload_at, payload_len, framed, hashes, size,
+ *               tree_fd) -> the new frontier's hashes (its size is size + n)
+ *
+ * TreeKeeper.catch_up for one checked batch, in one call with the GIL released: the leaves
+ * (merkle_leaves_at's arguments), appended to the frontier of `size` leaves (`hashes`, as in
+ * frontier_append), and every node they complete written to merkle.tree (`tree_fd`). The
+ * reference is Frontier.append_block + TreeFile.write_runs; the file ends up byte-identical:
+ * the chunk's own slots go out in one pwrite, those of right-edge nodes not complete yet as
+ * zeros (what a file with a hole there reads as, and what the format says they hold), then
+ * the few far nodes one by one. On an OSError the frontier is unchanged (the caller keeps the
+ * old one); a partly written tree file past it is cut when the tree is next resumed. */
+static PyObject *py_merkle_extend(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *records_obj, *views_obj, *seg_obj, *at_obj, *len_obj, *framed_obj;
+    Py_buffer hb;
+    unsigned long long size;
+    int fd;
+    if (!PyArg_ParseTuple(args, "OOOOOOy*Ki", &records_obj, &views_obj, &seg_obj, &at_obj,
+                          &len_obj, &framed_obj, &hb, &size, &fd))
+        return NULL;
+    leaf_input in;
+    payload_input pin;
+    memset(&in, 0, sizeof in);
+    memset(&pin, 0, sizeof pin);
+    PyObject *result = NULL;
+    unsigned char *leaves = NULL, *dense = NULL;
+    int depth = __builtin_popcountll(size);
+    if (hb.len != (Py_ssize_t)depth * MML_SHA256_SIZE || fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "frontier hashes of the wrong length, or no tree fd");
+        goto done;
+    }
+    if (leaf_input_get(&in, records_obj, framed_obj) < 0) goto done;
+    if (payload_input_get(&pin, in.n, views_obj, seg_obj, at_obj, len_obj) < 0) goto done;
+    size_t n = (size_t)in.n;
+    if (size > MAX_TREE_LEAVES || n > MAX_TREE_LEAVES - size) {
+        PyErr_SetString(PyExc_ValueError, "tree size out of range");
+        goto done;
+    }
+    if (n == 0) {
+        result = PyBytes_FromStringAndSize(hb.buf, hb.len);
+        goto done;
+    }
+    leaves = PyMem_Malloc(n * MML_SHA256_SIZE);
+    dense = PyMem_Calloc(2 * n - 1, MML_SHA256_SIZE);
+    if (leaves == NULL || dense == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    unsigned char stack[65][MML_SHA256_SIZE];
+    far_node far[64];
+    memcpy(stack, hb.buf, (size_t)hb.len);
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    hash_leaves(in.rec.buf, n, in.name_spans, pin.pay, leaves);
+    size_t nfar = fold_leaves(stack, &depth, size, leaves, n, dense, far);
+    err = write_at(fd, dense, (2 * n - 1) * MML_SHA256_SIZE,
+                   TREE_HEADER_SIZE + (uint64_t)MML_SHA256_SIZE * 2 * size);
+    for (size_t k = 0; k < nfar && err == 0; k++)
+        err = write_at(fd, far[k].digest, MML_SHA256_SIZE,
+                       TREE_HEADER_SIZE + (uint64_t)MML_SHA256_SIZE * far[k].slot);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)stack, (Py_ssize_t)depth * MML_SHA256_SIZE);
+done:
+    PyMem_Free(leaves);
+    PyMem_Free(dense);
+    payload_input_release(&pin);
+    leaf_input_release(&in);
+    PyBuffer_Release(&hb);
+    return result;
+}
+
 /* tree_level(level) -> the level above: SHA-256(0x01 || l || r) of every whole pair. */
 static PyObject *py_tree_level(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer lb;
@@ -381,6 +542,9 @@ PyMethodDef mml_merkle_methods[] = {
      "n * 32 bytes of leaf hashes"},
     {"frontier_append", py_frontier_append, METH_VARARGS,
      "frontier_append(hashes, size, leaves) -> (hashes, [(slot, digests), ...])"},
+    {"merkle_extend", py_merkle_extend, METH_VARARGS,
+     "merkle_extend(records, views, segment_of, payload_at, payload_len, framed, hashes, size, "
+     "tree_fd) -> the new frontier's hashes (leaves, frontier and merkle.tree in one call)"},
     {"tree_level", py_tree_level, METH_VARARGS, "tree_level(level) -> the level above"},
     {NULL, NULL, 0, NULL},
 };
