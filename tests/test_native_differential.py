@@ -76,8 +76,14 @@ def write_run(root: Path, items, *, use_native: bool, batch: int, durability, mo
     backend = MmapBackend(root, "diff", segment_size=SEGMENT)
     backend.open_run(RunManifest(run_id=RUN_ID, instance_id="diff", start_ts_init=1000))
     clock = TestClock(1_000)
+    # A small channel so batches are cut often; a long halt threshold so that a loaded machine
+    # (a writer descheduled for more than the default 250 ms) is not a backpressure halt here.
     config = WriterConfig(
-        max_batch_entries=batch, durability=durability, channel_capacity=64, min_free_bytes=0
+        max_batch_entries=batch,
+        durability=durability,
+        channel_capacity=64,
+        min_free_bytes=0,
+        halt_threshold=60.0,
     )
     writer = EventStoreWriter.spawn(backend, clock, noop_halt, config)
     assert writer.core == ("native" if use_native else "pure-python")
