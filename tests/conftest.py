@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +15,10 @@ from mmaplog import (
     IndexKey,
     IndexKind,
     RunManifest,
+    RunStatus,
     compute_entry_hash,
 )
+from mmaplog.storage.mmap_backend import MmapBackend
 
 START = 1_700_000_000_000_000_000
 
@@ -40,6 +44,23 @@ def make_entry(
 def append_item(seq: int, *keys: tuple[IndexKind, str], **fields: object) -> AppendEntry:
     entry = make_entry(seq, **fields)  # type: ignore[arg-type]
     return AppendEntry(entry, tuple(IndexKey(k, v) for k, v in keys))
+
+
+def append_and_seal(
+    backend: MmapBackend,
+    items: Sequence[AppendEntry],
+    *,
+    chunk: int,
+    status: RunStatus = RunStatus.ENDED,
+) -> Path:
+    """Append ``items`` in batches of ``chunk``, seal with ``status``, close; the run's dir."""
+    for at in range(0, len(items), chunk):
+        backend.append_batch(items[at : at + chunk])
+    backend.seal(status)
+    run_dir = backend.run_dir
+    backend.close()
+    assert run_dir is not None
+    return run_dir
 
 
 def make_manifest(run_id: str = "1700000000000000000-00000001", **fields: object) -> RunManifest:

@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmaplog import AppendEntry, Headers, IndexKey, IndexKind, MmapLogError, Reader, RunStatus
+from mmaplog import AppendEntry, Headers, IndexKey, IndexKind, MmapLogError, Reader
 from mmaplog.storage import hash_index, point_reads, record_check, verified_read
 from mmaplog.storage.core import native
 from mmaplog.storage.hash_index import HashIndex
 from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE
 from mmaplog.storage.mmap_backend import MmapBackend
-from tests.conftest import START, make_entry, make_manifest
+from tests.conftest import START, append_and_seal, make_entry, make_manifest
 from tests.test_read_checks import to_version_1
 
 pytestmark = pytest.mark.skipif(
@@ -69,13 +69,7 @@ def build(root: Path, n: int, seed: int, hot_every: int) -> Path:
         ts = START + seq * 10 - (25 if (seq + seed) % 7 == 0 else 0)
         entry = make_entry(seq, ts_init=ts, headers=Headers(corr, None))
         items.append(AppendEntry(entry, tuple(keys)))
-    for at in range(0, n, 64):
-        backend.append_batch(items[at : at + 64])
-    backend.seal(RunStatus.ENDED)
-    run_dir = backend.run_dir
-    backend.close()
-    assert run_dir is not None
-    return run_dir
+    return append_and_seal(backend, items, chunk=64)
 
 
 def seek_values(n: int) -> list[int]:

@@ -24,7 +24,6 @@ from mmaplog import (
     IndexKey,
     IndexKind,
     Reader,
-    RunStatus,
     ScanDirection,
 )
 from mmaplog.storage import hash_index, point_reads, record_check, verified_read
@@ -32,7 +31,7 @@ from mmaplog.storage.core import native
 from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE
 from mmaplog.storage.mmap_backend import MmapBackend
 from mmaplog.storage.seqindex import SeqIndex
-from tests.conftest import START, make_entry, make_manifest
+from tests.conftest import START, append_and_seal, make_entry, make_manifest
 
 RUN_ID = "1700000000000000001-0000000a"
 TOPICS = ("exec.event.OrderFilled", "exec.event.OrderAccepted", "data.quote")
@@ -76,13 +75,7 @@ def items(n: int = N, seed: int = 0) -> list[AppendEntry]:
 def build(root: Path, *, version: int = 2, n: int = N, seed: int = 0) -> Path:
     backend = MmapBackend(root, "trader-001", segment_size=64 * 1024)
     backend.open_run(make_manifest(RUN_ID))
-    batch = items(n, seed)
-    for at in range(0, n, 16):
-        backend.append_batch(batch[at : at + 16])
-    backend.seal(RunStatus.ENDED)
-    run_dir = backend.run_dir
-    backend.close()
-    assert run_dir is not None
+    run_dir = append_and_seal(backend, items(n, seed), chunk=16)
     if version == 1:
         to_version_1(run_dir)
     return run_dir

@@ -23,6 +23,7 @@ from mmaplog.integrity.verify import VerifyReport, verify
 from mmaplog.storage.core import native
 from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE
 from mmaplog.storage.mmap_backend import MmapBackend
+from tests.conftest import append_and_seal
 from tests.test_read_checks import to_version_1
 from tests.test_verify import (
     START,
@@ -61,13 +62,7 @@ def _odd_keys_run(root: Path) -> Path:
         )
         headers = Headers(u if seq % 2 else None, None)
         items.append(AppendEntry(_make_entry(seq, "odd.topic", "Odd", b"x" * seq, headers), keys))
-    for i in range(0, len(items), 8):
-        backend.append_batch(items[i : i + 8])
-    backend.seal(RunStatus.CRASHED_RECOVERED)
-    run_dir = backend.run_dir
-    backend.close()
-    assert run_dir is not None
-    return run_dir
+    return append_and_seal(backend, items, chunk=8, status=RunStatus.CRASHED_RECOVERED)
 
 
 SHAPES = {
