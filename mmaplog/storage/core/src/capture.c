@@ -26,8 +26,8 @@
 #include "fields.h"
 #include "native.h"
 
-static PyObject *str_encoder, *str_headers, *str_identity, *str_payload_type, *str_struct_fast,
-    *str_payload, *str_index_keys, *str_acquire, *str_release, *str_append, *str_popleft;
+static PyObject *str_payload_type, *str_payload, *str_index_keys, *str_acquire, *str_release,
+    *str_append, *str_popleft;
 
 /* A registration's fields (capture.py _Registration, a __slots__ class), read per capture
  * through a slot-offset cache (fields.h). Under the GIL. */
@@ -356,25 +356,19 @@ PyTypeObject mml_CaptureType = {
 };
 
 int mml_capture_init_strings(void) {
-    str_encoder = PyUnicode_InternFromString("encoder");
-    str_headers = PyUnicode_InternFromString("headers");
-    str_identity = PyUnicode_InternFromString("identity");
+    static const char *const reg_fields[REG_NFIELDS] = {
+        [REG_IDENTITY] = "identity", [REG_STRUCT_FAST] = "struct_fast",
+        [REG_PAYLOAD_TYPE] = "payload_type", [REG_ENCODER] = "encoder", [REG_HEADERS] = "headers"};
+    if (mml_intern_names(reg_names, reg_fields, REG_NFIELDS) < 0) return -1;
     str_payload_type = PyUnicode_InternFromString("payload_type");
-    str_struct_fast = PyUnicode_InternFromString("struct_fast");
     str_payload = PyUnicode_InternFromString("payload");
     str_index_keys = PyUnicode_InternFromString("index_keys");
     str_acquire = PyUnicode_InternFromString("acquire");
     str_release = PyUnicode_InternFromString("release");
     str_append = PyUnicode_InternFromString("append");
     str_popleft = PyUnicode_InternFromString("popleft");
-    if (!(str_encoder && str_headers && str_identity && str_payload_type && str_struct_fast &&
-          str_payload && str_index_keys && str_acquire && str_release && str_append &&
-          str_popleft))
-        return -1;
-    reg_names[REG_IDENTITY] = str_identity;
-    reg_names[REG_STRUCT_FAST] = str_struct_fast;
-    reg_names[REG_PAYLOAD_TYPE] = str_payload_type;
-    reg_names[REG_ENCODER] = str_encoder;
-    reg_names[REG_HEADERS] = str_headers;
-    return 0;
+    return (str_payload_type && str_payload && str_index_keys && str_acquire && str_release &&
+            str_append && str_popleft)
+               ? 0
+               : -1;
 }

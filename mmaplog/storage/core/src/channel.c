@@ -28,18 +28,20 @@
 #define WAIT_EMPTY 1 /* the writer sleeps until the first entry arrives */
 #define WAIT_FILL 2  /* the writer sleeps until the batch is full (or the window ends) */
 
-static PyObject *str_correlation_id, *str_causation_id, *str_int, *str_kind, *str_key;
-/* AppendEntry and Entry field names, for submit_entries */
-static PyObject *str_entry, *str_index_keys, *str_seq, *str_ts_init, *str_ts_publish, *str_topic,
-    *str_payload_type, *str_payload, *str_headers, *str_entry_hash;
-
-/* Slot offsets of the fields read per entry (fields.h), one cache per kind of object; all
- * used under the GIL. The name arrays are filled by mml_channel_init_strings. */
+/* Slot offsets of the fields read per entry (fields.h), one cache per kind of object, with the
+ * names each reads (interned by mml_channel_init_strings, in the order FIELD's index uses);
+ * all used under the GIL. */
 static mml_fieldcache append_cache, entry_cache, headers_cache, key_cache, uuid_cache;
-static PyObject *append_names[2], *entry_names[8], *headers_names[2], *key_names[2],
-    *uuid_names[1];
-#define FIELD(kind, obj, i) mml_field(&kind##_cache, (obj), kind##_names, \
-                                      (int)(sizeof kind##_names / sizeof kind##_names[0]), (i))
+static const char *const append_fields[] = {"entry", "index_keys"};
+static const char *const entry_fields[] = {"seq",          "ts_init", "ts_publish", "topic",
+                                           "payload_type", "payload", "headers",    "entry_hash"};
+static const char *const headers_fields[] = {"correlation_id", "causation_id"};
+static const char *const key_fields[] = {"kind", "key"};
+static const char *const uuid_fields[] = {"int"};
+#define NFIELDS(kind) ((int)(sizeof kind##_fields / sizeof kind##_fields[0]))
+static PyObject *append_names[NFIELDS(append)], *entry_names[NFIELDS(entry)],
+    *headers_names[NFIELDS(headers)], *key_names[NFIELDS(key)], *uuid_names[NFIELDS(uuid)];
+#define FIELD(kind, obj, i) mml_field(&kind##_cache, (obj), kind##_names, NFIELDS(kind), (i))
 
 /* --- small helpers ----------------------------------------------------------------------- */
 
@@ -899,39 +901,12 @@ PyTypeObject mml_ChannelType = {
 };
 
 int mml_channel_init_strings(void) {
-    str_correlation_id = PyUnicode_InternFromString("correlation_id");
-    str_causation_id = PyUnicode_InternFromString("causation_id");
-    str_int = PyUnicode_InternFromString("int");
-    str_kind = PyUnicode_InternFromString("kind");
-    str_key = PyUnicode_InternFromString("key");
-    if (!(str_correlation_id && str_causation_id && str_int && str_kind && str_key)) return -1;
-    struct {
-        PyObject **slot;
-        const char *name;
-    } fields[] = {{&str_entry, "entry"},
-                  {&str_index_keys, "index_keys"},
-                  {&str_seq, "seq"},
-                  {&str_ts_init, "ts_init"},
-                  {&str_ts_publish, "ts_publish"},
-                  {&str_topic, "topic"},
-                  {&str_payload_type, "payload_type"},
-                  {&str_payload, "payload"},
-                  {&str_headers, "headers"},
-                  {&str_entry_hash, "entry_hash"}};
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-        if ((*fields[i].slot = PyUnicode_InternFromString(fields[i].name)) == NULL) return -1;
-    PyObject *const entry_fields[8] = {str_seq,          str_ts_init, str_ts_publish, str_topic,
-                                       str_payload_type, str_payload, str_headers,
-                                       str_entry_hash};
-    memcpy(entry_names, entry_fields, sizeof entry_names);
-    append_names[0] = str_entry;
-    append_names[1] = str_index_keys;
-    headers_names[0] = str_correlation_id;
-    headers_names[1] = str_causation_id;
-    key_names[0] = str_kind;
-    key_names[1] = str_key;
-    uuid_names[0] = str_int;
-    return 0;
+#define INTERN(kind) mml_intern_names(kind##_names, kind##_fields, NFIELDS(kind))
+    return INTERN(append) < 0 || INTERN(entry) < 0 || INTERN(headers) < 0 || INTERN(key) < 0 ||
+                   INTERN(uuid) < 0
+               ? -1
+               : 0;
+#undef INTERN
 }
 
 /* --- WallClock: MonotonicWallClock in C ------------------------------------------------------

@@ -41,3 +41,9 @@ PyObject *mml_field(mml_fieldcache *cache, PyObject *obj, PyObject *const *names
     }
     return PyObject_GetAttr(obj, names[i]); /* the same answer, the slow way (or the error) */
 }
+
+int mml_intern_names(PyObject **out, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if ((out[i] = PyUnicode_InternFromString(names[i])) == NULL) return -1;
+    return 0;
+}

@@ -21,6 +21,10 @@ typedef struct {
     Py_ssize_t offset[MML_FIELDS_MAX];  /* of each name; -1: use PyObject_GetAttr */
 } mml_fieldcache;
 
+/* Intern the n C strings `names` into `out` (the name arrays the caches read with): 0, or -1
+ * with an exception set. */
+int mml_intern_names(PyObject **out, const char *const *names, int n);
+
 /* A new reference to attribute names[i] of obj (names: interned str, at most MML_FIELDS_MAX,
  * the same array on every call with this cache), or NULL with an exception set. */
 PyObject *mml_field(mml_fieldcache *cache, PyObject *obj, PyObject *const *names, int nnames,
