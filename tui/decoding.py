@@ -16,10 +16,12 @@ from typing import Any
 
 import msgspec
 
+from mmaplog import Entry, Reader
+from mmaplog.demo import is_demo_run
 from mmaplog.storage.schema_decode import RunDecoder
 from mmaplog.storage.schemas import SCHEMAS
 
-__all__ = ["DecodeResult", "decode_payload", "hexdump", "to_display"]
+__all__ = ["DecodeResult", "decode_entry", "decode_payload", "hexdump", "to_display"]
 
 DecodeResult = tuple[object | None, str | None]
 _DecodeFn = Callable[[str, bytes], object]
@@ -68,6 +70,18 @@ def _stored_decoder(run_dir: Path) -> RunDecoder | None:
     except OSError:
         return None
     return _run_decoder(str(run_dir), stamp)
+
+
+def decode_entry(reader: Reader, entry: Entry) -> DecodeResult:
+    """``decode_payload`` of an entry of ``reader``'s run, with what the run says of itself
+    (a demo run, its stored schemas)."""
+    return decode_payload(
+        entry.payload_type,
+        entry.payload,
+        demo=is_demo_run(reader.manifest),
+        run_dir=reader.run_dir,
+        seq=entry.seq,
+    )
 
 
 def decode_payload(

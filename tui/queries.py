@@ -15,9 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog import IndexKind, Reader
-from mmaplog.demo import is_demo_run
 from mmaplog.errors import CorruptionError
-from tui.decoding import decode_payload
+from tui.decoding import decode_entry
 from tui.formatting import format_ts
 
 __all__ = [
@@ -126,13 +125,7 @@ def search_text(reader: Reader, seq: int) -> str:
         return f"corrupt {exc}".lower()
     if entry is None:
         return ""
-    value, error = decode_payload(
-        entry.payload_type,
-        entry.payload,
-        demo=is_demo_run(reader.manifest),
-        run_dir=reader.run_dir,
-        seq=entry.seq,
-    )
+    value, error = decode_entry(reader, entry)
     body = error or msgspec.json.encode(value, enc_hook=repr).decode()
     headers = entry.headers
     return " ".join(
@@ -282,13 +275,7 @@ def build_causation_tree(
             continue
         if entry is None:
             continue
-        value, _ = decode_payload(
-            entry.payload_type,
-            entry.payload,
-            demo=is_demo_run(reader.manifest),
-            run_dir=reader.run_dir,
-            seq=entry.seq,
-        )
+        value, _ = decode_entry(reader, entry)
         node = CauseNode(
             entry.seq,
             entry.ts_init,

@@ -15,9 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mmaplog import IndexKind, Reader
-from mmaplog.demo import is_demo_run
 from mmaplog.errors import CorruptionError
-from tui.decoding import decode_payload
+from tui.decoding import decode_entry
 from tui.formatting import summarize
 
 __all__ = ["EntryDetails", "RowInfo", "RowSource", "RunRows", "SeqRows", "load_details", "read_row"]
@@ -64,13 +63,7 @@ def read_row(reader: Reader, seq: int) -> RowInfo:
         return _error_row(reader, seq, str(exc))
     if entry is None:
         return RowInfo(seq, 0, "", "", None, "", error="not committed")
-    value, error = decode_payload(
-        entry.payload_type,
-        entry.payload,
-        demo=is_demo_run(reader.manifest),
-        run_dir=reader.run_dir,
-        seq=entry.seq,
-    )
+    value, error = decode_entry(reader, entry)
     summary = summarize(value) if error is None else f"⚠ undecodable: {error}"
     return RowInfo(
         seq,
@@ -169,13 +162,7 @@ def load_details(reader: Reader, seq: int) -> EntryDetails:
     entry = reader.entry(seq, copy=True)
     if entry is None:  # pragma: no cover - read_row already reported it
         return EntryDetails(seq, row)
-    value, error = decode_payload(
-        entry.payload_type,
-        entry.payload,
-        demo=is_demo_run(reader.manifest),
-        run_dir=reader.run_dir,
-        seq=entry.seq,
-    )
+    value, error = decode_entry(reader, entry)
     try:
         keys = tuple(
             (k.kind.name.lower(), k.key)
