@@ -150,6 +150,16 @@ HIX_INLINE void mark_dirty(mml_hix *ix, uint64_t seq) {
     }
 }
 
+/* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1 (0 marks an empty slot). */
+static uint64_t key_hash(unsigned kind, const unsigned char *key, size_t klen) {
+    unsigned char buf[1 + MAX_KEY_LEN];
+    uint64_t h;
+    buf[0] = (unsigned char)kind;
+    if (klen) memcpy(buf + 1, key, klen);
+    h = mml_xxh3_64(buf, 1 + klen, 0);
+    return h ? h : 1;
+}
+
 int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
                 uint64_t seq, uint64_t *need_end, uint64_t *detail_offset) {
     return mml_hix_add_hashed(ix, kind, key, klen, 0, seq, need_end, detail_offset);
@@ -158,7 +168,6 @@ int mml_hix_add(mml_hix *ix, unsigned kind, const unsigned char *key, size_t kle
 int mml_hix_add_hashed(mml_hix *ix, unsigned kind, const unsigned char *key, size_t klen,
                        uint64_t key_h, uint64_t seq, uint64_t *need_end,
                        uint64_t *detail_offset) {
-    unsigned char buf[1 + MAX_KEY_LEN];
     unsigned char *mm;
     uint64_t size, hs, mask, h, i, n, heap_cap;
     uint64_t rec = 0, last = 0, count = 0;
@@ -178,16 +187,8 @@ int mml_hix_add_hashed(mml_hix *ix, unsigned kind, const unsigned char *key, siz
     heap_cap = size - hs;
     mask = ix->slots - 1;
 
-    /* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1. Given by the caller
-     * when it already hashed the key (mml_hix_prefetch_adds). */
-    if (key_h != 0) {
-        h = key_h;
-    } else {
-        buf[0] = (unsigned char)kind;
-        if (klen) memcpy(buf + 1, key, klen);
-        h = mml_xxh3_64(buf, 1 + klen, 0);
-        if (h == 0) h = 1;
-    }
+    /* Given by the caller when it already hashed the key (mml_hix_prefetch_adds). */
+    h = key_h != 0 ? key_h : key_hash(kind, key, klen);
 
     /* _find: linear probing from h & mask, at most `slots` slots. */
     i = h & mask;
@@ -338,16 +339,6 @@ static int view_ok(const mml_hix_view *v) {
     return v && v->mm && v->slots >= MIN_SLOTS && !(v->slots & (v->slots - 1)) &&
            v->slots <= (UINT64_MAX - HEADER_SIZE) / SLOT_SIZE &&
            v->hs == HEADER_SIZE + SLOT_SIZE * v->slots && v->hs <= v->size;
-}
-
-/* _key_hash: xxh3_64(kind byte + key bytes), seed 0; 0 becomes 1 (0 marks an empty slot). */
-static uint64_t key_hash(unsigned kind, const unsigned char *key, size_t klen) {
-    unsigned char buf[1 + MAX_KEY_LEN];
-    uint64_t h;
-    buf[0] = (unsigned char)kind;
-    if (klen) memcpy(buf + 1, key, klen);
-    h = mml_xxh3_64(buf, 1 + klen, 0);
-    return h ? h : 1;
 }
 
 void mml_hix_prefetch(const mml_hix_view *v, unsigned kind, const unsigned char *key,
