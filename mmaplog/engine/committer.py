@@ -20,7 +20,7 @@ from mmaplog.storage.backend import EventStore
 from mmaplog.storage.entry import AppendEntry, Entry, Headers
 from mmaplog.storage.entry_hash import framed_names, hash_with_framing, headers_tail
 from mmaplog.storage.manifest import RunStatus, SnapshotAnchor
-from mmaplog.storage.native_append import SyncMode
+from mmaplog.storage.native_append import MAX_BATCHES_PER_RUN, SyncMode
 
 __all__ = ["Committer"]
 
@@ -33,9 +33,6 @@ _SYNC_MODES: Final = {
     Durability.BATCH: SyncMode.GROUP,
     Durability.ALWAYS: SyncMode.EACH,
 }
-# Batches one group commit may leave unsynced before it syncs anyway (the native loop's
-# MAX_BATCHES_PER_RUN).
-_MAX_GROUP: Final = 64
 _EMPTY_TAIL: Final = headers_tail(Headers.empty())
 _NAMES_CACHE_MAX: Final = 4096
 
@@ -107,7 +104,9 @@ class Committer:
                 self.publish(hwm, durable=True)
             return
         hwm = self._append(batch)
-        if more_waiting and self._durability is Durability.BATCH and self._grouped < _MAX_GROUP:
+        # At most as many batches unsynced as the native loop commits in one call.
+        grouping = more_waiting and self._grouped < MAX_BATCHES_PER_RUN
+        if grouping and self._durability is Durability.BATCH:
             self._grouped += 1
             self.publish(hwm, durable=False)
             return
