@@ -23,6 +23,7 @@ SOURCES = [
     "reader.c",
     "sha256.c",
     "merkle.c",
+    "follower.c",
     "capture.c",
     "entry_stream.c",
     "fields.c",
@@ -37,7 +38,15 @@ native = Extension(
     sources=[f"{SRC}/{name}" for name in SOURCES],
     depends=[
         f"{SRC}/{name}"
-        for name in ("native.h", "hix.h", "xxh3.h", "sha256.h", "sha256_consts.h", "entry_stream.h")
+        for name in (
+            "native.h",
+            "hix.h",
+            "xxh3.h",
+            "sha256.h",
+            "sha256_consts.h",
+            "entry_stream.h",
+            "merkle.h",
+        )
     ],
     include_dirs=[SRC],
     extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", *extra],

@@ -38,8 +38,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,11 +64,18 @@ from mmaplog import (
     load_trusted_key,
 )
 from mmaplog.integrity.tree_keeper import build_tree
+from mmaplog.runs.checkpointer import PRIORITIES
+from mmaplog.storage.core import core_description, native
 
 PAYLOAD = bytes(range(256))
 
 
-def capture(root: Path, n: int, checkpoints: CheckpointConfig | None) -> tuple[float, Path]:
+def capture(
+    root: Path, n: int, checkpoints: CheckpointConfig | None
+) -> tuple[float, int, float, Path]:
+    """Entries per second until the high-watermark reaches the last one, the checkpointer's
+    lag then (entries committed, not in the tree yet) and how long it took to catch up after
+    (0 when it kept up), and the run."""
     # A long halt threshold: this measures throughput, not the backpressure halt (which a
     # saturating loop on 2 busy cores can trip, checkpoints on or not).
     writer = WriterConfig(durability=Durability.NONE, halt_threshold=10.0)
@@ -80,32 +90,87 @@ def capture(root: Path, n: int, checkpoints: CheckpointConfig | None) -> tuple[f
         submit(draft)
     session.writer.wait_for(n + 1, 600, flush=True)
     elapsed = time.perf_counter() - t0
+    lag, catch_up = 0, 0.0
+    checkpointer = session.checkpointer
+    if checkpointer is not None:
+        # Caught up: the tree reached the last checkpoint size due (the rest goes in with the
+        # next timed checkpoint, or at close).
+        due = (n + 1) // checkpointer.config.every_entries * checkpointer.config.every_entries
+        lag = max(0, due - checkpointer.tree_size)
+        t1 = time.perf_counter()
+        while checkpointer.tree_size < due and time.perf_counter() - t1 < 600:
+            time.sleep(0.001)
+        catch_up = time.perf_counter() - t1 if lag else 0.0
     session.close(start + n + 1)
-    return n / elapsed, session.run_dir
+    return n / elapsed, lag, catch_up, session.run_dir
+
+
+def capture_rows(tmp: Path, n: int, trials: int, key: Path) -> dict[str, Any]:
+    """Off and each priority, alternating, ``trials`` rounds: median rates, the median of the
+    per-round slowdowns (each against the off run of its round), lag and catch-up."""
+    modes: dict[str, CheckpointConfig | None] = {"off": None}
+    for priority in PRIORITIES:
+        modes[priority] = CheckpointConfig(
+            every_entries=10_000, every_seconds=1.0, signing_key=key, priority=priority
+        )
+    runs: dict[str, list[tuple[float, int, float]]] = {name: [] for name in modes}
+    order = list(modes)
+    rng = random.Random(5)
+    for trial in range(trials):
+        rng.shuffle(order)  # no mode always runs right after the same other one
+        for name in order:
+            # The previous run's dirty pages written back now, not during this capture.
+            os.sync()
+            rate, lag, catch_up, run = capture(tmp / f"cap-{name}-{trial}", n, modes[name])
+            runs[name].append((rate, lag, catch_up))
+            shutil.rmtree(run)
+    out: dict[str, Any] = {"entries": n, "rounds": trials}
+    off = [r[0] for r in runs["off"]]
+    out["off_entries_per_s"] = round(statistics.median(off))
+    for name in PRIORITIES:
+        rates = [r[0] for r in runs[name]]
+        slow = sorted(100 * (1 - on / base) for on, base in zip(rates, off, strict=True))
+        out[f"{name}_entries_per_s"] = round(statistics.median(rates))
+        out[f"{name}_slowdown_pct_median"] = round(statistics.median(slow), 1)
+        out[f"{name}_slowdown_pct_range"] = [round(slow[0], 1), round(slow[-1], 1)]
+        out[f"{name}_lag_at_end_median"] = round(statistics.median(r[1] for r in runs[name]))
+        out[f"{name}_catch_up_s_median"] = round(statistics.median(r[2] for r in runs[name]), 3)
+    return out
+
+
+def pure_rows(n: int, trials: int) -> dict[str, Any]:
+    """The capture rows on the pure-Python core: this benchmark in a child, MMAPLOG_PURE=1."""
+    argv = [sys.executable, "-m", "benchmarks.merkle", "--n", str(n), "--trials", str(trials)]
+    argv += ["--capture-only", "--json"]
+    env = {**os.environ, "MMAPLOG_PURE": "1"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    rows: dict[str, Any] = json.loads(done.stdout)["capture"]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.merkle")
-    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--big", type=int, default=1_000_000)
+    parser.add_argument("--pure-n", type=int, default=200_000)
+    parser.add_argument("--capture-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-pure", action="store_true", help="skip the pure-core child")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"core": core_description()}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         key, pub, _ = generate_key_pair(tmp / "key")
         on = CheckpointConfig(every_entries=10_000, every_seconds=1.0, signing_key=key)
-        rates: dict[str, list[float]] = {"off": [], "on": []}
-        for trial in range(3):
-            for name, cfg in (("off", None), ("on", on)):
-                rate, _ = capture(tmp / f"cap-{name}-{trial}", args.n, cfg)
-                rates[name].append(rate)
-        best_off, best_on = max(rates["off"]), max(rates["on"])
-        results["capture_entries_per_s_off"] = round(best_off)
-        results["capture_entries_per_s_on"] = round(best_on)
-        results["capture_slowdown_pct"] = round(100 * (1 - best_on / best_off), 1)
+        results["capture"] = capture_rows(tmp, args.n, args.trials, key)
+        if args.capture_only:
+            print(json.dumps(results))
+            return 0
+        if native is not None and not args.no_pure:
+            results["capture_pure_core"] = pure_rows(args.pure_n, max(1, args.trials // 2))
 
-        _, big = capture(tmp / "big", args.big, on)
+        _, _, _, big = capture(tmp / "big", args.big, on)
         with Reader(big) as reader:
             t0 = time.perf_counter()
             tree = build_tree(reader.backend)
@@ -129,9 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         results["check_proof_ms"] = round(1000 * statistics.mean(check_s), 3)
     if args.json:
         print(json.dumps(results, indent=2))
-    else:
-        for k, v in results.items():
-            print(f"{k:28} {v}")
+        return 0
+    for k, v in results.items():
+        if isinstance(v, dict):
+            print(k)
+            for kk, vv in v.items():
+                print(f"  {kk:32} {vv}")
+        else:
+            print(f"{k:34} {v}")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -157,6 +158,10 @@ def file_sink(path: Path | str) -> CheckpointSink:
     return lambda checkpoint: append_checkpoint_line(target, checkpoint)
 
 
+def _split(packed: bytes) -> list[bytes]:
+    return [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+
+
 class TreeKeeper:
     """The Merkle files of one run, kept by one thread. Not thread-safe."""
 
@@ -242,9 +247,57 @@ class TreeKeeper:
                     frontier.size,
                     fd,
                 )
-                hashes = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
-                self.frontier = Frontier(frontier.size + hi - lo, hashes)
+                self.frontier = Frontier(frontier.size + hi - lo, _split(packed))
                 self._passed(every, passed)
+        return passed
+
+    def follow(
+        self, backend: MmapBackend, hwm: int, *, every: int = 0, worker: Any = None
+    ) -> list[Frontier]:
+        """``catch_up`` as the checkpointer runs it: with the native core, one call with the
+        GIL released checks every record and frame, hashes the leaves from the frames while
+        they are in cache, appends them and writes the nodes (``merkle_follow``), where
+        ``catch_up`` takes a bulk check, numpy columns and a hashing call per piece, each
+        taking the GIL back from the engine thread. Byte-identical files and frontiers.
+
+        ``worker``: a native ``TreeFollower`` that runs the pass on its own low-priority thread
+        (the calling thread waits, GIL released); a cancelled worker returns early, so the tree
+        may end before ``hwm`` then. Where the native pass stops at a seq that fails a check, a
+        symbol it does not know yet gets one retry with the names read again; anything else
+        goes on through ``catch_up``, whose reference checks raise the typed error for that
+        seq."""
+        if native is None or hwm <= self.frontier.size:
+            return self.catch_up(backend, hwm, every=every)
+        passed: list[Frontier] = []
+        for attempt in range(2):
+            before = self.frontier
+            index, checksummed, segments, names = backend.native_sources(
+                before.size + 1, hwm, reload_names=attempt > 0
+            )
+            step = native.merkle_follow if worker is None else worker.run
+            size, code, packed, kept = step(
+                index,
+                checksummed,
+                segments,
+                names,
+                b"".join(before.hashes),
+                before.size,
+                hwm,
+                every,
+                self.tree.fileno(),
+            )
+            self.frontier = Frontier(size, _split(packed))
+            if every > 0:
+                at = 0
+                for mark in range(before.size // every * every + every, size + 1, every):
+                    end = at + mark.bit_count() * HASH_SIZE
+                    passed.append(Frontier(mark, _split(kept[at:end])))
+                    at = end
+            if code == 0:
+                return passed  # at hwm, or a cancelled worker's early stop
+            if code != native.FRAME_SYMBOL:
+                break
+        passed.extend(self.catch_up(backend, hwm, every=every))
         return passed
 
     def _pieces(self, n: int, every: int) -> list[tuple[int, int]]:

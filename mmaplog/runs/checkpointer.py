@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from mmaplog.errors import MmapLogError
 from mmaplog.integrity.merkle import Frontier
@@ -32,11 +30,15 @@ from mmaplog.integrity.tree_keeper import (
     finish_run,
 )
 from mmaplog.storage.checkpoints import Checkpoint, CheckpointLog
+from mmaplog.storage.core import native
 from mmaplog.storage.mmap_backend import MmapBackend
 
 __all__ = ["CheckpointConfig", "Checkpointer"]
 
 logger = logging.getLogger(__name__)
+
+
+PRIORITIES: Final = ("idle", "normal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +48,23 @@ class CheckpointConfig:
     ``signing_key``: a PEM Ed25519 private key file; when None, ``$MMAPLOG_SIGNING_KEY`` names
     one; without either, checkpoints are unsigned. ``sink_file`` appends every checkpoint as a
     JSON line to a file outside the run; ``sink`` is called with every checkpoint (from the
-    checkpointer thread; an exception it raises is logged, not propagated). ``nice``: how much
-    lower the checkpointer thread's scheduling priority is than the process's (Linux, where
-    nice is per thread; ignored elsewhere): its hashing then takes the CPU the engine and writer
-    threads leave, so on a busy machine it lags a saturating capture and catches up when the
-    capture pauses (checkpoint sizes do not depend on the lag); 0 keeps the process's priority.
+    checkpointer thread; an exception it raises is logged, not propagated).
+
+    How the tree is kept without slowing capture (measured in benchmarks/merkle.py): the
+    hashing costs ~0.45 µs of CPU per entry with the native core, and on a machine whose
+    cores the engine and writer threads keep busy, any CPU it takes is taken from capture.
+
+    ``priority``: ``"idle"`` (the default) hashes on a native worker thread at SCHED_IDLE
+    (Linux; nice 19 where that is refused; the process's priority elsewhere), which takes only
+    CPU nothing else wants and is preempted at once; and during a burst (the run growing faster
+    than ``burst_rate`` entries a second, measured each poll) it does not hash at all: even
+    the gaps a saturating capture leaves cost it throughput when filled. The tree then trails
+    the run (``Checkpointer.lag``) and catches up when the burst ends; checkpoint sizes do not
+    depend on the lag, timed checkpoints wait for it. Once the tree is more than ``max_lag``
+    entries behind, the checkpointer thread hashes at normal priority, burst or not, until it
+    is back within the bound. ``"normal"`` hashes at the process's priority all the time: the
+    tree keeps up and a saturating capture pays for it. A session's close finishes the tree at
+    normal priority. The pure core hashes on the checkpointer thread itself (under the GIL).
     """
 
     enabled: bool = True
@@ -60,7 +74,44 @@ class CheckpointConfig:
     sink_file: Path | str | None = None
     sink: Callable[[Checkpoint], None] | None = None
     poll_interval: float = 0.01
-    nice: int = 10
+    priority: str = "idle"
+    burst_rate: float | None = 1_000_000.0
+    max_lag: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITIES:
+            raise ValueError(
+                f"priority must be one of {', '.join(PRIORITIES)}, got {self.priority!r}"
+            )
+        if self.every_entries < 1:
+            raise ValueError(f"every_entries must be >= 1, got {self.every_entries}")
+        if not self.every_seconds > 0:
+            raise ValueError(f"every_seconds must be > 0, got {self.every_seconds}")
+        if not self.poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {self.poll_interval}")
+        if self.burst_rate is not None and not self.burst_rate > 0:
+            raise ValueError(f"burst_rate must be > 0 or None, got {self.burst_rate}")
+        if self.max_lag < 0:
+            raise ValueError(f"max_lag must be >= 0, got {self.max_lag}")
+
+    def plan(
+        self, hwm: int, size: int, rate: float, *, timed: bool, stopping: bool
+    ) -> tuple[int, bool]:
+        """One poll's work: how far to take a tree of ``size`` leaves on a run of ``hwm``
+        entries growing at ``rate`` entries a second (``timed``: a timed checkpoint is due),
+        and whether to hash on the checkpointer thread at normal priority rather than on the
+        worker.
+
+        As far as a checkpoint is due (the last multiple of every_entries; the high-watermark
+        when timed), all the way at stop: between checkpoints nothing reads the tree. Stopping
+        or more than max_lag behind: on the thread (the worker is cancelled at stop, and an
+        idle one may be starved by other work). In a burst, and within max_lag: nowhere."""
+        here = stopping or hwm - size > self.max_lag
+        target = hwm if stopping or timed else hwm // self.every_entries * self.every_entries
+        burst = self.priority == "idle" and self.burst_rate is not None and rate > self.burst_rate
+        if burst and not here:
+            target = size
+        return max(target, size), here
 
     def signer(self) -> Signer | None:
         if self.signing_key is not None:
@@ -93,7 +144,8 @@ AUTO_CHECKPOINTS: Final = CheckpointConfig()
 
 
 class Checkpointer:
-    """One run's checkpointer thread ("mmaplog-checkpointer")."""
+    """One run's checkpointer thread ("mmaplog-checkpointer") and, with the native core, the
+    worker thread its hashing runs on (``CheckpointConfig.priority``)."""
 
     def __init__(
         self, run_dir: Path, run_id: str, config: CheckpointConfig, signer: Signer | None
@@ -107,20 +159,48 @@ class Checkpointer:
         self._sinks = [self._guarded(sink) for sink in config.sinks()]
         self._stop = threading.Event()
         self._keeper: TreeKeeper | None = None
+        self._backend: MmapBackend | None = None
         self._synced_at = -math.inf  # when the tree files were last made durable
+        self._worker: Any = None
+        if native is not None:
+            self._worker = native.TreeFollower(idle=config.priority == "idle")
         self._thread = threading.Thread(target=self._run, name="mmaplog-checkpointer", daemon=True)
 
     @property
-    def native_id(self) -> int | None:
-        """The thread's id in the OS once started (what ``nice`` applies to)."""
+    def priority(self) -> str:
+        """What the hashing runs at: ``idle``, ``nice`` (19) or ``normal``."""
+        return "normal" if self._worker is None else str(self._worker.priority)
+
+    @property
+    def worker_id(self) -> int | None:
+        """The OS thread id the hashing runs on (the worker's; else the checkpointer's)."""
+        if self._worker is not None and self._worker.native_id:
+            return int(self._worker.native_id)
         return self._thread.native_id
+
+    @property
+    def tree_size(self) -> int:
+        """Entries in the tree (checkpointed or about to be)."""
+        keeper = self._keeper
+        return keeper.size if keeper is not None else 0
+
+    @property
+    def lag(self) -> int:
+        """Committed entries not in the tree yet: what a saturating capture at idle priority
+        runs ahead by (0 once the checkpointer has caught up)."""
+        backend = self._backend
+        if backend is None:
+            return 0
+        try:
+            return max(0, backend.high_watermark() - self.tree_size)
+        except (MmapLogError, OSError, ValueError):
+            return 0
 
     def start(self) -> Checkpointer:
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        self._lower_priority()
         try:
             backend = MmapBackend.open_existing(self.run_dir, writable=False)
         except (MmapLogError, OSError) as exc:
@@ -131,27 +211,32 @@ class Checkpointer:
             self._keeper = keeper = TreeKeeper(
                 self.run_dir, self.run_id, available=backend.high_watermark(), new=True
             )
+            self._backend = backend
             log = CheckpointLog(self.run_dir)
             last_size, last_time = keeper.size, time.monotonic()
-            every_n, every_s = self.config.every_entries, self.config.every_seconds
+            config = self.config
+            every_n, every_s = config.every_entries, config.every_seconds
+            seen, seen_at = backend.high_watermark(), time.monotonic()
             while True:
                 stopping = self._stop.is_set()
-                hwm = backend.high_watermark()
-                # Catch up only as far as a checkpoint is due (the last multiple of every_entries
-                # reached; the high-watermark once every_seconds passed) or all the way at stop:
-                # each catch-up takes the GIL from the engine thread a few times, and between
-                # checkpoints nothing reads the tree.
-                timed = hwm > last_size and time.monotonic() - last_time >= every_s
-                target = hwm if stopping or timed else hwm // every_n * every_n
+                hwm, now = backend.high_watermark(), time.monotonic()
+                rate = (hwm - seen) / (now - seen_at) if now > seen_at else 0.0
+                seen, seen_at = hwm, now
+                timed = hwm > last_size and now - last_time >= every_s
+                target, here = config.plan(hwm, keeper.size, rate, timed=timed, stopping=stopping)
+                worker = None if here else self._worker
                 while keeper.size < target:
                     # A checkpoint at each multiple of every_entries passed, so checkpoint sizes
                     # do not depend on how far behind the thread was; a batch at a time, so
                     # they keep coming when it is far behind.
-                    upto = min(target, keeper.size + CATCH_UP_CHUNK)
-                    passed = keeper.catch_up(backend, upto, every=every_n)
+                    before = keeper.size
+                    upto = min(target, before + CATCH_UP_CHUNK)
+                    passed = keeper.follow(backend, upto, every=every_n, worker=worker)
                     if passed:
                         self._write(keeper, log, passed)
                         last_size, last_time = passed[-1].size, time.monotonic()
+                    if keeper.size == before:
+                        break  # the worker was cancelled: stopping
                 size = keeper.size
                 if not stopping and size > last_size and time.monotonic() - last_time >= every_s:
                     self._write(keeper, log, [keeper.frontier.copy()])
@@ -163,22 +248,10 @@ class Checkpointer:
         except (MmapLogError, OSError) as exc:
             self._failed(exc)
         finally:
+            self._backend = None
             if log is not None:
                 log.close()
             backend.close()
-
-    def _lower_priority(self) -> None:
-        # The thread's hashing (~0.6 µs of CPU per entry, SHA-256 at the hardware's pace)
-        # competed with the engine and writer threads for the cores: at the process's own
-        # priority it cost a saturating capture ~20 % of its throughput on 2 busy cores.
-        if self.config.nice <= 0 or not sys.platform.startswith("linux"):
-            return
-        tid = threading.get_native_id()
-        try:
-            nice = os.getpriority(os.PRIO_PROCESS, tid) + self.config.nice
-            os.setpriority(os.PRIO_PROCESS, tid, min(nice, 19))
-        except OSError as exc:  # a sandbox refusing it: run at the process's priority
-            logger.info("checkpointer of run %s keeps its priority: %s", self.run_id, exc)
 
     def _write(self, keeper: TreeKeeper, log: CheckpointLog, frontiers: list[Frontier]) -> None:
         """The checkpoints of ``frontiers``: signed, appended with one fdatasync, then to the
@@ -211,9 +284,13 @@ class Checkpointer:
         logger.error("checkpointer of run %s stopped: %s", self.run_id, exc)
 
     def stop(self) -> None:
-        """Catch up with what is committed, then stop the thread (no checkpoint written)."""
+        """Catch up with what is committed, then stop the threads (no checkpoint written)."""
         self._stop.set()
+        if self._worker is not None:
+            self._worker.cancel()  # a run in progress returns; the thread finishes the tree
         self._thread.join()
+        if self._worker is not None:
+            self._worker.close()
 
     def finish(self) -> Checkpoint:
         """After the run is sealed: stop, then write the final checkpoint (manifest too)."""
@@ -225,6 +302,8 @@ class Checkpointer:
             self.close()
 
     def close(self) -> None:
+        if self._worker is not None and not self._thread.is_alive():
+            self._worker.close()
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None

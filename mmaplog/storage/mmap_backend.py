@@ -15,6 +15,7 @@ directory's file names and ``LOCK`` in ``run_dir``.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import time
@@ -676,6 +677,17 @@ class MmapBackend:
         hwm = self.high_watermark()
         self._guard_truncation()
         return self._require_checks().chunk(lo, min(hi, hwm), hwm, hashes=hashes)
+
+    def native_sources(
+        self, lo: int, hi: int, *, reload_names: bool = False
+    ) -> tuple[mmap.mmap, bool, list[tuple[int, memoryview | None]], list[bytes]]:
+        """What a native pass checking records and frames itself is given for seqs ``lo..=hi``
+        (within the high-watermark): see ``ReadChecks.native_sources``."""
+        hwm = self.high_watermark()
+        self._guard_index()
+        return self._require_checks().native_sources(
+            lo, min(hi, hwm), hwm, reload_names=reload_names
+        )
 
     def checked_names(self, need: int = 0) -> tuple[str, ...]:
         """Symbol names by id, id 0 being no symbol."""

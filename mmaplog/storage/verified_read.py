@@ -19,6 +19,8 @@ and when the bulk check fails, the reference re-checks the range seq by seq so t
 
 from __future__ import annotations
 
+import mmap
+import struct
 import uuid
 from dataclasses import dataclass
 
@@ -42,6 +44,9 @@ from mmaplog.storage.layout import (
     FLAG_CORRELATION,
     FRAME_HEADER_SIZE,
     FRAME_MAGIC,
+    INDEX_DTYPE,
+    INDEX_HEADER_SIZE,
+    INDEX_RECORD_SIZE,
     SEGMENT_HEADER_SIZE,
 )
 from mmaplog.storage.record_check import check_records, read_record
@@ -203,6 +208,24 @@ class ReadChecks:
             return self._native(lo, n, hwm, records, segs, hashes)
         return self._numpy(lo, records, segs, hashes)
 
+    def native_sources(
+        self, lo: int, hi: int, hwm: int, *, reload_names: bool = False
+    ) -> tuple[mmap.mmap, bool, list[tuple[int, memoryview | None]], list[bytes]]:
+        """What a native pass over seqs ``lo..=hi`` that checks every record and frame itself
+        (``merkle_follow``) is given: the index mapping, whether its records carry checksums,
+        the mapped segments from the one the record of ``lo`` names to the one that of ``hi``
+        names, and the framed names by symbol id (``reload_names``: read again first).
+
+        The two segment numbers are read unchecked, as hints for what to map: in a valid run the
+        records name ascending segments, and a record naming one not given fails the native
+        check like any damage does; the caller then words the failure with the reference."""
+        mapping = self._index.mapping(hwm)
+        first, last = _segment_hint(mapping, lo), _segment_hint(mapping, hi)
+        numbers = range(first, last + 1) if 0 <= last - first < _MAX_HINTED_SEGMENTS else (first,)
+        segs = [(number, self._mapped(number, lo)) for number in numbers]
+        self.names(len(self._names) if reload_names else 0)
+        return mapping, self._index.checksummed, segs, self._framed
+
     def _mapped(self, number: int, seq: int) -> memoryview | None:
         """The whole mapping of segment ``number``, or None when the run has no such segment
         (the check of the record naming it reports that)."""
@@ -337,6 +360,22 @@ class ReadChecks:
             )
             if digest != digests[16 * k : 16 * k + 16]:
                 raise CorruptionError("entry hash mismatch", seq=lo)
+
+
+# At most this many segments are mapped for one native pass from two records' hints: a span
+# wider than a valid run's segments between two checkpoints is a damaged record's number.
+_MAX_HINTED_SEGMENTS = 4096
+_SEGMENT_FIELD = struct.Struct("<I")
+assert INDEX_DTYPE.fields is not None
+_SEGMENT_OFFSET = int(INDEX_DTYPE.fields["segment"][1])
+
+
+def _segment_hint(mapping: mmap.mmap, seq: int) -> int:
+    """The segment number the record of ``seq`` names, unchecked (-1: not in the mapping)."""
+    at = INDEX_HEADER_SIZE + (seq - 1) * INDEX_RECORD_SIZE + _SEGMENT_OFFSET
+    if seq < 1 or at + 4 > len(mapping):
+        return -1
+    return int(_SEGMENT_FIELD.unpack_from(mapping, at)[0])
 
 
 def _agree(heads: npt.NDArray[np.void], sub: npt.NDArray[np.void], seq: int) -> None:

@@ -7,6 +7,10 @@
  *                     it completed coalesced into runs of consecutive tree-file slots
  *   merkle_extend     the checkpointer's catch-up in one call: a batch's leaves, appended to
  *                     the frontier, the nodes they complete written to merkle.tree
+ *   merkle_follow     the checkpointer's step in one call: records and frames checked (as
+ *                     verify_chunk checks them), leaves hashed from the frames, appended to
+ *                     the frontier, nodes written to merkle.tree, frontiers kept at each
+ *                     checkpoint size
  *   tree_level        the next level of a full tree (MemoryTree)
  *
  * Python twins, the reference (MMAPLOG_PURE=1): tree_keeper.leaf_batches, Frontier.append and
@@ -15,6 +19,7 @@
 #include "native.h"
 
 #include "entry_stream.h"
+#include "merkle.h"
 #include "sha256.h"
 
 #include <errno.h>
@@ -511,6 +516,165 @@ done:
     return result;
 }
 
+/* The leaf of a checked frame: its fields, not the record's (they agree, mml_check_frame). */
+static void frame_leaf(const unsigned char *f, const mml_name_ref *names, unsigned char *out) {
+    static const unsigned char leaf_prefix = 0x00; /* RFC 9162 leaf */
+    unsigned char head[MML_STREAM_HEAD], plen[8], tail[MML_STREAM_TAIL_MAX];
+    uint32_t payload_len = rd_le32(f + 40);
+    mml_stream_head(head, rd_le64(f + 8), rd_le64(f + 16), rd_le64(f + 24));
+    const mml_name_ref *topic = &names[rd_le32(f + 32)], *ptype = &names[rd_le32(f + 36)];
+    wr_be64(plen, payload_len);
+    size_t tail_len = mml_stream_tail(tail, mml_get_u16(f + 44), f + 48, f + 64);
+    mml_sha256_ctx ctx;
+    mml_sha256_init(&ctx);
+    mml_sha256_update(&ctx, &leaf_prefix, 1);
+    mml_sha256_update(&ctx, head, sizeof head);
+    mml_sha256_update(&ctx, topic->bytes, topic->len);
+    mml_sha256_update(&ctx, ptype->bytes, ptype->len);
+    mml_sha256_update(&ctx, plen, 8);
+    mml_sha256_update(&ctx, f + MML_FRAME_HEADER_SIZE, payload_len);
+    mml_sha256_update(&ctx, tail, tail_len);
+    mml_sha256_final(&ctx, out);
+}
+
+#define FOLLOW_PIECE 4096u /* leaves hashed, folded and written per step */
+#define CANCEL_EVERY 64u   /* entries between two looks at the cancel flag */
+
+/* Keep a copy of the frontier (size a multiple of every). */
+static int keep_frontier(mml_follow_job *job) {
+    size_t need = (size_t)job->depth * MML_SHA256_SIZE;
+    if (job->passed_len + need > job->passed_cap) {
+        size_t cap = job->passed_cap ? 2 * job->passed_cap : 64 * MML_SHA256_SIZE;
+        while (cap < job->passed_len + need) cap *= 2;
+        unsigned char *grown = PyMem_RawRealloc(job->passed, cap);
+        if (grown == NULL) return ENOMEM;
+        job->passed = grown, job->passed_cap = cap;
+    }
+    memcpy(job->passed + job->passed_len, job->stack, need);
+    job->passed_len += need;
+    return 0;
+}
+
+static int cancelled(const mml_follow_job *job) {
+    return job->cancel != NULL && atomic_load_explicit(job->cancel, memory_order_relaxed);
+}
+
+void mml_follow_run(mml_follow_job *job) {
+    Py_ssize_t hint = 0;
+    while (job->size < job->hwm && job->code == MML_FRAME_OK && job->err == 0 && !cancelled(job)) {
+        uint64_t n = job->hwm - job->size;
+        if (n > FOLLOW_PIECE) n = FOLLOW_PIECE;
+        if (job->every && n > job->every - job->size % job->every)
+            n = job->every - job->size % job->every; /* end the piece at the next multiple */
+        uint64_t done = 0;
+        for (; done < n; done++) {
+            const unsigned char *f;
+            if (done % CANCEL_EVERY == CANCEL_EVERY - 1 && cancelled(job)) break;
+            job->code = mml_check_frame(job->fr, job->size + done + 1, 0, &hint, &f);
+            if (job->code != MML_FRAME_OK) break;
+            frame_leaf(f, job->fr->names, job->leaves + done * MML_SHA256_SIZE);
+        }
+        if (done == 0) break;
+        far_node far[64];
+        size_t nfar = fold_leaves(job->stack, &job->depth, job->size, job->leaves, done,
+                                  job->dense, far);
+        uint64_t base = TREE_HEADER_SIZE + (uint64_t)MML_SHA256_SIZE * 2 * job->size;
+        job->err = write_at(job->fd, job->dense, (2 * done - 1) * MML_SHA256_SIZE, base);
+        for (size_t k = 0; k < nfar && job->err == 0; k++)
+            job->err = write_at(job->fd, far[k].digest, MML_SHA256_SIZE,
+                                TREE_HEADER_SIZE + (uint64_t)MML_SHA256_SIZE * far[k].slot);
+        if (job->err) break; /* the caller keeps its frontier: these nodes are cut on resume */
+        job->size += done;
+        if (job->every && job->size % job->every == 0) job->err = keep_frontier(job);
+        /* slots of right-edge nodes not complete yet must be zeros in the next piece's write */
+        memset(job->dense, 0, (2 * done - 1) * MML_SHA256_SIZE);
+    }
+}
+
+int mml_follow_prepare(mml_follow_job *job, PyObject *args) {
+    memset(job, 0, sizeof *job);
+    PyObject *index_obj, *segs_obj, *names_obj;
+    Py_buffer hb;
+    unsigned long long size, hwm, every;
+    int checksummed, fd;
+    if (!PyArg_ParseTuple(args, "OpOOy*KKKi", &index_obj, &checksummed, &segs_obj, &names_obj,
+                          &hb, &size, &hwm, &every, &fd))
+        return -1;
+    int depth = __builtin_popcountll(size), rc = -1;
+    if (hb.len != (Py_ssize_t)depth * MML_SHA256_SIZE || fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "frontier hashes of the wrong length, or no tree fd");
+        goto done;
+    }
+    if (size > MAX_TREE_LEAVES || hwm > MAX_TREE_LEAVES) {
+        PyErr_SetString(PyExc_ValueError, "tree size out of range");
+        goto done;
+    }
+    if (mml_frames_get(&job->frames, index_obj, checksummed, segs_obj, names_obj) < 0) goto done;
+    memcpy(job->stack, hb.buf, (size_t)hb.len);
+    job->fr = &job->frames;
+    job->depth = depth;
+    job->size = size;
+    job->hwm = hwm;
+    job->every = every;
+    job->fd = fd;
+    job->leaves = PyMem_RawMalloc(FOLLOW_PIECE * MML_SHA256_SIZE);
+    job->dense = PyMem_RawCalloc(2 * FOLLOW_PIECE - 1, MML_SHA256_SIZE);
+    if (job->leaves == NULL || job->dense == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    rc = 0;
+done:
+    PyBuffer_Release(&hb);
+    return rc;
+}
+
+PyObject *mml_follow_result(const mml_follow_job *job) {
+    if (job->err) {
+        errno = job->err;
+        return PyErr_SetFromErrno(job->err == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+    }
+    return Py_BuildValue("(Kiy#y#)", (unsigned long long)job->size, job->code,
+                         (const char *)job->stack, (Py_ssize_t)job->depth * MML_SHA256_SIZE,
+                         (const char *)(job->passed ? job->passed : (unsigned char *)""),
+                         (Py_ssize_t)job->passed_len);
+}
+
+void mml_follow_release(mml_follow_job *job) {
+    PyMem_RawFree(job->leaves);
+    PyMem_RawFree(job->dense);
+    PyMem_RawFree(job->passed);
+    mml_frames_release(&job->frames);
+    job->leaves = job->dense = job->passed = NULL;
+}
+
+/* merkle_follow(index, checksummed, segments, names, hashes, size, hwm, every, tree_fd)
+ *     -> (size, code, hashes, passed)
+ *
+ * The checkpointer's step in one call with the GIL released: seqs size + 1 ..= hwm, each
+ * record and frame checked as verify_chunk checks them (index, segments and names are its
+ * arguments; no xxh3 entry hash: the leaf covers the same stream with SHA-256), its leaf
+ * hashed from the frame while it is in cache, appended to the frontier of `size` leaves
+ * (`hashes`, as in merkle_extend) and every node written to merkle.tree (`tree_fd`). Returns
+ * the new size and frontier hashes; code is 0, or the check the seq after the new size failed
+ * (reader.c's codes; the caller words it with the reference); passed holds the frontier hashes
+ * at each multiple of `every` (0: none) passed, concatenated (each size's popcount * 32
+ * bytes). An OSError (a failed write) leaves the caller's frontier as it was; nodes written
+ * past it are cut when the tree is next resumed. TreeFollower.run does the same on a worker
+ * thread of its own (follower.c). */
+static PyObject *py_merkle_follow(PyObject *Py_UNUSED(module), PyObject *args) {
+    mml_follow_job job;
+    PyObject *result = NULL;
+    if (mml_follow_prepare(&job, args) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        mml_follow_run(&job);
+        Py_END_ALLOW_THREADS
+        result = mml_follow_result(&job);
+    }
+    mml_follow_release(&job);
+    return result;
+}
+
 /* tree_level(level) -> the level above: SHA-256(0x01 || l || r) of every whole pair. */
 static PyObject *py_tree_level(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer lb;
@@ -545,6 +709,9 @@ PyMethodDef mml_merkle_methods[] = {
     {"merkle_extend", py_merkle_extend, METH_VARARGS,
      "merkle_extend(records, views, segment_of, payload_at, payload_len, framed, hashes, size, "
      "tree_fd) -> the new frontier's hashes (leaves, frontier and merkle.tree in one call)"},
+    {"merkle_follow", py_merkle_follow, METH_VARARGS,
+     "merkle_follow(index, checksummed, segments, names, hashes, size, hwm, every, tree_fd) -> "
+     "(size, code, hashes, passed): frames checked, leaves, frontier and merkle.tree in one call"},
     {"tree_level", py_tree_level, METH_VARARGS, "tree_level(level) -> the level above"},
     {NULL, NULL, 0, NULL},
 };

@@ -7,6 +7,7 @@
  * `mmaplog verify` (verify.c).
  */
 #include "native.h"
+#include "merkle.h"
 #include "sha256.h"
 
 int mml_channel_init_strings(void);
@@ -102,7 +103,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     mml_sha256_setup(0);
     if (mml_channel_init_strings() < 0 || mml_capture_init_strings() < 0) return NULL;
     if (PyType_Ready(&mml_ChannelType) < 0 || PyType_Ready(&mml_FrameWriterType) < 0 ||
-        PyType_Ready(&mml_WallClockType) < 0 || PyType_Ready(&mml_CaptureType) < 0)
+        PyType_Ready(&mml_WallClockType) < 0 || PyType_Ready(&mml_CaptureType) < 0 ||
+        PyType_Ready(&mml_TreeFollowerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
@@ -111,12 +113,16 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddFunctions(m, mml_merkle_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_lookup_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_verify_methods) < 0) goto fail;
+    /* the code a checked pass returns for a record naming a symbol id it was not given */
+    if (PyModule_AddIntConstant(m, "FRAME_SYMBOL", MML_FRAME_SYMBOL) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
     if (PyModule_AddObject(m, "Channel", (PyObject *)&mml_ChannelType) < 0) goto fail;
     Py_INCREF(&mml_FrameWriterType);
     if (PyModule_AddObject(m, "FrameWriter", (PyObject *)&mml_FrameWriterType) < 0) goto fail;
     Py_INCREF(&mml_WallClockType);
     if (PyModule_AddObject(m, "WallClock", (PyObject *)&mml_WallClockType) < 0) goto fail;
+    Py_INCREF(&mml_TreeFollowerType);
+    if (PyModule_AddObject(m, "TreeFollower", (PyObject *)&mml_TreeFollowerType) < 0) goto fail;
     Py_INCREF(&mml_CaptureType);
     if (PyModule_AddObject(m, "Capture", (PyObject *)&mml_CaptureType) < 0) goto fail;
     return m;

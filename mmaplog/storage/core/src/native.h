@@ -149,6 +149,51 @@ int mml_check_record_at(const unsigned char *index, size_t index_len, uint64_t s
 uint64_t mml_seek_ts_max(const unsigned char *index, size_t index_len, uint64_t count,
                          uint64_t ts, int checksummed, uint64_t *bad_seq, int *code);
 
+/* reader.c, for merkle.c: a run's records and frames checked seq by seq (verified_read.py), on
+ * the caller's mappings. mml_frames_get takes them from Python arguments: the index mapping, the
+ * segments [(number, buffer or None)] sorted by number, the framed name of every symbol id
+ * (index 0 unused); -1 with an exception set on bad arguments. mml_frames_release is safe
+ * after a failed get. mml_check_frame: 0 with *frame at the checked frame of `seq` (and
+ * *seg_hint its index in segs), or the first check it fails (reader.c's RC_ codes), in the
+ * reference's order; entry_hash: check the canonical entry hash too. No GIL needed. */
+typedef struct {
+    uint64_t number;
+    const unsigned char *buf; /* NULL: the segment does not exist */
+    size_t len;
+} mml_seg_map;
+
+typedef struct {
+    const unsigned char *bytes;
+    size_t len;
+} mml_name_ref;
+
+typedef struct {
+    const unsigned char *index;
+    size_t index_len;
+    int checksummed;
+    const mml_seg_map *segs;
+    Py_ssize_t nsegs;
+    const mml_name_ref *names; /* framed names by symbol id; id 0 is not a symbol */
+    Py_ssize_t nnames;
+    /* what mml_frames_get holds */
+    Py_buffer index_buf;
+    int have_index;
+    Py_buffer *segbufs;
+    mml_seg_map *seg_store;
+    Py_ssize_t got_segs;
+    mml_name_ref *name_store;
+    PyObject *name_objs;
+} mml_frames;
+
+#define MML_FRAME_OK 0
+#define MML_FRAME_SYMBOL 5 /* a record names a symbol id the names do not hold */
+
+int mml_frames_get(mml_frames *fr, PyObject *index, int checksummed, PyObject *segments,
+                   PyObject *names);
+void mml_frames_release(mml_frames *fr);
+int mml_check_frame(const mml_frames *fr, uint64_t seq, int entry_hash, Py_ssize_t *seg_hint,
+                    const unsigned char **frame);
+
 /* A hint to start loading the index.idx record of `seq` (its 96 bytes span two or three cache
  * lines); nothing when the buffer does not hold it. Never faults: prefetches do not. */
 static inline void mml_prefetch_record(const unsigned char *index, size_t index_len,

@@ -30,12 +30,12 @@
 #include <unistd.h>
 
 enum {
-    RC_OK = 0,
+    RC_OK = MML_FRAME_OK,
     RC_RECORD_BOUNDS = 1,
     RC_RECORD_CHECKSUM = 2,
     RC_RECORD_SEQ = 3,
     RC_RECORD_TS_MAX = 4,
-    RC_RECORD_SYMBOL = 5,
+    RC_RECORD_SYMBOL = MML_FRAME_SYMBOL,
     RC_SEGMENT_MISSING = 6,
     RC_FRAME_BOUNDS = 7,
     RC_COMMIT_WORD = 8,
@@ -230,49 +230,22 @@ static PyObject *py_seek_time(PyObject *Py_UNUSED(module), PyObject *args) {
 
 /* --- records and their frames (verified_read.py) ------------------------------------------- */
 
-typedef struct {
-    uint64_t number;
-    const unsigned char *buf; /* NULL: the segment does not exist */
-    size_t len;
-} seg_map;
-
-typedef struct {
-    const unsigned char *bytes;
-    size_t len;
-} name_ref;
-
-typedef struct {
-    const unsigned char *index;
-    size_t index_len;
-    uint64_t first;
-    Py_ssize_t n;
-    int checksummed;
-    int entry_hashes;
-    const seg_map *segs;
-    Py_ssize_t nsegs;
-    const name_ref *names; /* framed names by symbol id; id 0 is not a symbol */
-    Py_ssize_t nnames;
-    int64_t *payload_at; /* out: payload offset in its segment */
-    int64_t *payload_len; /* out */
-    int64_t *segment_of; /* out: index into segs */
-} chunk_job;
-
-static Py_ssize_t find_segment(const chunk_job *job, uint64_t number, Py_ssize_t hint) {
-    if (hint >= 0 && hint < job->nsegs && job->segs[hint].number == number) return hint;
-    Py_ssize_t lo = 0, hi = job->nsegs; /* segs are sorted by number */
+static Py_ssize_t find_segment(const mml_frames *fr, uint64_t number, Py_ssize_t hint) {
+    if (hint >= 0 && hint < fr->nsegs && fr->segs[hint].number == number) return hint;
+    Py_ssize_t lo = 0, hi = fr->nsegs; /* segs are sorted by number */
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
-        if (job->segs[mid].number < number)
+        if (fr->segs[mid].number < number)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < job->nsegs && job->segs[lo].number == number ? lo : -1;
+    return lo < fr->nsegs && fr->segs[lo].number == number ? lo : -1;
 }
 
 /* The canonical entry hash of a checked frame (entry_hash.py: hash_with_framing). */
-static void frame_entry_hash(const unsigned char *f, const name_ref *topic, const name_ref *ptype,
-                             uint32_t plen, unsigned char out[16]) {
+static void frame_entry_hash(const unsigned char *f, const mml_name_ref *topic,
+                             const mml_name_ref *ptype, uint32_t plen, unsigned char out[16]) {
     unsigned char head[MML_STREAM_HEAD], lenbe[8], tail[MML_STREAM_TAIL_MAX];
     mml_stream_head(head, get_u64(f + 8), get_u64(f + 16), get_u64(f + 24));
     mml_put_u64be(lenbe, plen);
@@ -284,21 +257,20 @@ static void frame_entry_hash(const unsigned char *f, const name_ref *topic, cons
     mml_entry_hash_parts(parts, 6, out);
 }
 
-/* One seq: its record, then its frame. */
-static int check_entry(const chunk_job *job, Py_ssize_t i, Py_ssize_t *seg_hint) {
-    uint64_t seq = job->first + (uint64_t)i;
-    const unsigned char *r = record_at(job->index, job->index_len, seq);
+int mml_check_frame(const mml_frames *fr, uint64_t seq, int entry_hash, Py_ssize_t *seg_hint,
+                    const unsigned char **frame) {
+    const unsigned char *r = record_at(fr->index, fr->index_len, seq);
     if (r == NULL) return RC_RECORD_BOUNDS;
-    int code = check_record(r, seq, job->checksummed);
+    int code = check_record(r, seq, fr->checksummed);
     if (code != RC_OK) return code;
     uint32_t topic = get_u32(r + R_TOPIC), ptype = get_u32(r + R_PTYPE);
-    if (topic == 0 || ptype == 0 || topic >= (uint64_t)job->nnames ||
-        ptype >= (uint64_t)job->nnames)
+    if (topic == 0 || ptype == 0 || topic >= (uint64_t)fr->nnames ||
+        ptype >= (uint64_t)fr->nnames)
         return RC_RECORD_SYMBOL;
-    Py_ssize_t s = find_segment(job, get_u32(r + R_SEGMENT), *seg_hint);
-    if (s < 0 || job->segs[s].buf == NULL) return RC_SEGMENT_MISSING;
+    Py_ssize_t s = find_segment(fr, get_u32(r + R_SEGMENT), *seg_hint);
+    if (s < 0 || fr->segs[s].buf == NULL) return RC_SEGMENT_MISSING;
     *seg_hint = s;
-    const seg_map *seg = &job->segs[s];
+    const mml_seg_map *seg = &fr->segs[s];
     uint64_t off = get_u32(r + R_OFFSET);
     if ((off & 7) || off < MML_SEGMENT_HEADER_SIZE ||
         off + MML_FRAME_HEADER_SIZE + 8 > (uint64_t)seg->len)
@@ -320,15 +292,85 @@ static int check_entry(const chunk_job *job, Py_ssize_t i, Py_ssize_t *seg_hint)
         ptype != get_u32(f + 36) || get_u32(r + R_FLAGS) != mml_get_u16(f + 44) ||
         memcmp(r + R_IDS, f + 48, 32) != 0)
         return RC_DISAGREE;
-    if (job->entry_hashes) {
+    if (entry_hash) {
         unsigned char digest[16];
-        frame_entry_hash(f, &job->names[topic], &job->names[ptype], plen, digest);
+        frame_entry_hash(f, &fr->names[topic], &fr->names[ptype], plen, digest);
         if (memcmp(digest, f + 80, 16) != 0) return RC_ENTRY_HASH;
     }
-    job->payload_at[i] = (int64_t)(off + MML_FRAME_HEADER_SIZE);
-    job->payload_len[i] = plen;
-    job->segment_of[i] = s;
+    *frame = f;
     return RC_OK;
+}
+
+void mml_frames_release(mml_frames *fr) {
+    for (Py_ssize_t k = 0; k < fr->got_segs; k++)
+        if (fr->seg_store[k].buf != NULL) PyBuffer_Release(&fr->segbufs[k]);
+    if (fr->have_index) PyBuffer_Release(&fr->index_buf);
+    PyMem_Free(fr->segbufs);
+    PyMem_Free(fr->seg_store);
+    PyMem_Free(fr->name_store);
+    Py_XDECREF(fr->name_objs);
+    memset(fr, 0, sizeof *fr);
+}
+
+int mml_frames_get(mml_frames *fr, PyObject *index_obj, int checksummed, PyObject *segs_obj,
+                   PyObject *names_obj) {
+    memset(fr, 0, sizeof *fr);
+    if (!PyList_Check(segs_obj)) {
+        PyErr_SetString(PyExc_TypeError, "segments must be a list");
+        return -1;
+    }
+    /* A tuple of its own: the name bytes stay alive while the GIL is released, whatever
+     * happens to the caller's list meanwhile. */
+    fr->name_objs = PySequence_Tuple(names_obj);
+    if (fr->name_objs == NULL) return -1;
+    Py_ssize_t nsegs = PyList_GET_SIZE(segs_obj), nnames = PyTuple_GET_SIZE(fr->name_objs);
+    fr->segbufs = PyMem_Calloc((size_t)nsegs + 1, sizeof(Py_buffer));
+    fr->seg_store = PyMem_Calloc((size_t)nsegs + 1, sizeof(mml_seg_map));
+    fr->name_store = PyMem_Calloc((size_t)nnames + 1, sizeof(mml_name_ref));
+    if (fr->segbufs == NULL || fr->seg_store == NULL || fr->name_store == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (get_buffer(index_obj, &fr->index_buf) < 0) return -1;
+    fr->have_index = 1;
+    for (Py_ssize_t k = 0; k < nnames; k++) {
+        PyObject *name = PyTuple_GET_ITEM(fr->name_objs, k);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be bytes");
+            return -1;
+        }
+        fr->name_store[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
+        fr->name_store[k].len = (size_t)PyBytes_GET_SIZE(name);
+    }
+    for (Py_ssize_t k = 0; k < nsegs; k++) {
+        PyObject *item = PyList_GET_ITEM(segs_obj, k);
+        unsigned long long number;
+        PyObject *buf;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "KO", &number, &buf)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "segments must be (number, buffer) tuples");
+            return -1;
+        }
+        if (k > 0 && number <= fr->seg_store[k - 1].number) {
+            PyErr_SetString(PyExc_ValueError, "segments must be sorted by number");
+            return -1;
+        }
+        fr->seg_store[k].number = number;
+        if (buf != Py_None) {
+            if (get_buffer(buf, &fr->segbufs[k]) < 0) return -1;
+            fr->seg_store[k].buf = fr->segbufs[k].buf;
+            fr->seg_store[k].len = (size_t)fr->segbufs[k].len;
+        }
+        fr->got_segs = k + 1;
+    }
+    fr->index = fr->index_buf.buf;
+    fr->index_len = (size_t)fr->index_buf.len;
+    fr->checksummed = checksummed;
+    fr->segs = fr->seg_store;
+    fr->nsegs = nsegs;
+    fr->names = fr->name_store;
+    fr->nnames = nnames;
+    return 0;
 }
 
 /* verify_chunk(index, first_seq, n, checksummed, segments, names, entry_hashes,
@@ -346,24 +388,11 @@ static PyObject *py_verify_chunk(PyObject *Py_UNUSED(module), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OKnpOOpOOO", &index_obj, &first, &n, &checksummed, &segs_obj,
                           &names_obj, &entry_hashes, &at_obj, &len_obj, &segof_obj))
         return NULL;
-    if (!PyList_Check(segs_obj) || !PyList_Check(names_obj)) {
-        PyErr_SetString(PyExc_TypeError, "segments and names must be lists");
-        return NULL;
-    }
     PyObject *result = NULL;
-    Py_ssize_t nsegs = PyList_GET_SIZE(segs_obj), nnames = PyList_GET_SIZE(names_obj);
-    Py_buffer index, at, plen, segof;
-    Py_buffer *segbufs = PyMem_Calloc((size_t)nsegs + 1, sizeof(Py_buffer));
-    seg_map *segs = PyMem_Calloc((size_t)nsegs + 1, sizeof(seg_map));
-    name_ref *names = PyMem_Calloc((size_t)nnames + 1, sizeof(name_ref));
-    int have_index = 0, have_at = 0, have_len = 0, have_segof = 0;
-    Py_ssize_t got_segs = 0;
-    if (segbufs == NULL || segs == NULL || names == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (get_buffer(index_obj, &index) < 0) goto done;
-    have_index = 1;
+    mml_frames fr;
+    Py_buffer at, plen, segof;
+    int have_at = 0, have_len = 0, have_segof = 0;
+    if (mml_frames_get(&fr, index_obj, checksummed, segs_obj, names_obj) < 0) goto done;
     if (PyObject_GetBuffer(at_obj, &at, PyBUF_WRITABLE) < 0) goto done;
     have_at = 1;
     if (PyObject_GetBuffer(len_obj, &plen, PyBUF_WRITABLE) < 0) goto done;
@@ -374,73 +403,23 @@ static PyObject *py_verify_chunk(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "output buffers hold fewer than n int64");
         goto done;
     }
-    for (Py_ssize_t k = 0; k < nnames; k++) {
-        PyObject *name = PyList_GET_ITEM(names_obj, k);
-        if (!PyBytes_Check(name)) {
-            PyErr_SetString(PyExc_TypeError, "names must be bytes");
-            goto done;
-        }
-        names[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
-        names[k].len = (size_t)PyBytes_GET_SIZE(name);
-    }
-    for (Py_ssize_t k = 0; k < nsegs; k++) {
-        PyObject *item = PyList_GET_ITEM(segs_obj, k);
-        unsigned long long number;
-        PyObject *buf;
-        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "KO", &number, &buf)) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "segments must be (number, buffer) tuples");
-            goto done;
-        }
-        if (k > 0 && number <= segs[k - 1].number) {
-            PyErr_SetString(PyExc_ValueError, "segments must be sorted by number");
-            goto done;
-        }
-        segs[k].number = number;
-        if (buf != Py_None) {
-            if (get_buffer(buf, &segbufs[k]) < 0) goto done;
-            segs[k].buf = segbufs[k].buf;
-            segs[k].len = (size_t)segbufs[k].len;
-        }
-        got_segs = k + 1;
-    }
-    chunk_job job = {
-        .index = index.buf,
-        .index_len = (size_t)index.len,
-        .first = first,
-        .n = n,
-        .checksummed = checksummed,
-        .entry_hashes = entry_hashes,
-        .segs = segs,
-        .nsegs = nsegs,
-        .names = names,
-        .nnames = nnames,
-        .payload_at = at.buf,
-        .payload_len = plen.buf,
-        .segment_of = segof.buf,
-    };
+    int64_t *payload_at = at.buf, *payload_len = plen.buf, *segment_of = segof.buf;
     Py_ssize_t bad = -1;
     int code = RC_OK;
     Py_ssize_t hint = 0;
-    if (n >= RELEASE_GIL_RECORDS) {
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++) {
-            code = check_entry(&job, i, &hint);
-            if (code != RC_OK) {
-                bad = i;
-                break;
-            }
+    PyThreadState *save = n >= RELEASE_GIL_RECORDS ? PyEval_SaveThread() : NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *f;
+        code = mml_check_frame(&fr, first + (uint64_t)i, entry_hashes, &hint, &f);
+        if (code != RC_OK) {
+            bad = i;
+            break;
         }
-        Py_END_ALLOW_THREADS
-    } else {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            code = check_entry(&job, i, &hint);
-            if (code != RC_OK) {
-                bad = i;
-                break;
-            }
-        }
+        payload_at[i] = (int64_t)(f + MML_FRAME_HEADER_SIZE - fr.segs[hint].buf);
+        payload_len[i] = get_u32(f + 40);
+        segment_of[i] = hint;
     }
+    if (save != NULL) PyEval_RestoreThread(save);
     if (bad < 0) {
         Py_INCREF(Py_None);
         result = Py_None;
@@ -448,15 +427,10 @@ static PyObject *py_verify_chunk(PyObject *Py_UNUSED(module), PyObject *args) {
         result = failure(bad, code);
     }
 done:
-    for (Py_ssize_t k = 0; k < got_segs; k++)
-        if (segs != NULL && segs[k].buf != NULL) PyBuffer_Release(&segbufs[k]);
     if (have_segof) PyBuffer_Release(&segof);
     if (have_len) PyBuffer_Release(&plen);
     if (have_at) PyBuffer_Release(&at);
-    if (have_index) PyBuffer_Release(&index);
-    PyMem_Free(segbufs);
-    PyMem_Free(segs);
-    PyMem_Free(names);
+    mml_frames_release(&fr);
     return result;
 }
 
