@@ -6,7 +6,8 @@ through ``Reader`` (scan, entry, lookups, seek, batches), ``verify`` and ``recov
 only acceptable outcome besides success is a typed ``MmapLogError``: any other exception is a
 defect, and a crash of the process (SIGSEGV, SIGBUS, an abort under ASan) is the worst one.
 With the native core loaded, ``verify`` runs the loops of ``verify.c`` and its report must equal
-the pure reference's, finding for finding.
+the pure reference's, finding for finding, and the checkpointer's native step (``merkle_follow``)
+must build the same tree as ``catch_up`` or fail with the same error at the same seq.
 
 Run it with atheris for N seconds (see tests/fuzz/README.md)::
 
@@ -38,7 +39,8 @@ from mmaplog import (
     verify,
 )
 from mmaplog.errors import MmapLogError
-from mmaplog.integrity import verify_scan
+from mmaplog.integrity import tree_keeper, verify_scan
+from mmaplog.integrity.tree_keeper import TreeKeeper
 from mmaplog.integrity.verify import VerifyReport
 
 RUN_ID = "1000-0f0f0f0f"
@@ -121,6 +123,7 @@ def exercise(run_dir: Path) -> None:
                 pass
     except MmapLogError:
         pass
+    _tree_differential(run_dir)
     report = verify(run_dir)  # never raises for damage: findings
     if verify_scan.native is not None:
         # With the native core loaded the report came from verify.c's loops: the pure
@@ -132,6 +135,37 @@ def exercise(run_dir: Path) -> None:
         recover_run(run_dir)
     except MmapLogError:
         pass
+
+
+def _tree_differential(run_dir: Path) -> None:
+    """With the native core: the checkpointer's step (``merkle_follow``: records and frames
+    checked in C, leaves hashed from the frames) against ``catch_up`` (the reference checks),
+    each on a copy of the run: the same tree, or the same typed error at the same seq with
+    the same leaves before it."""
+    if tree_keeper.native is None:
+        return
+    outcomes = []
+    for step in ("follow", "catch_up"):
+        copy = run_dir.parent / f"tree-{step}" / RUN_ID
+        shutil.copytree(run_dir, copy)
+        try:
+            backend = MmapBackend.open_existing(copy, writable=False)
+        except MmapLogError:
+            return  # not a run the checkpointer could follow
+        try:
+            keeper = TreeKeeper(copy, RUN_ID, available=backend.high_watermark(), new=True)
+            try:
+                error = ""
+                try:
+                    getattr(keeper, step)(backend, backend.high_watermark(), every=7)
+                except MmapLogError as exc:
+                    error = f"{type(exc).__name__}: {exc}".replace(str(copy), "RUN")
+                outcomes.append((error, keeper.size, keeper.frontier.hashes))
+            finally:
+                keeper.close()
+        finally:
+            backend.close()
+    assert outcomes[0] == outcomes[1], "merkle_follow and catch_up differ"
 
 
 @contextlib.contextmanager
