@@ -42,10 +42,15 @@ def main() -> None:
     durability = Durability[sys.argv[2]] if len(sys.argv) > 2 else Durability.NONE
     registry = EncoderRegistry()
     registry.register(Order, "Order", encode)
-    # argv[3], when given: a checkpoint every that many entries (and every 50 ms)
+    # argv[3], when given: a checkpoint every that many entries (and every 50 ms); argv[4]:
+    # the hashing's priority, normal by default: the resume test needs a persisted frontier
+    # before the kill, which an idle worker may not get to on a machine busy with other tests
     checkpoints = CheckpointConfig()
     if len(sys.argv) > 3:
-        checkpoints = CheckpointConfig(every_entries=int(sys.argv[3]), every_seconds=0.05)
+        priority = sys.argv[4] if len(sys.argv) > 4 else "normal"
+        checkpoints = CheckpointConfig(
+            every_entries=int(sys.argv[3]), every_seconds=0.05, priority=priority
+        )
     config = SessionConfig(
         writer=WriterConfig(durability=durability, min_free_bytes=0),
         segment_size=256 * 1024,
