@@ -95,8 +95,8 @@ def test_merkle_extend_writes_the_reference_tree_file(run: Path, tmp_path: Path,
 def copy_without_tree(run: Path, under: Path) -> Path:
     to = under / run.name  # a run's directory is named after its id
     shutil.copytree(run, to)
-    (to / TREE_FILE).unlink()
-    (to / "merkle.frontier").unlink()
+    (to / TREE_FILE).unlink(missing_ok=True)
+    (to / "merkle.frontier").unlink(missing_ok=True)
     return to
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import struct
 import threading
 import uuid
@@ -23,16 +22,16 @@ from mmaplog import (
     EntryDraft,
     Headers,
     MmapLogError,
-    Reader,
     SessionConfig,
     Store,
 )
 from mmaplog.integrity.merkle import HASH_SIZE, Frontier
-from mmaplog.integrity.tree_keeper import TreeKeeper, build_tree, pure_leaf_batches
+from mmaplog.integrity.tree_keeper import TreeKeeper, build_tree
 from mmaplog.storage.core import core_description, native
 from mmaplog.storage.layout import INDEX_HEADER_SIZE, INDEX_RECORD_SIZE, segment_name
-from mmaplog.storage.merkle_files import FRONTIER_FILE, TREE_FILE, TreeFile
+from mmaplog.storage.merkle_files import TREE_FILE, TreeFile
 from mmaplog.storage.mmap_backend import MmapBackend
+from tests import test_tree_catch_up as catch_up_tests
 from tests.test_read_checks import to_version_1
 
 pytestmark = pytest.mark.skipif(
@@ -69,32 +68,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return session.run_dir
 
 
-def run_id_of(run_dir: Path) -> str:
-    with Reader(run_dir) as reader:
-        return reader.manifest.run_id
-
-
 def copy_without_tree(run_dir: Path, under: Path) -> Path:
-    to = under / run_dir.name
-    shutil.copytree(run_dir, to)
-    for name in (TREE_FILE, FRONTIER_FILE):
-        (to / name).unlink(missing_ok=True)
-    return to
+    under.mkdir(parents=True, exist_ok=True)
+    return catch_up_tests.copy_without_tree(run_dir, under)
 
 
 def reference_tree(run_dir: Path, size: int) -> tuple[bytes, Frontier]:
     """merkle.tree of the first ``size`` entries as the pure path writes it, and its frontier."""
-    out = run_dir.parent / f"reference-{size}"
-    out.mkdir()
-    tree = TreeFile.open(out, run_id_of(run_dir), writable=True, create=True)
-    frontier = Frontier()
-    try:
-        with Reader(run_dir) as reader:
-            for leaves in pure_leaf_batches(reader.backend, 1, size, chunk=101):
-                tree.write_runs(frontier.append_block_pure(b"".join(leaves)))
-    finally:
-        tree.close()
-    return (out / TREE_FILE).read_bytes(), frontier
+    return catch_up_tests.reference_tree(run_dir, run_dir.parent / f"reference-{size}", size)
 
 
 @pytest.mark.parametrize(("seed", "every"), [(0, 0), (1, 1), (2, 37), (3, 4096), (4, 500)])
@@ -104,7 +85,9 @@ def test_follow_writes_the_reference_tree_and_frontiers(
     rng = random.Random(seed)
     copy = copy_without_tree(run, tmp_path)
     backend = MmapBackend.open_existing(copy, writable=False)
-    keeper = TreeKeeper(copy, run_id_of(run), available=backend.high_watermark(), new=True)
+    keeper = TreeKeeper(
+        copy, catch_up_tests.run_id_of(run), available=backend.high_watermark(), new=True
+    )
     try:
         hwm = backend.high_watermark()
         full = build_tree(backend)
@@ -197,7 +180,9 @@ def test_follow_on_a_version_1_index(run: Path, tmp_path: Path) -> None:
     copy = copy_without_tree(run, tmp_path)
     to_version_1(copy)
     backend = MmapBackend.open_existing(copy, writable=False)
-    keeper = TreeKeeper(copy, run_id_of(run), available=backend.high_watermark(), new=True)
+    keeper = TreeKeeper(
+        copy, catch_up_tests.run_id_of(run), available=backend.high_watermark(), new=True
+    )
     try:
         keeper.follow(backend, backend.high_watermark(), every=64)
         assert keeper.frontier.root() == build_tree(backend).root()
@@ -270,7 +255,9 @@ def test_damage_fails_follow_as_it_fails_the_reference(
         copy = copy_without_tree(run, tmp_path / name)
         DAMAGE[damage](copy, seq)
         backend = MmapBackend.open_existing(copy, writable=False)
-        keeper = TreeKeeper(copy, run_id_of(run), available=backend.high_watermark(), new=True)
+        keeper = TreeKeeper(
+            copy, catch_up_tests.run_id_of(run), available=backend.high_watermark(), new=True
+        )
         try:
             hwm = backend.high_watermark()
             kind, message, size, hashes = outcome(getattr(keeper, name), backend, keeper, hwm)
@@ -287,7 +274,7 @@ def test_damage_fails_follow_as_it_fails_the_reference(
 def test_merkle_follow_refuses_bad_arguments(run: Path, tmp_path: Path) -> None:
     assert native is not None
     backend = MmapBackend.open_existing(run, writable=False)
-    tree = TreeFile.open(tmp_path, run_id_of(run), writable=True, create=True)
+    tree = TreeFile.open(tmp_path, catch_up_tests.run_id_of(run), writable=True, create=True)
     try:
         index, checksummed, segments, names = backend.native_sources(1, 10)
         fd = tree.fileno()

@@ -77,30 +77,59 @@ typedef struct {
     size_t len;
 } span;
 
+/* What an entry's leaf covers, wherever it is read from (a record and its payload, or a frame). */
+typedef struct {
+    uint64_t seq, ts_init, ts_publish;
+    const unsigned char *topic, *ptype; /* framed names */
+    size_t topic_len, ptype_len;
+    const unsigned char *payload;
+    size_t payload_len;
+    unsigned flags;
+    const unsigned char *corr, *caus; /* 16 raw bytes each */
+} leaf_fields;
+
+/* SHA-256(0x00 || the entry's canonical stream): its RFC 9162 leaf. */
+static void leaf_hash(const leaf_fields *e, unsigned char *out) {
+    static const unsigned char leaf_prefix = 0x00;
+    unsigned char head[MML_STREAM_HEAD], plen[8], tail[MML_STREAM_TAIL_MAX];
+    mml_stream_head(head, e->seq, e->ts_init, e->ts_publish);
+    wr_be64(plen, (uint64_t)e->payload_len);
+    size_t tail_len = mml_stream_tail(tail, e->flags, e->corr, e->caus);
+    mml_sha256_ctx ctx;
+    mml_sha256_init(&ctx);
+    mml_sha256_update(&ctx, &leaf_prefix, 1);
+    mml_sha256_update(&ctx, head, sizeof head);
+    mml_sha256_update(&ctx, e->topic, e->topic_len);
+    mml_sha256_update(&ctx, e->ptype, e->ptype_len);
+    mml_sha256_update(&ctx, plen, 8);
+    mml_sha256_update(&ctx, e->payload, e->payload_len);
+    mml_sha256_update(&ctx, tail, tail_len);
+    mml_sha256_final(&ctx, out);
+}
+
 /* The leaves of n entries: records (n * 96 bytes), payload i at pay[i] (pay_len[i] bytes),
  * the framed names by symbol id (ids checked by the caller). Runs without the GIL. */
 static void hash_leaves(const unsigned char *recs, size_t n, const span *names, const span *pay,
                         unsigned char *out) {
     for (size_t i = 0; i < n; i++) {
         const unsigned char *r = recs + i * MML_INDEX_RECORD_SIZE;
-        static const unsigned char leaf_prefix = 0x00; /* RFC 9162 leaf */
-        unsigned char head[MML_STREAM_HEAD], plen[8], tail[MML_STREAM_TAIL_MAX];
-        mml_stream_head(head, rd_le64(r + REC_SEQ), rd_le64(r + REC_TS_INIT),
-                        rd_le64(r + REC_TS_PUBLISH));
         const span *topic = &names[rd_le32(r + REC_TOPIC)];
         const span *ptype = &names[rd_le32(r + REC_PTYPE)];
-        wr_be64(plen, (uint64_t)pay[i].len);
-        size_t tail_len = mml_stream_tail(tail, rd_le32(r + REC_FLAGS), r + REC_CORR, r + REC_CAUS);
-        mml_sha256_ctx ctx;
-        mml_sha256_init(&ctx);
-        mml_sha256_update(&ctx, &leaf_prefix, 1);
-        mml_sha256_update(&ctx, head, sizeof head);
-        mml_sha256_update(&ctx, topic->p, topic->len);
-        mml_sha256_update(&ctx, ptype->p, ptype->len);
-        mml_sha256_update(&ctx, plen, 8);
-        mml_sha256_update(&ctx, pay[i].p, pay[i].len);
-        mml_sha256_update(&ctx, tail, tail_len);
-        mml_sha256_final(&ctx, out + i * MML_SHA256_SIZE);
+        const leaf_fields e = {
+            .seq = rd_le64(r + REC_SEQ),
+            .ts_init = rd_le64(r + REC_TS_INIT),
+            .ts_publish = rd_le64(r + REC_TS_PUBLISH),
+            .topic = topic->p,
+            .topic_len = topic->len,
+            .ptype = ptype->p,
+            .ptype_len = ptype->len,
+            .payload = pay[i].p,
+            .payload_len = pay[i].len,
+            .flags = rd_le32(r + REC_FLAGS),
+            .corr = r + REC_CORR,
+            .caus = r + REC_CAUS,
+        };
+        leaf_hash(&e, out + i * MML_SHA256_SIZE);
     }
 }
 
@@ -518,23 +547,22 @@ done:
 
 /* The leaf of a checked frame: its fields, not the record's (they agree, mml_check_frame). */
 static void frame_leaf(const unsigned char *f, const mml_name_ref *names, unsigned char *out) {
-    static const unsigned char leaf_prefix = 0x00; /* RFC 9162 leaf */
-    unsigned char head[MML_STREAM_HEAD], plen[8], tail[MML_STREAM_TAIL_MAX];
-    uint32_t payload_len = rd_le32(f + 40);
-    mml_stream_head(head, rd_le64(f + 8), rd_le64(f + 16), rd_le64(f + 24));
     const mml_name_ref *topic = &names[rd_le32(f + 32)], *ptype = &names[rd_le32(f + 36)];
-    wr_be64(plen, payload_len);
-    size_t tail_len = mml_stream_tail(tail, mml_get_u16(f + 44), f + 48, f + 64);
-    mml_sha256_ctx ctx;
-    mml_sha256_init(&ctx);
-    mml_sha256_update(&ctx, &leaf_prefix, 1);
-    mml_sha256_update(&ctx, head, sizeof head);
-    mml_sha256_update(&ctx, topic->bytes, topic->len);
-    mml_sha256_update(&ctx, ptype->bytes, ptype->len);
-    mml_sha256_update(&ctx, plen, 8);
-    mml_sha256_update(&ctx, f + MML_FRAME_HEADER_SIZE, payload_len);
-    mml_sha256_update(&ctx, tail, tail_len);
-    mml_sha256_final(&ctx, out);
+    const leaf_fields e = {
+        .seq = rd_le64(f + 8),
+        .ts_init = rd_le64(f + 16),
+        .ts_publish = rd_le64(f + 24),
+        .topic = topic->bytes,
+        .topic_len = topic->len,
+        .ptype = ptype->bytes,
+        .ptype_len = ptype->len,
+        .payload = f + MML_FRAME_HEADER_SIZE,
+        .payload_len = rd_le32(f + 40),
+        .flags = mml_get_u16(f + 44),
+        .corr = f + 48,
+        .caus = f + 64,
+    };
+    leaf_hash(&e, out);
 }
 
 #define FOLLOW_PIECE 4096u /* leaves hashed, folded and written per step */
