@@ -160,6 +160,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._keeper: TreeKeeper | None = None
         self._backend: MmapBackend | None = None
+        self._backend_lock = threading.Lock()  # lag() reads it from other threads
         self._synced_at = -math.inf  # when the tree files were last made durable
         self._worker: Any = None
         if native is not None:
@@ -188,13 +189,14 @@ class Checkpointer:
     def lag(self) -> int:
         """Committed entries not in the tree yet: what a saturating capture at idle priority
         runs ahead by (0 once the checkpointer has caught up)."""
-        backend = self._backend
-        if backend is None:
-            return 0
-        try:
-            return max(0, backend.high_watermark() - self.tree_size)
-        except (MmapLogError, OSError, ValueError):
-            return 0
+        with self._backend_lock:
+            backend = self._backend
+            if backend is None:
+                return 0
+            try:
+                return max(0, backend.committed_count() - self.tree_size)
+            except (MmapLogError, OSError, ValueError):
+                return 0
 
     def start(self) -> Checkpointer:
         self._thread.start()
@@ -248,7 +250,8 @@ class Checkpointer:
         except (MmapLogError, OSError) as exc:
             self._failed(exc)
         finally:
-            self._backend = None
+            with self._backend_lock:
+                self._backend = None
             if log is not None:
                 log.close()
             backend.close()

@@ -350,6 +350,12 @@ class MmapBackend:
             return manifest.replace(high_watermark=hwm)
         return manifest
 
+    def committed_count(self) -> int:
+        """The high-watermark as the seq index says it now, changing nothing in this backend:
+        for another thread than the one reading through it (a progress or lag report)."""
+        self._run()
+        return self._hwm if self._writable else self._committed_count()
+
     def high_watermark(self) -> int:
         self._run()
         if not self._writable:
