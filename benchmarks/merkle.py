@@ -51,8 +51,9 @@ step measured with 1 M entries, alternating rounds:
   even the gaps of a saturating capture cost it throughput when filled (a SCHED_IDLE process
   that only spins cost 0–10 % too), so idle priority alone does not reach 5 %;
 - the same thread at normal priority: 28.5–32.6 %;
-- waiting out the burst (this code): 0.9 % (rounds −1.3 % to 4.0 %), the tree 1 M entries
-  behind when the capture ended and caught up 0.49 s later. Pure core, same run: 37.4 %
+- waiting out the burst (this code): medians 0.9 %, 4.9 % and −0.2 % in three runs (5, 5
+  and 11 rounds; rounds from −11.2 % to 8.5 %), the tree 0.99–1 M entries behind when the
+  capture ended and caught up 0.50–0.59 s later. Pure core, same run: 37.4 %
   (idle) and 41.9 % (normal): its capture (0.3 M entries/s) is below ``burst_rate``, and its
   hashing holds the GIL.
 """
