@@ -27,7 +27,6 @@ from mmaplog.storage.checkpoints import (
 )
 from mmaplog.storage.core import core_description, native
 from mmaplog.storage.merkle_files import read_frontier
-from mmaplog.storage.mmap_backend import MmapBackend
 
 
 def test_checkpoints_between_syncs_leave_the_frontier_behind_and_recovery_resumes(
@@ -142,53 +141,6 @@ def test_a_worker_that_never_gets_the_cpu_does_not_hold_up_close(tmp_path: Path)
     assert final.tree_size == 2002
     with Reader(session.run_dir) as reader:
         assert build_tree(reader.backend).root().hex() == final.root
-
-
-@needs_native
-def test_tree_follower_cancel_stops_a_run_early_and_close_joins(tmp_path: Path) -> None:
-    assert native is not None
-    session = Store(tmp_path).open_session("cancel", config=SessionConfig(checkpoints=None))
-    start = session.manifest.start_ts_init
-    n = 60_000
-    for i in range(n):
-        session.writer.submit(EntryDraft(Headers.empty(), "t", "T", b"q" * 200, start + i))
-    session.close(start + n + 1)
-    backend = MmapBackend.open_existing(session.run_dir, writable=False)
-    hwm = backend.high_watermark()  # RunStarted, the n, RunEnded
-    keeper = TreeKeeper(session.run_dir, session.run_id, available=hwm, new=True)
-    follower = native.TreeFollower(idle=False)
-    try:
-        assert follower.priority == "normal"
-        keeper.follow(backend, 1000, every=100, worker=follower)
-        assert keeper.size == 1000
-        sizes: list[int] = []
-        runner = threading.Thread(
-            target=lambda: sizes.append(len(keeper.follow(backend, hwm, worker=follower)))
-        )
-        runner.start()
-        time.sleep(0.005)
-        follower.cancel()
-        runner.join(30)
-        assert not runner.is_alive()
-        assert sizes == [0]
-        assert 1000 <= keeper.size < hwm  # it stopped early ...
-        stopped_at = keeper.size
-        full = build_tree(backend)
-        assert keeper.frontier.root() == full.root(stopped_at)  # ... the tree whole so far
-        keeper.follow(backend, hwm, worker=follower)  # cancelled for good: no progress
-        assert keeper.size == stopped_at
-        keeper.follow(backend, hwm)  # on the calling thread
-        assert keeper.frontier.root() == full.root()
-        follower.close()
-        follower.close()
-        with pytest.raises(ValueError, match="closed"):
-            follower.run(*backend.native_sources(1, 10), b"", 0, 10, 0, keeper.tree.fileno())
-        with pytest.raises(RuntimeError, match="started or closed"):
-            follower.__init__()
-    finally:
-        follower.close()
-        keeper.close()
-        backend.close()
 
 
 @pytest.mark.parametrize(
@@ -317,10 +269,15 @@ def run_burst(tmp_path: Path, config: CheckpointConfig, seconds: float) -> tuple
 
 
 def test_a_burst_is_waited_out_then_the_tree_catches_up(tmp_path: Path) -> None:
-    # Any growth is a burst here: the tree waits while the capture goes on ...
-    config = CheckpointConfig(every_entries=10, every_seconds=0.05, burst_rate=1.0)
+    # Any growth is a burst here: the tree waits while the capture goes on (a poll that saw
+    # no growth, a stall of the test machine, lets it catch up: the peak shows the waiting;
+    # without burst waiting it stays under a hundred entries) ...
+    config = CheckpointConfig(
+        every_entries=10, every_seconds=0.05, burst_rate=1.0, poll_interval=0.05
+    )
     peak, captured, size = run_burst(tmp_path, config, 1.0)
-    assert peak > captured // 2
+    assert captured > 2000
+    assert peak > 1000
     assert size == captured + 1  # ... and catches up once it pauses
 
 

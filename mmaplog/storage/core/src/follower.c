@@ -20,6 +20,11 @@
  *   .cancel()                 the current and every later run stop early (within 64 entries),
  *                             returning what they did: for a prompt stop
  *   .close()                  cancel, then join the worker
+ *
+ * After fork() the child has the object but not the worker: run() refuses, close() and
+ * dealloc do not wait for it. The worker faults pages of the run's mappings in at idle
+ * priority; on kernels without per-VMA locks a preempted fault holds mmap_lock for reading,
+ * which a writer's mmap or munmap would wait behind (6.4 and later take VMA locks instead).
  */
 #include "merkle.h"
 
@@ -49,8 +54,15 @@ typedef struct {
     int want_idle;
     int priority; /* PRIO_* */
     long native_id; /* the worker's thread id in the OS (Linux), else 0 */
+    pid_t pid;      /* the process that started the worker (a fork's child has no worker) */
     _Atomic int cancel;
 } mml_follower;
+
+/* A child of fork() inherits the object but not the worker thread, and maybe a lock held by
+ * it at the fork: nothing here may wait for that thread or touch those locks. */
+static int forked(const mml_follower *self) {
+    return self->started && self->pid != getpid();
+}
 
 /* The calling thread at the lowest priority it can take: SCHED_IDLE, else nice 19 (both per
  * thread on Linux only; elsewhere setpriority would lower the whole process, so nothing). */
@@ -120,6 +132,7 @@ static int follower_init(PyObject *op, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->started = 1;
+    self->pid = getpid();
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
     while (self->priority == PRIO_UNKNOWN) pthread_cond_wait(&self->done, &self->lock);
@@ -131,21 +144,30 @@ fail:
     return -1;
 }
 
+/* Cancel, then join the worker. Marked stopped while the GIL is still held, so a run or a
+ * second close on another thread sees it at once; a run already queued is finished (cancelled
+ * within 64 entries) before the worker leaves, and its runner gets it back. */
 static void follower_stop(mml_follower *self) {
     if (!self->started) return;
     atomic_store(&self->cancel, 1);
+    self->started = 0;
+    if (self->pid != getpid()) return; /* a fork's child: the worker is not ours to join */
+    pthread_t thread = self->thread;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
     self->closing = 1;
     pthread_cond_broadcast(&self->wake);
     pthread_mutex_unlock(&self->lock);
-    pthread_join(self->thread, NULL);
+    pthread_join(thread, NULL);
     Py_END_ALLOW_THREADS
-    self->started = 0;
 }
 
 static PyObject *follower_run(PyObject *op, PyObject *args) {
     mml_follower *self = (mml_follower *)op;
+    if (forked(self)) {
+        PyErr_SetString(PyExc_RuntimeError, "TreeFollower was started in another process");
+        return NULL;
+    }
     if (!self->started || self->closing) {
         PyErr_SetString(PyExc_ValueError, "TreeFollower is closed");
         return NULL;
@@ -154,24 +176,31 @@ static PyObject *follower_run(PyObject *op, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "TreeFollower: a run is already in progress");
         return NULL;
     }
+    self->busy = 1; /* before prepare, which may run Python code and let another thread in */
     mml_follow_job job;
     PyObject *result = NULL;
     if (mml_follow_prepare(&job, args) == 0) {
         job.cancel = &self->cancel;
-        self->busy = 1;
+        int queued = 0;
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&self->lock);
-        self->job = &job;
-        self->state = JOB_QUEUED;
-        pthread_cond_signal(&self->wake);
-        while (self->state != JOB_DONE) pthread_cond_wait(&self->done, &self->lock);
-        self->state = JOB_NONE;
-        self->job = NULL;
+        if (!self->closing) { /* a close that won the race: the worker may be gone */
+            queued = 1;
+            self->job = &job;
+            self->state = JOB_QUEUED;
+            pthread_cond_signal(&self->wake);
+            while (self->state != JOB_DONE) pthread_cond_wait(&self->done, &self->lock);
+            self->state = JOB_NONE;
+            self->job = NULL;
+        }
         pthread_mutex_unlock(&self->lock);
         Py_END_ALLOW_THREADS
-        self->busy = 0;
-        result = mml_follow_result(&job);
+        if (queued)
+            result = mml_follow_result(&job);
+        else
+            PyErr_SetString(PyExc_ValueError, "TreeFollower is closed");
     }
+    self->busy = 0;
     mml_follow_release(&job);
     return result;
 }
@@ -183,7 +212,7 @@ static PyObject *follower_cancel(PyObject *op, PyObject *Py_UNUSED(arg)) {
 
 static PyObject *follower_close(PyObject *op, PyObject *Py_UNUSED(arg)) {
     mml_follower *self = (mml_follower *)op;
-    if (self->busy) {
+    if (self->busy && !forked(self)) {
         PyErr_SetString(PyExc_RuntimeError, "TreeFollower: close while a run is in progress");
         return NULL;
     }
@@ -209,8 +238,9 @@ static PyObject *follower_native_id(PyObject *op, void *Py_UNUSED(closure)) {
 static void follower_dealloc(PyObject *op) {
     mml_follower *self = (mml_follower *)op;
     /* A run holds a reference to self, so none is in progress here. */
+    int child = forked(self);
     follower_stop(self);
-    if (self->sync_ready) {
+    if (self->sync_ready && !child) { /* a fork's child may hold them locked: leave them */
         pthread_cond_destroy(&self->done);
         pthread_cond_destroy(&self->wake);
         pthread_mutex_destroy(&self->lock);

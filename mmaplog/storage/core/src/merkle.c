@@ -621,6 +621,7 @@ void mml_follow_run(mml_follow_job *job) {
 
 int mml_follow_prepare(mml_follow_job *job, PyObject *args) {
     memset(job, 0, sizeof *job);
+    job->fd = -1;
     PyObject *index_obj, *segs_obj, *names_obj;
     Py_buffer hb;
     unsigned long long size, hwm, every;
@@ -644,7 +645,13 @@ int mml_follow_prepare(mml_follow_job *job, PyObject *args) {
     job->size = size;
     job->hwm = hwm;
     job->every = every;
-    job->fd = fd;
+    /* A descriptor of the job's own: the caller closing merkle.tree meanwhile (or the number
+     * being reused for another file) cannot redirect the job's writes. */
+    job->fd = dup(fd);
+    if (job->fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
     job->leaves = PyMem_RawMalloc(FOLLOW_PIECE * MML_SHA256_SIZE);
     job->dense = PyMem_RawCalloc(2 * FOLLOW_PIECE - 1, MML_SHA256_SIZE);
     if (job->leaves == NULL || job->dense == NULL) {
@@ -673,7 +680,9 @@ void mml_follow_release(mml_follow_job *job) {
     PyMem_RawFree(job->dense);
     PyMem_RawFree(job->passed);
     mml_frames_release(&job->frames);
+    if (job->fd >= 0) close(job->fd);
     job->leaves = job->dense = job->passed = NULL;
+    job->fd = -1;
 }
 
 /* merkle_follow(index, checksummed, segments, names, hashes, size, hwm, every, tree_fd)

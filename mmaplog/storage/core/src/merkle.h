@@ -19,7 +19,7 @@ typedef struct {
     uint64_t size; /* leaves in the tree */
     uint64_t hwm;  /* follow up to this seq */
     uint64_t every;
-    int fd;        /* merkle.tree, open for writing */
+    int fd;        /* merkle.tree, open for writing: the job's own dup, closed at release */
     unsigned char *leaves, *dense; /* a piece's leaves and nodes */
     unsigned char *passed;         /* frontier hashes at each multiple of every passed */
     size_t passed_len, passed_cap;
