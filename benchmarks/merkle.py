@@ -51,11 +51,12 @@ step measured with 1 M entries, alternating rounds:
   even the gaps of a saturating capture cost it throughput when filled (a SCHED_IDLE process
   that only spins cost 0–10 % too), so idle priority alone does not reach 5 %;
 - the same thread at normal priority: 28.5–32.6 %;
-- waiting out the burst (this code): medians 0.9 %, 4.9 % and −0.2 % in three runs (5, 5
-  and 11 rounds; rounds from −11.2 % to 8.5 %), the tree 0.99–1 M entries behind when the
-  capture ended and caught up 0.50–0.59 s later. Pure core, same run: 37.4 %
-  (idle) and 41.9 % (normal): its capture (0.3 M entries/s) is below ``burst_rate``, and its
-  hashing holds the GIL.
+- waiting out the burst (this code): medians 0.9 %, 4.9 %, −0.2 % and 4.1 % in four runs
+  (5, 5, 11 and 7 rounds; single rounds from −12.2 % to 14.8 %, as wide as the off rate's own
+  swings), the tree 0.99–1 M entries behind when the capture ended and caught up 0.50–0.59 s
+  later. Pure core: 37.4 % (idle) and 41.9 % (normal) while its bursts were not waited out
+  (its capture, 0.3 M entries/s, was under the native 1 M/s); with its own threshold
+  (100 k/s) 1.6 % and 2.3 % at idle priority, 62–65 % at normal (hashing under the GIL).
 """
 
 from __future__ import annotations
