@@ -67,6 +67,18 @@ def wait_for_progress(path: Path, past: int) -> None:
     assert path.stat().st_size > past
 
 
+def start_run(tree: Fresh, follower: object, passed: list[Frontier]) -> threading.Thread:
+    """A run over the whole tree on a thread, returned once the worker has written nodes."""
+    runner = threading.Thread(
+        target=lambda: passed.extend(
+            tree.keeper.follow(tree.backend, tree.hwm, every=1000, worker=follower)
+        )
+    )
+    runner.start()
+    wait_for_progress(tree.tree_path, TREE_HEADER_SIZE)
+    return runner
+
+
 def test_cancel_stops_a_run_early_with_the_tree_whole_so_far(run: Path) -> None:
     assert native is not None
     tree = Fresh(run)
@@ -74,13 +86,7 @@ def test_cancel_stops_a_run_early_with_the_tree_whole_so_far(run: Path) -> None:
     try:
         assert follower.priority == "normal"
         passed: list[Frontier] = []
-        runner = threading.Thread(
-            target=lambda: passed.extend(
-                tree.keeper.follow(tree.backend, tree.hwm, every=1000, worker=follower)
-            )
-        )
-        runner.start()
-        wait_for_progress(tree.tree_path, TREE_HEADER_SIZE)
+        runner = start_run(tree, follower, passed)
         follower.cancel()
         runner.join(60)
         assert not runner.is_alive()
@@ -107,26 +113,28 @@ def test_cancel_stops_a_run_early_with_the_tree_whole_so_far(run: Path) -> None:
 
 def test_a_second_run_or_a_close_during_a_run_is_refused(run: Path) -> None:
     assert native is not None
-    tree = Fresh(run)
-    follower = native.TreeFollower(idle=False)
-    try:
-        runner = threading.Thread(
-            target=lambda: tree.keeper.follow(tree.backend, tree.hwm, worker=follower)
-        )
-        runner.start()
-        wait_for_progress(tree.tree_path, TREE_HEADER_SIZE)
-        if runner.is_alive():  # (a very fast machine may finish first: nothing to refuse)
+    refused = 0
+    for _attempt in range(5):  # a run is ~0.1 s: a loaded machine may let one finish first
+        tree = Fresh(run)
+        follower = native.TreeFollower(idle=False)
+        try:
+            runner = start_run(tree, follower, [])
             args = (*tree.backend.native_sources(1, 10), b"", 0, 10, 0, tree.keeper.tree.fileno())
-            with pytest.raises(RuntimeError, match="in progress"):
-                follower.run(*args)
-            with pytest.raises(RuntimeError, match="close while a run"):
-                follower.close()
-        runner.join(60)
-        assert not runner.is_alive()
-        assert tree.keeper.frontier.root() == build_tree(tree.backend).root()
-    finally:
-        follower.close()
-        tree.close()
+            if runner.is_alive():
+                with pytest.raises(RuntimeError, match="in progress"):
+                    follower.run(*args)
+                with pytest.raises(RuntimeError, match="close while a run"):
+                    follower.close()
+                refused += 1
+            runner.join(60)
+            assert not runner.is_alive()
+            assert tree.keeper.frontier.root() == build_tree(tree.backend).root()
+        finally:
+            follower.close()
+            tree.close()
+        if refused:
+            break
+    assert refused == 1
 
 
 def test_a_fork_child_neither_runs_nor_waits_for_the_parents_worker(run: Path) -> None:
