@@ -365,3 +365,73 @@ def test_demo_signs_and_never_stores_the_key(tmp_path: Path, keys) -> None:
     for path in store.rglob("*"):
         if path.is_file():
             assert body not in path.read_bytes(), path
+
+
+def test_check_proof_refuses_extra_and_mistyped_fields(tmp_path: Path, keys, capsys) -> None:
+    """Every field of a proof is checked or refused: an extra field anywhere (nothing would
+    vouch for it) and a field of the wrong type are one-line 'malformed proof' errors, exit 1,
+    never a traceback; the proof as written still checks."""
+    store = tmp_path / "store"
+    run = capture(store, keys[0], tmp_path / "ext.jsonl", n=50)
+    proof = tmp_path / "proof.json"
+    assert main(["prove", "--root", str(store), run.name, "7", "--out", str(proof)]) == 0
+    sizes = [cp.tree_size for cp in read_checkpoint_log(run)[0]]
+    cons = tmp_path / "cons.json"
+    args = ["prove", "--root", str(store), run.name, "--consistency", str(sizes[0]), "50"]
+    assert main([*args, "--out", str(cons)]) == 0
+    edits = {
+        proof: [
+            lambda d: d.update(extra=1),
+            lambda d: d["entry"].update(extra=1),
+            lambda d: d["checkpoint"].update(extra=1),
+            lambda d: d["entry"].update(correlation_id=5),
+            lambda d: d["entry"].update(causation_id=[1]),
+            lambda d: d["entry"].update(correlation_id="not-a-uuid"),
+            lambda d: d["entry"].update(seq=True),
+            lambda d: d["entry"].update(topic=5),
+            lambda d: d["entry"].update(ts_init=-1),
+            lambda d: d["entry"].pop("payload_type"),
+            lambda d: d.update(leaf_index=6.0),
+            lambda d: d.update(tree_size=True),
+            lambda d: d.pop("audit_path"),
+        ],
+        cons: [
+            lambda d: d.update(extra=None),
+            lambda d: d["old"].update(extra="x"),
+            lambda d: d["new"].update(tree_size="50"),
+            lambda d: d.pop("proof"),
+        ],
+    }
+    capsys.readouterr()
+    for source, changes in edits.items():
+        assert main(["check-proof", str(source), "--trust", str(keys[1])]) == 0
+        capsys.readouterr()
+        for number, change in enumerate(changes):
+            bad = json.loads(source.read_text())
+            change(bad)
+            (tmp_path / "bad.json").write_text(json.dumps(bad))
+            assert main(["check-proof", str(tmp_path / "bad.json"), "--trust", str(keys[1])]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, (source.name, number, err)
+            assert "malformed proof" in err, (source.name, number, err)
+
+
+def test_verify_with_a_checkpoints_file_that_is_not_text(tmp_path: Path, keys) -> None:
+    store = tmp_path / "store"
+    capture(store, keys[0], tmp_path / "ext.jsonl", n=20)
+    binary = tmp_path / "bin.ckp"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for path, why in ((binary, "not UTF-8"), (tmp_path, "a directory")):
+        r = cli(
+            "verify",
+            "--root",
+            str(store),
+            "latest",
+            "--trust",
+            str(keys[1]),
+            "--checkpoints",
+            str(path),
+        )
+        assert r.returncode in (1, 2), r.stderr
+        assert r.stderr.count("\n") == 1, r.stderr
+        assert why in r.stderr, r.stderr

@@ -185,28 +185,59 @@ def _checkpoint(doc: dict[str, Any], key: str, trusted: TrustedKey, run_id: str)
     return cp
 
 
+class _EntryFields(msgspec.Struct, forbid_unknown_fields=True):
+    """A proof's ``entry``: exactly the fields ``entry_fields`` writes, of exactly these types."""
+
+    seq: int
+    ts_init: int
+    ts_publish: int
+    topic: str
+    payload_type: str
+    payload_b64: str
+    correlation_id: str | None
+    causation_id: str | None
+
+
+_entry_decoder = msgspec.json.Decoder(_EntryFields)
+_U64_MAX = (1 << 64) - 1
+
+
 def _leaf_of(fields: Any) -> tuple[int, bytes]:
-    if not isinstance(fields, dict):
-        raise ProofError("malformed proof: entry is not an object")
     try:
-        seq, ts_init, ts_publish = fields["seq"], fields["ts_init"], fields["ts_publish"]
-        if not all(isinstance(v, int) and 0 <= v < 1 << 64 for v in (seq, ts_init, ts_publish)):
-            raise ProofError("malformed proof: entry seq and times must be u64 integers")
-        ids = []
-        for name in ("correlation_id", "causation_id"):
-            ids.append(None if fields[name] is None else uuid.UUID(fields[name]))
-        stream = entry_stream(
-            seq,
-            ts_init,
-            ts_publish,
-            str(fields["topic"]),
-            str(fields["payload_type"]),
-            base64.b64decode(fields["payload_b64"], validate=True),
-            _Ids(ids[0], ids[1]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        entry = _entry_decoder.decode(msgspec.json.encode(fields))
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProofError(f"malformed proof: entry: {exc}") from None
+    seq, ts_init, ts_publish = entry.seq, entry.ts_init, entry.ts_publish
+    if not all(0 <= v <= _U64_MAX for v in (seq, ts_init, ts_publish)) or seq < 1:
+        raise ProofError("malformed proof: entry seq and times must be u64 integers, seq >= 1")
+    try:
+        ids = [
+            None if value is None else uuid.UUID(value)
+            for value in (entry.correlation_id, entry.causation_id)
+        ]
+        payload = base64.b64decode(entry.payload_b64, validate=True)
+    except ValueError as exc:
+        raise ProofError(f"malformed proof: entry: {exc}") from None
+    stream = entry_stream(
+        seq, ts_init, ts_publish, entry.topic, entry.payload_type, payload, _Ids(ids[0], ids[1])
+    )
     return seq, leaf_hash(stream)
+
+
+def _exact_fields(doc: dict[str, Any], fields: frozenset[str]) -> None:
+    """A proof holds exactly the fields of its format: an extra one is not checked by anything,
+    so it is refused rather than passed on as if vouched for."""
+    extra, missing = sorted(set(doc) - fields), sorted(fields - set(doc))
+    if extra:
+        raise ProofError(f"malformed proof: unexpected field(s) {', '.join(extra)}")
+    if missing:
+        raise ProofError(f"malformed proof: missing field(s) {', '.join(missing)}")
+
+
+_INCLUSION_FIELDS = frozenset(
+    {"format", "run_id", "entry", "leaf_index", "tree_size", "audit_path", "checkpoint"}
+)
+_CONSISTENCY_FIELDS = frozenset({"format", "run_id", "old", "new", "proof"})
 
 
 class _Ids:
@@ -227,16 +258,23 @@ def check_proof(doc: Any, trusted: TrustedKey, *, run_id: str | None = None) -> 
         raise ProofError(f"the proof is for run {claimed}, not {run_id}")
     kind = doc.get("format")
     if kind == INCLUSION_FORMAT:
+        _exact_fields(doc, _INCLUSION_FIELDS)
         cp = _checkpoint(doc, "checkpoint", trusted, claimed)
         seq, leaf = _leaf_of(doc.get("entry"))
-        index = doc.get("leaf_index")
-        if index != seq - 1 or doc.get("tree_size") != cp.tree_size:
+        index, size = doc.get("leaf_index"), doc.get("tree_size")
+        if (
+            type(index) is not int
+            or type(size) is not int
+            or index != seq - 1
+            or size != cp.tree_size
+        ):
             raise ProofError("malformed proof: leaf_index or tree_size disagree with the entry")
         path = _hashes(doc, "audit_path")
         if not verify_inclusion(leaf, seq - 1, cp.tree_size, path, cp.root_bytes()):
             raise ProofError(f"seq {seq} is not included in the checkpointed tree")
         return {"kind": "inclusion", "run_id": claimed, "seq": seq, "tree_size": cp.tree_size}
     if kind == CONSISTENCY_FORMAT:
+        _exact_fields(doc, _CONSISTENCY_FIELDS)
         old = _checkpoint(doc, "old", trusted, claimed)
         new = _checkpoint(doc, "new", trusted, claimed)
         proof = _hashes(doc, "proof")

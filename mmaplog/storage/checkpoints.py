@@ -43,8 +43,10 @@ _U64 = struct.Struct("<Q")
 _MAX_RECORD = 1 << 16
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
-    """A tree head of a run. ``root`` is 64 lowercase hex digits, ``signature`` 128."""
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A tree head of a run. ``root`` is 64 lowercase hex digits, ``signature`` 128. Decoding
+    refuses fields it does not know: nothing would check them, and a signature covers only
+    :meth:`signed_message`."""
 
     run_id: str
     tree_size: int
@@ -187,7 +189,15 @@ def append_checkpoint_line(path: Path, checkpoint: Checkpoint) -> None:
 def read_checkpoint_lines(path: Path) -> list[Checkpoint]:
     """Every checkpoint of an external JSON-lines file; a bad line is a ``FormatError``."""
     out: list[Checkpoint] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(
+            f"not a checkpoint file (not UTF-8 at byte {exc.start})", path=path
+        ) from None
+    except IsADirectoryError:
+        raise FormatError("not a checkpoint file (a directory)", path=path) from None
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             out.append(decode_checkpoint(line, f"{path}:{number}"))
     return out
