@@ -27,6 +27,8 @@ from mmaplog.runs.checkpointer import CheckpointConfig
 from mmaplog.runs.session import SessionConfig
 from mmaplog.storage.checkpoints import (
     CHECKPOINT_FILE,
+    CheckpointLog,
+    inspect_checkpoint_log,
     read_checkpoint_lines,
     read_checkpoint_log,
 )
@@ -435,3 +437,83 @@ def test_verify_with_a_checkpoints_file_that_is_not_text(tmp_path: Path, keys) -
         assert r.returncode in (1, 2), r.stderr
         assert r.stderr.count("\n") == 1, r.stderr
         assert why in r.stderr, r.stderr
+
+
+# --- the checkpoint log and the tree file, damaged ------------------------------------------
+def record_offsets(run_dir: Path) -> list[int]:
+    """Where each record of checkpoints.ckp starts."""
+    data = (run_dir / CHECKPOINT_FILE).read_bytes()
+    out, pos = [], 16
+    while pos + 4 <= len(data):
+        out.append(pos)
+        (length,) = struct.unpack_from("<I", data, pos)
+        pos += 4 + length + 8
+    return out
+
+
+def test_a_damaged_checkpoint_record_is_reported_and_the_good_ones_after_it_kept(
+    tmp_path: Path, keys
+) -> None:
+    run = capture(tmp_path / "store", keys[0], tmp_path / "ext.jsonl")
+    good_before, _ = read_checkpoint_log(run)
+    assert len(good_before) == 7  # every 50 of 300, and the final one at seal
+    offsets = record_offsets(run)
+    path = run / CHECKPOINT_FILE
+    data = bytearray(path.read_bytes())
+    data[offsets[1] + 20] ^= 0x01  # inside the second record's JSON: its checksum fails
+    path.write_bytes(bytes(data))
+
+    state = inspect_checkpoint_log(run)
+    assert state is not None
+    assert state.damaged == (offsets[1],)
+    assert state.tail == 0
+    assert state.checkpoints == [good_before[0], *good_before[2:]]  # skipped, not cut off
+
+    report = verify(run)
+    assert [f.kind for f in report.findings] == [FindingKind.CHECKPOINTS_DAMAGED]
+    assert report.findings[0].offset == offsets[1]
+    trust = verify_trust(run, load_trusted_key(keys[1]))
+    assert trust.is_clean
+    assert trust.checkpoints_checked == 6  # the damaged one is skipped
+
+    # A writer opening the log keeps every record: it cuts only a torn tail.
+    CheckpointLog(run).close()
+    assert path.read_bytes() == bytes(data)
+    r = cli("verify", "--root", str(tmp_path / "store"), "latest")
+    assert r.returncode == 1
+    assert "checkpoints damaged: unreadable record at offset" in r.stdout
+
+
+def test_a_torn_checkpoint_tail_is_a_finding_only_in_a_sealed_run(tmp_path: Path, keys) -> None:
+    run = capture(tmp_path / "store", keys[0], tmp_path / "ext.jsonl")
+    path = run / CHECKPOINT_FILE
+    path.write_bytes(path.read_bytes() + b"\x40\x00\x00\x00{partial")
+    state = inspect_checkpoint_log(run)
+    assert state is not None
+    assert state.damaged == ()
+    assert state.tail == 12
+    report = verify(run)
+    assert [f.kind for f in report.findings] == [FindingKind.CHECKPOINTS_DAMAGED]
+    assert "12 bytes after the last good record" in report.findings[0].message
+    CheckpointLog(run).close()  # the next writer cuts it
+    assert verify(run).is_clean
+
+
+def test_a_cut_merkle_tree_is_reported_and_prove_rebuilds_from_the_frames(
+    tmp_path: Path, keys
+) -> None:
+    store = tmp_path / "store"
+    run = capture(store, keys[0], tmp_path / "ext.jsonl")
+    tree = run / TREE_FILE
+    os.truncate(tree, tree.stat().st_size // 3)
+    report = verify(run)
+    assert [f.kind for f in report.findings] == [FindingKind.MERKLE_TREE_DAMAGED]
+    proof = tmp_path / "proof.json"
+    assert main(["prove", "--root", str(store), run.name, "250", "--out", str(proof)]) == 0
+    merkle_verifier.check(json.loads(proof.read_text()), load_trusted_key(keys[1]).public)
+    assert main(["check-proof", str(proof), "--trust", str(keys[1])]) == 0
+    # nodes that disagree (not cut): the same
+    data = bytearray(tree.read_bytes())
+    data[-40] ^= 0xFF
+    tree.write_bytes(bytes(data))
+    assert any(f.kind is FindingKind.MERKLE_TREE_DAMAGED for f in verify(run).findings)

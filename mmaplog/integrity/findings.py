@@ -49,6 +49,9 @@ class FindingKind(enum.Enum):
     CHECKPOINT_SIGNATURE_INVALID = "checkpoint_signature_invalid"
     TRUNCATED_SINCE_CHECKPOINT = "truncated_since_checkpoint"
     CHECKPOINT_MISSING = "checkpoint_missing"
+    # plain verify: the checkpoint log and the tree file (checked for form, not trust)
+    CHECKPOINTS_DAMAGED = "checkpoints_damaged"
+    MERKLE_TREE_DAMAGED = "merkle_tree_damaged"
 
 
 @dataclass(frozen=True, slots=True)

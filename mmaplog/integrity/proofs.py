@@ -19,6 +19,7 @@ from mmaplog.integrity.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    range_root,
     verify_consistency,
     verify_inclusion,
 )
@@ -57,7 +58,7 @@ def run_checkpoints(backend: MmapBackend) -> list[Checkpoint]:
 class _Nodes:
     """The stored ``merkle.tree`` when it covers ``size``, else a tree rebuilt from frames."""
 
-    def __init__(self, backend: MmapBackend, size: int) -> None:
+    def __init__(self, backend: MmapBackend, size: int, root: bytes) -> None:
         assert backend.run_dir is not None
         run_dir, run_id = backend.run_dir, backend.manifest().run_id
         self._tree: TreeFile | None = None
@@ -65,13 +66,18 @@ class _Nodes:
         try:
             if read_frontier(run_dir).size >= size:
                 self._tree = TreeFile.open(run_dir, run_id, writable=False)
+                # The stored nodes are used only when they prove the checkpoint (O(log n)
+                # reads); a tree file cut short or damaged is rebuilt from the frames instead.
+                if range_root(self._tree, 0, size) != root:
+                    self.close()
         except (FileNotFoundError, FormatError):
-            self._tree = None
+            self.close()
         self.source = self._tree if self._tree is not None else build_tree(backend, size)
 
     def close(self) -> None:
         if self._tree is not None:
             self._tree.close()
+            self._tree = None
 
 
 def _pick(checkpoints: list[Checkpoint], size: int | None, at_least: int) -> Checkpoint:
@@ -105,7 +111,7 @@ def inclusion_document(backend: MmapBackend, seq: int) -> dict[str, Any]:
     if entry is None:
         raise ProofError(f"seq {seq} is not in the run (high-watermark {backend.high_watermark()})")
     checkpoint = _pick(run_checkpoints(backend), None, seq)
-    nodes = _Nodes(backend, checkpoint.tree_size)
+    nodes = _Nodes(backend, checkpoint.tree_size, checkpoint.root_bytes())
     try:
         path = inclusion_proof(nodes.source, seq - 1, checkpoint.tree_size)
     finally:
@@ -143,7 +149,7 @@ def consistency_document(backend: MmapBackend, old: int, new: int) -> dict[str, 
         raise ProofError(f"the old tree size {old} is larger than the new one {new}")
     checkpoints = run_checkpoints(backend)
     first, second = _pick(checkpoints, old, old), _pick(checkpoints, new, new)
-    nodes = _Nodes(backend, new)
+    nodes = _Nodes(backend, new, second.root_bytes())
     try:
         proof = consistency_proof(nodes.source, old, new)
     finally:

@@ -24,10 +24,12 @@ from mmaplog.integrity.findings import (
     VerifyReport,
     _Throttle,
 )
+from mmaplog.integrity.merkle import range_root
 from mmaplog.integrity.verify_keys import _M32, _S32, _xxh64, populate
 from mmaplog.integrity.verify_postings import _PostingsCheck
 from mmaplog.integrity.verify_scan import _HASH_MISMATCH, _OK, DONE_HASH, DONE_TS
 from mmaplog.integrity.verify_segments import _Seg
+from mmaplog.storage.checkpoints import CHECKPOINT_FILE, Checkpoint, inspect_checkpoint_log
 from mmaplog.storage.entry_hash import ENTRY_HASH_DOMAIN, framed_names, raw_headers_tail
 from mmaplog.storage.layout import (
     FORMAT_VERSION,
@@ -38,6 +40,7 @@ from mmaplog.storage.layout import (
     segment_name,
 )
 from mmaplog.storage.manifest import RunStatus, encode_manifest, read_manifest
+from mmaplog.storage.merkle_files import TREE_FILE, TreeFile
 from mmaplog.storage.mmap_backend import INDEX, MANIFEST, SEGMENTS, SYMBOLS
 from mmaplog.storage.schemas import SCHEMAS, read_schemas
 from mmaplog.storage.segments import run_hash
@@ -45,6 +48,25 @@ from mmaplog.storage.seqindex import SeqIndex
 from mmaplog.storage.symbols import SymbolTable
 
 _xxh128 = xxhash.xxh3_128_digest
+
+
+def _tree_fault(run_dir: Path, final: Checkpoint) -> str | None:
+    """Why the run's ``merkle.tree`` does not prove ``final`` (None: it does)."""
+    try:
+        root = final.root_bytes()
+        tree = TreeFile.open(run_dir, final.run_id, writable=False)
+    except (MmapLogError, OSError) as exc:
+        return getattr(exc, "reason", None) or str(exc)
+    try:
+        if range_root(tree, 0, final.tree_size) != root:
+            return f"its nodes do not prove the final checkpoint (tree size {final.tree_size})"
+    except (MmapLogError, OSError) as exc:
+        return getattr(exc, "reason", None) or str(exc)
+    finally:
+        tree.close()
+    return None
+
+
 _BE1 = struct.Struct(">Q")
 
 
@@ -83,6 +105,7 @@ class _RunScan(_PostingsCheck):
         self.check_hash_index()
         self.check_manifest()
         self.check_schemas()
+        self.check_checkpoints()
         self.throttle(self.throttle.total)
 
     # --- loading ----------------------------------------------------------------------------
@@ -127,6 +150,46 @@ class _RunScan(_PostingsCheck):
         except (MmapLogError, OSError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             self.f.add(FindingKind.SCHEMAS_DAMAGED, f"schemas damaged: {reason}", path=SCHEMAS)
+
+    def check_checkpoints(self) -> None:
+        """``checkpoints.ckp`` and ``merkle.tree``, for form: every record readable (a damaged
+        one is skipped by every reader, so it is reported here; a torn last append is normal
+        only while the run is running), and the stored tree proving the manifest's final
+        checkpoint (``prove`` reads it). Whether the checkpoints vouch for the frames is
+        ``verify --trust``."""
+        cd = FindingKind.CHECKPOINTS_DAMAGED
+        try:
+            state = inspect_checkpoint_log(self.run_dir)
+        except (MmapLogError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            self.f.add(cd, f"checkpoints damaged: {reason}", path=CHECKPOINT_FILE)
+            state = None
+        if state is not None:
+            for offset in state.damaged:
+                self.f.add(
+                    cd,
+                    f"checkpoints damaged: unreadable record at offset {offset}, good ones "
+                    "after it",
+                    offset=offset,
+                    path=CHECKPOINT_FILE,
+                )
+            if state.tail and self.manifest is not None and self.manifest.is_sealed():
+                self.f.add(
+                    cd,
+                    f"checkpoints damaged: {state.tail} bytes after the last good record",
+                    offset=state.end,
+                    path=CHECKPOINT_FILE,
+                )
+        final = self.manifest.checkpoint if self.manifest is not None else None
+        if final is None or not (self.run_dir / TREE_FILE).exists():
+            return  # no tree to check (prove builds one from the frames)
+        why = _tree_fault(self.run_dir, final)
+        if why is not None:
+            self.f.add(
+                FindingKind.MERKLE_TREE_DAMAGED,
+                f"merkle tree damaged: {why} (derived: salvage rebuilds it from the frames)",
+                path=TREE_FILE,
+            )
 
     def load_symbols(self) -> None:
         sd = FindingKind.SYMBOLS_DAMAGED

@@ -7,7 +7,9 @@ this module only encodes and stores them.
 
 * ``checkpoints.ckp`` in the run: header ``MMLOGCKP``, u32 version 1, u32 reserved; then records
   ``u32 length, length bytes of compact JSON, u64 xxh3-64 of the length word and the bytes``.
-  A torn or damaged record ends the readable part (it is reported, never skipped over).
+  A damaged record that good ones follow is skipped over and reported (``inspect_checkpoint_log``),
+  never cut; bytes after the last good record that form no record are a torn last append, cut
+  by the next writer.
 * An external sink file: one checkpoint JSON object per line (``.jsonl``), appended.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -29,7 +32,9 @@ __all__ = [
     "CHECKPOINT_FILE",
     "Checkpoint",
     "CheckpointLog",
+    "CheckpointLogState",
     "append_checkpoint_line",
+    "inspect_checkpoint_log",
     "read_checkpoint_lines",
     "read_checkpoint_log",
 ]
@@ -105,8 +110,10 @@ class CheckpointLog:
             if size == 0:
                 os.write(fd, _HEADER.pack(_MAGIC, 1, 0))
             else:
-                # Cut a torn last record (a crash mid-append) so new records follow good ones.
-                _, end = _read_records(self.path)
+                # Cut a torn last record (a crash mid-append) so new records follow good ones;
+                # never a good record: a damaged one in the middle stays where it is (verify
+                # reports it) and the good ones after it are kept.
+                end = _scan_records(self.path).end
                 if end < size:
                     os.ftruncate(fd, end)
             os.lseek(fd, 0, os.SEEK_END)
@@ -140,40 +147,81 @@ class CheckpointLog:
             self._fd = -1
 
 
-def _read_records(path: Path) -> tuple[list[Checkpoint], int]:
+@dataclass(frozen=True, slots=True)
+class CheckpointLogState:
+    """What ``checkpoints.ckp`` holds: every good record (``checkpoints``), the offsets of
+    damaged records that good ones follow (``damaged``: skipped over, never cut), and how many
+    bytes after the last good record form no record (``tail``: a torn last append, or damage
+    at the end, which the next writer cuts)."""
+
+    checkpoints: list[Checkpoint]
+    damaged: tuple[int, ...]
+    tail: int
+    end: int  # the offset just past the last good record (where a writer appends)
+
+
+# msgspec writes a checkpoint's JSON starting with its first field: where a record can start.
+_RECORD_START = b'{"run_id":'
+
+
+def _record_at(data: bytes, pos: int, path: Path) -> tuple[Checkpoint, int] | None:
+    """The good record at ``pos`` and the offset past it, or None."""
+    if pos + _LEN.size > len(data):
+        return None
+    (length,) = _LEN.unpack_from(data, pos)
+    end = pos + _LEN.size + length
+    if length == 0 or length > _MAX_RECORD or end + 8 > len(data):
+        return None
+    if _U64.unpack_from(data, end)[0] != xxhash.xxh3_64_intdigest(data[pos:end]):
+        return None
+    try:
+        return decode_checkpoint(data[pos + _LEN.size : end], path), end + 8
+    except FormatError:
+        return None
+
+
+def _scan_records(path: Path) -> CheckpointLogState:
     data = path.read_bytes()
     if len(data) < _HEADER.size:
         raise FormatError("checkpoint file cut short", path=path)
     magic, version, _ = _HEADER.unpack_from(data)
     if magic != _MAGIC or version != 1:
         raise FormatError("not a version 1 checkpoint file", path=path)
-    out: list[Checkpoint] = []
-    pos = _HEADER.size
-    while pos + _LEN.size <= len(data):
-        (length,) = _LEN.unpack_from(data, pos)
-        end = pos + _LEN.size + length
-        if length == 0 or length > _MAX_RECORD or end + 8 > len(data):
+    good: list[Checkpoint] = []
+    damaged: list[int] = []
+    pos = last_end = _HEADER.size
+    while pos < len(data):
+        found = _record_at(data, pos, path)
+        if found is not None:
+            good.append(found[0])
+            pos = last_end = found[1]
+            continue
+        # A bad record: the next place a good one starts, if any (records are self-delimiting
+        # and checksummed, so a false start fails its checksum). None: the rest is the tail.
+        start = data.find(_RECORD_START, pos + _LEN.size + 1)
+        while start >= 0 and _record_at(data, start - _LEN.size, path) is None:
+            start = data.find(_RECORD_START, start + 1)
+        if start < 0:
             break
-        if _U64.unpack_from(data, end)[0] != xxhash.xxh3_64_intdigest(data[pos:end]):
-            break
-        try:
-            out.append(decode_checkpoint(data[pos + _LEN.size : end], path))
-        except FormatError:
-            break
-        pos = end + 8
-    return out, pos
+        damaged.append(pos)
+        pos = start - _LEN.size
+    return CheckpointLogState(good, tuple(damaged), len(data) - last_end, last_end)
+
+
+def inspect_checkpoint_log(run_dir: Path) -> CheckpointLogState | None:
+    """The state of a run's ``checkpoints.ckp`` (None: the run has none). A header that is not
+    a version 1 checkpoint file is a ``FormatError``."""
+    path = run_dir / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    return _scan_records(path)
 
 
 def read_checkpoint_log(run_dir: Path) -> tuple[list[Checkpoint], int]:
-    """The good checkpoints of a run's ``checkpoints.ckp`` and how many bytes follow them
-    (torn or damaged). A run without the file has none."""
-    path = run_dir / CHECKPOINT_FILE
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return [], 0
-    records, end = _read_records(path)
-    return records, size - end
+    """The good checkpoints of a run's ``checkpoints.ckp`` and how many bytes follow the last
+    of them (torn or damaged). A run without the file has none."""
+    state = inspect_checkpoint_log(run_dir)
+    return ([], 0) if state is None else (state.checkpoints, state.tail)
 
 
 def append_checkpoint_line(path: Path, checkpoint: Checkpoint) -> None:
