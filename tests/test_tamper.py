@@ -517,3 +517,26 @@ def test_a_cut_merkle_tree_is_reported_and_prove_rebuilds_from_the_frames(
     data[-40] ^= 0xFF
     tree.write_bytes(bytes(data))
     assert any(f.kind is FindingKind.MERKLE_TREE_DAMAGED for f in verify(run).findings)
+
+
+def test_keygen_never_overwrites_either_half_and_leaves_nothing_half_made(tmp_path: Path) -> None:
+    (tmp_path / "a.pub").write_text("someone else's key")
+    r = cli("keygen", str(tmp_path / "a"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1
+    assert "refusing to overwrite" in r.stderr
+    assert "a.pub" in r.stderr
+    assert not (tmp_path / "a").exists()  # no private half without its public one
+    assert (tmp_path / "a.pub").read_text() == "someone else's key"
+    (tmp_path / "b.pub").mkdir()
+    r = cli("keygen", str(tmp_path / "b"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1
+    assert not (tmp_path / "b").exists()
+    old = os.umask(0)
+    try:
+        assert cli("keygen", str(tmp_path / "c")).returncode == 0
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "c").st_mode & 0o777 == 0o600
+    assert os.stat(tmp_path / "c.pub").st_mode & 0o777 == 0o644

@@ -121,11 +121,35 @@ def signer_from_env() -> Signer | None:
     return load_signer(path) if path else None
 
 
+def _create_exclusive(path: Path, data: bytes, mode: int) -> None:
+    """Write a new file with exactly ``mode`` (whatever the umask), made durable; an existing
+    file is a ``SigningKeyError``, a partly written one is removed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        raise SigningKeyError(f"refusing to overwrite {path}") from None
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
 def generate_key_pair(out: Path | str) -> tuple[Path, Path, str]:
-    """Write ``OUT`` (private, mode 0600, never overwritten) and ``OUT.pub``; return both
-    paths and the key id."""
+    """Write ``OUT`` (private, mode 0600) and ``OUT.pub`` (public, mode 0644); neither is ever
+    overwritten, and when either cannot be written neither is left behind. Return both paths
+    and the key id."""
     private_path = Path(out)
     public_path = private_path.with_name(private_path.name + ".pub")
+    for path in (private_path, public_path):
+        if path.exists() or path.is_symlink():
+            raise SigningKeyError(f"refusing to overwrite {path}")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -135,15 +159,10 @@ def generate_key_pair(out: Path | str) -> tuple[Path, Path, str]:
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    _create_exclusive(private_path, pem, 0o600)
     try:
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        raise SigningKeyError(f"refusing to overwrite {private_path}") from None
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    public_path.write_bytes(pub)
+        _create_exclusive(public_path, pub, 0o644)
+    except BaseException:
+        private_path.unlink(missing_ok=True)  # a private key without its public half helps no one
+        raise
     return private_path, public_path, key_id_of(key.public_key())
