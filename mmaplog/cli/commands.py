@@ -36,6 +36,7 @@ from mmaplog.cli.common import (
 )
 from mmaplog.cli.diff import add_diff_parser
 from mmaplog.cli.export import add_export_parser
+from mmaplog.cli.output import check_output_target, open_output
 from mmaplog.cli.salvage import add_salvage_parser
 from mmaplog.cli.sql import add_sql_parser
 from mmaplog.cli.text import (
@@ -585,6 +586,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
     if (args.seq is None) == (args.consistency is None):
         raise UsageError("give a SEQ or --consistency OLD NEW")
+    if args.out is not None:
+        check_output_target(args.out, "--out")
     info = resolve(args)
     with Reader(info.run_dir) as reader:
         if args.seq is not None:
@@ -595,7 +598,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        args.out.write_text(text, encoding="utf-8")
+        with open_output(args.out) as stream:
+            stream.write(text)
     return EXIT_OK
 
 
