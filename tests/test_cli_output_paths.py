@@ -225,3 +225,50 @@ def test_an_output_file_is_not_group_or_world_writable_under_umask_000(
     code, err = run(capsys, command(root, out))
     assert code == 0, err
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_keygen_writes_the_public_key_0644_under_umask_000(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], umask_000: None
+) -> None:
+    key = tmp_path / "key"
+    code, err = run(capsys, ["mmaplog", "keygen", str(key)])
+    assert code == 0, err
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "key.pub").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_the_export_dataset_is_not_group_or_world_writable_under_umask_000(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, umask_000: None
+) -> None:
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / "a" / "dataset"
+    argv = ["mmaplog", "export", "latest", "--root", str(root), "--format", fmt, "--out", str(out)]
+    code, err = run(capsys, argv)
+    assert code == 0, err
+    made = tree(tmp_path / "a")
+    assert any(p.suffix == f".{fmt}" for p in made)
+    assert [p for p in made if writable_by_others(p)] == []
+
+
+def test_the_sql_cache_is_not_group_or_world_writable_under_umask_000(
+    root: Path, capsys: pytest.CaptureFixture[str], umask_000: None
+) -> None:
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("duckdb")
+    code, err = run(capsys, ["mmaplog", "sql", "SELECT count(*) FROM runs", "--root", str(root)])
+    assert code == 0, err
+    made = tree(root / ".sql-cache")
+    assert len(made) > 1
+    assert [p for p in made if writable_by_others(p)] == []
+
+
+def test_demo_creates_its_store_root_0755_under_umask_000(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], umask_000: None
+) -> None:
+    store = tmp_path / "new" / "store"
+    code, err = run(capsys, ["mmaplog", "demo", "--root", str(store), "--entries", "50"])
+    assert code == 0, err
+    assert stat.S_IMODE(store.stat().st_mode) == 0o755
+    assert stat.S_IMODE(store.parent.stat().st_mode) == 0o755

@@ -59,6 +59,7 @@ from mmaplog.integrity.retention import (
     plan_retention,
 )
 from mmaplog.integrity.verify import verify
+from mmaplog.query.files import make_dirs
 from mmaplog.runs.reader import Reader
 from mmaplog.runs.store import RunInfo
 from mmaplog.storage.manifest import RunManifest, RunStatus
@@ -715,9 +716,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mmaplog.demo import run_demo
 
+    root = store_of(args, must_exist=False).root
+    if not root.exists():
+        make_dirs(root)  # 0755 whatever the umask: the engine's mkdir -p would leave it 0777
     with progress_bar(args.entries, "demo", "entries") as advance:
         summary = run_demo(
-            store_of(args, must_exist=False).root,
+            root,
             entries=args.entries,
             seed=args.seed,
             instance_id=args.instance,

@@ -145,5 +145,10 @@ def generate_key_pair(out: Path | str) -> tuple[Path, Path, str]:
         os.fsync(fd)
     finally:
         os.close(fd)
-    public_path.write_bytes(pub)
+    # 0644 whatever the umask: write_bytes would leave the public key 0666 under umask 000.
+    fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, pub)
+    finally:
+        os.close(fd)
     return private_path, public_path, key_id_of(key.public_key())
