@@ -25,6 +25,8 @@ from mmaplog import (
     default_root,
     version_line,
 )
+from mmaplog.cli.common import UsageError as OutputUsageError
+from mmaplog.cli.output import check_output_target, open_output
 from mmaplog.cli.text import silence_stdout
 from replay.decoders import DecoderRegistry, decoders_for_run
 from replay.engine import ReplayEngine
@@ -221,20 +223,17 @@ def _check_recapture_args(args: argparse.Namespace) -> None:
 def _json_report_target(path: Path | None) -> Path | None:
     if path is None:
         return None
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"--json-report: directory {parent} does not exist")
-    if path.is_dir():
-        raise UsageError(f"--json-report: {path} is a directory")
-    return path
+    try:
+        return check_output_target(path, "--json-report")
+    except OutputUsageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def write_report(path: Path | None, data: bytes) -> None:
     if path is None:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with open_output(path) as stream:
+        stream.write(data.decode())
 
 
 def resolve(args: argparse.Namespace) -> RunInfo:

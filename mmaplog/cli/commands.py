@@ -36,6 +36,7 @@ from mmaplog.cli.common import (
 )
 from mmaplog.cli.diff import add_diff_parser
 from mmaplog.cli.export import add_export_parser
+from mmaplog.cli.output import check_output_target, open_output
 from mmaplog.cli.salvage import add_salvage_parser
 from mmaplog.cli.sql import add_sql_parser
 from mmaplog.cli.text import (
@@ -58,6 +59,7 @@ from mmaplog.integrity.retention import (
     plan_retention,
 )
 from mmaplog.integrity.verify import verify
+from mmaplog.query.files import make_dirs
 from mmaplog.runs.reader import Reader
 from mmaplog.runs.store import RunInfo
 from mmaplog.storage.manifest import RunManifest, RunStatus
@@ -585,6 +587,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
     if (args.seq is None) == (args.consistency is None):
         raise UsageError("give a SEQ or --consistency OLD NEW")
+    if args.out is not None:
+        check_output_target(args.out, "--out")
     info = resolve(args)
     with Reader(info.run_dir) as reader:
         if args.seq is not None:
@@ -595,7 +599,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        args.out.write_text(text, encoding="utf-8")
+        with open_output(args.out) as stream:
+            stream.write(text)
     return EXIT_OK
 
 
@@ -711,9 +716,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mmaplog.demo import run_demo
 
+    root = store_of(args, must_exist=False).root
+    if not root.exists():
+        make_dirs(root)  # 0755 whatever the umask: the engine's mkdir -p would leave it 0777
     with progress_bar(args.entries, "demo", "entries") as advance:
         summary = run_demo(
-            store_of(args, must_exist=False).root,
+            root,
             entries=args.entries,
             seed=args.seed,
             instance_id=args.instance,

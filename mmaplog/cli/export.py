@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
@@ -20,6 +20,7 @@ from mmaplog.cli.common import (
     progress_bar,
     resolve_many,
 )
+from mmaplog.cli.output import check_output_target, open_output
 from mmaplog.cli.text import entry_record, format_bytes
 from mmaplog.query.errors import SelectionError
 from mmaplog.query.select import Selection, parse_key, parse_time
@@ -79,6 +80,8 @@ def add_export_parser(sub: Any, common: Parser) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     selection = selection_from(args)
+    if args.format == "jsonl" and args.out is not None:
+        check_output_target(args.out, "--out")  # before any work: not after a long export
     infos = resolve_many(args, args.runs)
     if args.format == "jsonl":
         return _export_jsonl(infos, args.out, args.decode, selection)
@@ -116,14 +119,9 @@ def _hwm(info: RunInfo) -> int:
 def _export_jsonl(
     infos: list[RunInfo], target: Path | None, decode: bool, selection: Selection
 ) -> int:
-    stream: IO[str]
-    if target is not None:
-        tmp = target.with_name(f".{target.name}.tmp")
-        stream = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-    else:
-        stream = sys.stdout
     written = 0
-    try:
+    output = nullcontext(sys.stdout) if target is None else open_output(target)
+    with output as stream:
         total = sum(_hwm(info) for info in infos)
         with progress_bar(total, "export", "entries") as advance:
             for info in infos:
@@ -140,14 +138,7 @@ def _export_jsonl(
                         written += 1
                         if written % 4096 == 0:
                             advance(written)
-    except BaseException:
-        if target is not None:
-            stream.close()
-            os.unlink(tmp)
-        raise
     if target is not None:
-        stream.close()
-        os.replace(tmp, target)
         print(f"exported {written:,} entries to {target}", file=sys.stderr)
     return EXIT_OK
 

@@ -21,6 +21,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from mmaplog.query.errors import MissingExtraError
+from mmaplog.query.files import make_dirs, mask_writable, open_new
 from mmaplog.query.select import Selection
 from mmaplog.query.tables import Column, RunTables, TypeBatch
 from mmaplog.runs.reader import Reader
@@ -139,7 +140,7 @@ class _Sink:
 
 
 def _open_sink(fmt: str, stem: Path, columns: list[Column], pa: Any) -> _Sink:
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(stem.parent)
     if fmt == "parquet":
         return _ParquetSink(stem.with_name(stem.name + ".parquet"), columns, pa)
     return _CsvSink(stem.with_name(stem.name + ".csv"), columns)
@@ -180,6 +181,7 @@ class _ParquetSink(_Sink):
 
     def close(self) -> Path:
         self.writer.close()
+        mask_writable(self.tmp)  # pyarrow creates it 0666 minus the umask
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -195,7 +197,10 @@ class _CsvSink(_Sink):
         self.path = path
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.columns = columns
-        self.stream: IO[str] = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self.tmp.unlink(missing_ok=True)  # a stale one from a crash keeps its mode
+        self.stream: IO[str] = open(  # noqa: SIM115 - closed in close() or abort()
+            open_new(self.tmp), "w", encoding="utf-8", newline=""
+        )
         self.writer = csv.writer(self.stream)
         self.writer.writerow([c.name for c in columns])
 

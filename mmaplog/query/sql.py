@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 from mmaplog.query.dataset import export_runs, partition_dir, require_pyarrow
 from mmaplog.query.errors import MissingExtraError, SqlError
+from mmaplog.query.files import make_dirs, write_text
 from mmaplog.query.tables import ENVELOPE, PARTITIONS
 from mmaplog.runs.reader import Reader
 from mmaplog.storage.catalog import RunCatalog, RunInfo
@@ -64,7 +65,7 @@ def refresh_cache(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Bring the dataset cache up to date with ``runs``; returns how many runs were exported."""
-    cache.mkdir(parents=True, exist_ok=True)
+    make_dirs(cache)
     keep: set[Path] = set()
     exported = 0
     done = 0
@@ -92,8 +93,8 @@ def refresh_cache(
                 progress(base + n)
 
         export_runs([info], cache, fmt="parquet", progress=advance)
-        run_part.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(stamp))
+        make_dirs(run_part)
+        write_text(marker, json.dumps(stamp))
         done += stamp["high_watermark"]
         exported += 1
     for inst in cache.glob("instance_id=*"):
