@@ -47,7 +47,18 @@ from mmaplog.cli.text import (
     short_uuid,
     silence_stdout,
 )
-from mmaplog.errors import CorruptionError, IndexCorruptError, MmapLogError
+from mmaplog.errors import (
+    CorruptionError,
+    IndexCorruptError,
+    InvalidIdError,
+    InvalidIndexKindError,
+    LogBusyError,
+    LogClosedError,
+    MmapLogError,
+    ProofError,
+    RunNotFoundError,
+    SigningKeyError,
+)
 from mmaplog.integrity.findings import Finding, FindingKind, VerifyReport, group_findings
 from mmaplog.integrity.recovery import recover_predecessors, recover_run
 from mmaplog.integrity.retention import (
@@ -58,6 +69,7 @@ from mmaplog.integrity.retention import (
     plan_retention,
 )
 from mmaplog.integrity.verify import verify
+from mmaplog.query.errors import MissingExtraError, SelectionError, SqlError
 from mmaplog.runs.reader import Reader
 from mmaplog.runs.store import RunInfo
 from mmaplog.storage.manifest import RunManifest, RunStatus
@@ -752,6 +764,25 @@ def _commands(parser: argparse.ArgumentParser) -> list[str]:
 
 
 # --- entry point -------------------------------------------------------------------------------
+# The library errors that mean bad usage or nothing to open (exit 2, docs/CLI.md): a bad,
+# unknown or ambiguous run id or root, a run locked by a live writer or in the wrong state for
+# the command, bad SQL or filters, a missing extra, an unusable key or proof request. Every other
+# MmapLogError is an operation that failed (exit 1): a halted capture, a broken writer, a full
+# disk.
+USAGE_ERRORS: tuple[type[MmapLogError], ...] = (
+    RunNotFoundError,
+    InvalidIdError,
+    InvalidIndexKindError,
+    LogBusyError,
+    LogClosedError,
+    SqlError,
+    SelectionError,
+    MissingExtraError,
+    SigningKeyError,
+    ProofError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -771,7 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except MmapLogError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAIL
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
