@@ -431,6 +431,26 @@ def test_gc_rejects_bad_arguments_in_one_line(root, capsys, argv, message):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["runs"],
+        ["gc", "--keep-last", "0", "--dry-run"],
+        ["recover", "--all"],
+        ["sql", "select 1"],
+        ["show", "latest"],
+    ],
+)
+def test_an_empty_instance_id_is_a_usage_error_not_every_instance(root, capsys, argv):
+    before = sorted(p for p in root.rglob("*"))
+    code, out, err = run_cli(capsys, *argv, "--instance", "", "--root", str(root))
+    assert code == 2
+    assert out == ""
+    assert "invalid instance id ''" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p for p in root.rglob("*")) == before
+
+
 def test_every_admin_command_is_documented_in_the_cli_reference():
     from pathlib import Path
 

@@ -396,6 +396,11 @@ def test_cli_demo_honours_the_instance(tmp_path, capsys):
         ["--seed", "x"],
         ["--bogus"],
         ["--instance", "../etc"],
+        ["--instance", ""],
+        ["--seed", "99999999999999999999999"],
+        ["--seed", "-1"],
+        ["--entries", "99999999999999999999999"],
+        ["--entries", "10000001"],
     ],
 )
 def test_cli_demo_rejects_bad_arguments_with_one_line_and_exit_2(tmp_path, capsys, argv):

@@ -26,6 +26,8 @@ from mmaplog.cli.common import (
     Parser,
     Terminated,
     UsageError,
+    instance_arg,
+    int_in_range,
     out,
     parse_args,
     print_json,
@@ -82,6 +84,10 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+# `demo --entries`: the demo writes about 700 bytes per entry, so this is ~7 GB on disk.
+DEMO_MAX_ENTRIES = 10_000_000
+
+
 def _root_parent() -> Parser:
     parent = Parser(add_help=False)
     parent.add_argument(
@@ -90,7 +96,9 @@ def _root_parent() -> Parser:
         default=None,
         help="store root (default: $MMAPLOG_ROOT or ./mmaplog-data)",
     )
-    parent.add_argument("--instance", default=None, help="only runs of this instance id")
+    parent.add_argument(
+        "--instance", type=instance_arg, default=None, help="only runs of this instance id"
+    )
     return parent
 
 
@@ -132,13 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--entries",
-        type=_positive_int,
+        type=int_in_range(1, DEMO_MAX_ENTRIES),
         default=10_000,
         metavar="N",
-        help="about how many entries to capture (default 10000)",
+        help=f"about how many entries to capture (default 10000, at most {DEMO_MAX_ENTRIES:,})",
     )
-    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
-    p.add_argument("--instance", default="demo", metavar="I", help="instance id (default demo)")
+    p.add_argument(
+        "--seed",
+        type=int_in_range(0, 2**63 - 1),
+        default=42,
+        metavar="S",
+        help="random seed, 0 to 2**63-1 (default 42)",
+    )
+    p.add_argument(
+        "--instance",
+        type=instance_arg,
+        default="demo",
+        metavar="I",
+        help="instance id (default demo)",
+    )
     p.add_argument(
         "--signing-key",
         type=Path,
@@ -465,16 +485,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     info = store_of(args).resolve(args.run, args.instance)
     entries = _entries_to_verify(info)
@@ -642,7 +652,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.run is not None:
         reports = [recover_run(store.resolve(args.run, args.instance).run_dir)]
     elif args.all:
-        instances = [args.instance] if args.instance else store.instances()
+        instances = [args.instance] if args.instance is not None else store.instances()
         reports = [r for inst in instances for r in recover_predecessors(store, inst)]
     else:
         raise UsageError("give a RUN to recover, or --all")

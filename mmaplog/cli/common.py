@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
 
-from mmaplog.errors import CorruptionError
+from mmaplog.errors import CorruptionError, InvalidIdError
 from mmaplog.runs.store import RunInfo, Store, default_root
+from mmaplog.storage.manifest import validate_instance_id
 
 __all__ = [
     "EXIT_FAIL",
@@ -25,6 +26,8 @@ __all__ = [
     "Parser",
     "Terminated",
     "UsageError",
+    "instance_arg",
+    "int_in_range",
     "out",
     "parse_args",
     "print_json",
@@ -79,6 +82,32 @@ def raise_on_termination() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def instance_arg(text: str) -> str:
+    """The argparse type of every ``--instance``: a valid instance id, never '' (which the
+    catalog would otherwise read as "no filter": every instance)."""
+    try:
+        return validate_instance_id(text)
+    except InvalidIdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer with ``low <= value <= high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {low:,} to {high:,}, got {text}"
+            )
+        return value
+
+    return parse
 
 
 def store_of(args: argparse.Namespace, *, must_exist: bool = True) -> Store:
