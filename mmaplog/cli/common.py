@@ -117,10 +117,10 @@ def store_of(args: argparse.Namespace, *, must_exist: bool = True) -> Store:
     return store.require_root() if must_exist else store
 
 
-def resolve(args: argparse.Namespace) -> RunInfo:
-    """The run ``RUN`` names, with a readable manifest: a damaged one is a ``CorruptionError``
-    (exit 1, like any other damage)."""
-    info = store_of(args).resolve(args.run, args.instance)
+def resolve(args: argparse.Namespace, spec: str | None = None) -> RunInfo:
+    """The one run ``spec`` (default: ``RUN``) names, with a readable manifest: a damaged one
+    is a ``CorruptionError`` (exit 1, like any other damage)."""
+    info = store_of(args).resolve(args.run if spec is None else spec, args.instance)
     if info.manifest is None:
         raise CorruptionError(f"run {info.run_id} cannot be read: {info.error}")
     return info
