@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,7 @@ from mmaplog.errors import (
 from mmaplog.integrity.findings import Finding, FindingKind, VerifyReport, group_findings
 from mmaplog.integrity.recovery import recover_predecessors, recover_run
 from mmaplog.integrity.retention import (
+    DELETING_PREFIX,
     RetentionKind,
     RetentionMode,
     apply_retention,
@@ -697,7 +699,21 @@ def cmd_gc(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     else:
         mode = RetentionMode(RetentionKind.SNAPSHOT_ANCHORED)
-    plan = plan_retention(store_of(args), mode, instance_id=args.instance)
+    store = store_of(args)
+    plan = plan_retention(store, mode, instance_id=args.instance)
+    _warn_deleting_links(store.root, args.instance)
+    links = [info for info in plan.reclaim if info.run_dir.is_symlink()]
+    if links:
+        # Deleting renames the run directory and removes the tree: through a symbolic link
+        # that would delete data outside the store, or fail half-way and hide the run.
+        first = links[0]
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        print(
+            f"{PROG}: error: gc refuses run {first.instance_id}/{first.run_id}{more}: its "
+            f"directory is a symbolic link (to {os.readlink(first.run_dir)}); nothing was deleted",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
     sizes = {info.run_dir: info.size_bytes() for info in plan.reclaim}
     deleted = [] if args.dry_run else apply_retention(plan)
     gone = list(sizes) if args.dry_run else deleted
@@ -728,6 +744,25 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{format_bytes(freed)}, kept {len(plan.kept)} ({mode})"
     )
     return EXIT_OK
+
+
+def _warn_deleting_links(root: Path, instance: str | None) -> None:
+    """Say so of a ``.deleting-*`` symbolic link (left by a gc that renamed a symlinked run
+    before gc refused them): retention's sweep cannot remove it, and gc never follows it."""
+    instance_dirs = [root / instance] if instance is not None else list(root.iterdir())
+    for inst in instance_dirs:
+        try:
+            leftovers = sorted(inst.glob(f"{DELETING_PREFIX}*"))
+        except OSError:
+            continue
+        for link in (p for p in leftovers if p.is_symlink()):
+            run_id = link.name.removeprefix(DELETING_PREFIX)
+            print(
+                f"{PROG}: warning: {link} is a symbolic link left by an earlier gc; gc leaves "
+                f"it and its target ({os.readlink(link)}): rename it to {run_id} to restore "
+                "the run, or remove the link",
+                file=sys.stderr,
+            )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
