@@ -26,6 +26,7 @@ from mmaplog import (
     version_line,
 )
 from mmaplog.cli.common import UsageError as OutputUsageError
+from mmaplog.cli.common import instance_arg
 from mmaplog.cli.output import check_output_target, open_output
 from mmaplog.cli.text import silence_stdout
 from replay.decoders import DecoderRegistry, decoders_for_run
@@ -76,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--root", type=Path, default=None, help="store root ($MMAPLOG_ROOT or ./mmaplog-data)"
     )
-    p.add_argument("--instance", default=None, metavar="I", help="resolve RUN_ID in instance I")
+    p.add_argument(
+        "--instance",
+        type=instance_arg,
+        default=None,
+        metavar="I",
+        help="resolve RUN_ID in instance I",
+    )
     sel = p.add_argument_group("selection (filters combine with AND)")
     sel.add_argument("--from-seq", type=_seq, default=None, metavar="N", help="first seq")
     sel.add_argument("--to-seq", type=_seq, default=None, metavar="N", help="last seq")

@@ -242,3 +242,59 @@ def test_diff_by_key_and_bad_options(store, capsys):
     )
     assert code == 2
     assert "unknown index kind" in err
+
+
+@pytest.mark.parametrize("sql", ["", "   ", "-- comment only", "/* nothing */ ;"])
+def test_an_empty_sql_statement_is_one_usage_line(store, tmp_path, capsys, sql):
+    code, out, err = cli(capsys, "sql", sql, "--root", store.root, "--cache", tmp_path / "c")
+    assert code == 2
+    assert out == ""
+    assert "no SQL statement to run" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_sql_json_is_valid_json_without_nan_and_with_unique_keys(store, tmp_path, capsys):
+    sql = "select 'nan'::double x, '-inf'::double y, [1.5, 'inf'::double] l, 1 a, 2 a, 3 a_2"
+    argv = ["sql", sql, "--root", store.root, "--cache", tmp_path / "c", "--json"]
+    code, out, _ = cli(capsys, *argv)
+    assert code == 0
+    doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert doc == [{"x": None, "y": None, "l": [1.5, None], "a": 1, "a_3": 2, "a_2": 3}]
+
+
+def test_sql_names_the_run_whose_manifest_value_does_not_fit(tmp_path, capsys):
+    from mmaplog.demo import run_demo
+
+    summary = run_demo(tmp_path, entries=20, seed=10**23)
+    code, out, err = cli(capsys, "sql", "select seed from runs", "--root", tmp_path)
+    assert code == 1
+    assert out == ""
+    assert f"run demo/{summary.run_id}: manifest field seed" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", None])
+def test_sql_says_which_runs_it_left_out_and_exits_1(tmp_path, capsys, garbage):
+    from tests.test_store_reader import build_run
+
+    bad = build_run(tmp_path, "1700000000000000001-0000000a", n=3)
+    build_run(tmp_path, "1700000000000000002-0000000b", n=5)
+    if garbage is None:
+        (bad / "manifest.json").unlink()
+        (bad / "LOCK").touch()
+    else:
+        (bad / "manifest.json").write_text(garbage)
+    code, out, err = cli(capsys, "sql", "select count(*) n from entries", "--root", tmp_path)
+    assert code == 1
+    assert out.splitlines()[1].strip() == "5"  # the readable run is still queried
+    assert err.startswith("mmaplog: corrupt: run trader-001/1700000000000000001-0000000a ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_diff_takes_one_run_per_side_never_all(store, capsys):
+    a, _, _ = store.runs_ids
+    for argv in (["all", a], [a, "all"]):
+        code, out, err = cli(capsys, "diff", *argv, "--root", store.root)
+        assert code == 2
+        assert out == ""
+        assert "invalid run id 'all'" in err

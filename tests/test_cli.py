@@ -431,6 +431,53 @@ def test_gc_rejects_bad_arguments_in_one_line(root, capsys, argv, message):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["runs"],
+        ["gc", "--keep-last", "0", "--dry-run"],
+        ["recover", "--all"],
+        ["sql", "select 1"],
+        ["show", "latest"],
+    ],
+)
+def test_an_empty_instance_id_is_a_usage_error_not_every_instance(root, capsys, argv):
+    before = sorted(p for p in root.rglob("*"))
+    code, out, err = run_cli(capsys, *argv, "--instance", "", "--root", str(root))
+    assert code == 2
+    assert out == ""
+    assert "invalid instance id ''" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p for p in root.rglob("*")) == before
+
+
+def test_gc_refuses_a_symlinked_run_dir_and_changes_nothing(root, tmp_path_factory, capsys):
+    import os
+
+    build_run(root, "1700000000000000003-0000000c", n=3)
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / RUN_A
+    (root / "trader-001" / RUN_A).rename(elsewhere)
+    (root / "trader-001" / RUN_A).symlink_to(elsewhere)
+    for dry in ([], ["--dry-run"]):
+        code, out, err = run_cli(capsys, "gc", "--keep-last", "0", *dry, "--root", str(root))
+        assert code == 1
+        assert out == ""
+        assert f"gc refuses run trader-001/{RUN_A}" in err
+        assert "symbolic link" in err
+        assert len(err.strip().splitlines()) == 1
+    assert (root / "trader-001" / RUN_A).is_symlink()
+    assert (elsewhere / "manifest.json").exists()
+    assert not list((root / "trader-001").glob(".deleting-*"))
+    # A link an older gc left renamed is left alone and reported, never followed.
+    leftover = root / "trader-001" / f".deleting-{RUN_A}"
+    os.rename(root / "trader-001" / RUN_A, leftover)
+    code, _, err = run_cli(capsys, "gc", "--keep-last", "0", "--root", str(root))
+    assert code == 0
+    assert f"{leftover} is a symbolic link left by an earlier gc" in err
+    assert leftover.is_symlink()
+    assert (elsewhere / "manifest.json").exists()
+
+
 def test_every_admin_command_is_documented_in_the_cli_reference():
     from pathlib import Path
 

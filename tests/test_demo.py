@@ -396,6 +396,11 @@ def test_cli_demo_honours_the_instance(tmp_path, capsys):
         ["--seed", "x"],
         ["--bogus"],
         ["--instance", "../etc"],
+        ["--instance", ""],
+        ["--seed", "99999999999999999999999"],
+        ["--seed", "-1"],
+        ["--entries", "99999999999999999999999"],
+        ["--entries", "10000001"],
     ],
 )
 def test_cli_demo_rejects_bad_arguments_with_one_line_and_exit_2(tmp_path, capsys, argv):
@@ -430,3 +435,28 @@ def test_the_demos_fast_draws_are_the_standard_librarys_draws():
             want.is_safe,
             str(want),
         )
+
+
+def test_cli_demo_whose_capture_halts_exits_1_and_leaves_the_run_sealed(
+    tmp_path, capsys, monkeypatch
+):
+    """A halted writer cannot seal; the demo recovers the run at once instead of leaving it
+    "running (crashed)", and a failed operation is exit 1, not 2 (usage)."""
+    from mmaplog.demo.engine import DemoEngine
+    from mmaplog.engine.capture import CaptureHaltedError
+    from mmaplog.runs.session import RunSession
+
+    def halted_run(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise CaptureHaltedError()
+
+    monkeypatch.setattr(DemoEngine, "run", halted_run)
+    monkeypatch.setattr(RunSession, "is_halted", property(lambda self: True))
+    code = main(["demo", "--root", str(tmp_path), "--entries", "50"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert "capture is halted" in err
+    assert "recovered and sealed crashed_recovered" in err
+    (info,) = Store(tmp_path).runs()
+    assert info.manifest is not None
+    assert info.manifest.is_sealed()

@@ -178,6 +178,7 @@ def test_from_snapshot_starts_after_the_anchor(tmp_path, capsys):
         (["--json-report", "/no/such/dir/r.json"], "does not exist"),
         (["--no-such-option"], "unrecognized arguments"),
         (["--topic", ""], "must not be empty"),
+        (["--instance", ""], "invalid instance id ''"),
     ],
 )
 def test_bad_option_values_exit_2_with_one_line(root, capsys, argv, message):

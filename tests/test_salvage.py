@@ -60,6 +60,8 @@ def test_salvage_rebuilds_a_damaged_seq_index_of_a_sealed_run(tmp_path, capsys):
     code, out, err = run_cli(capsys, "salvage", RUN, "--root", str(tmp_path))
     assert code == 0, out + err
     assert "salvaged" in out
+    # Findings from before the repair that it cleared are not listed as left over.
+    assert "salvage leaves them" not in out
     assert "200 of 200 entries" in out
     assert verify(run_dir).is_clean
     assert not (run_dir / ".salvage").exists()
@@ -113,3 +115,19 @@ def test_salvage_refuses_an_unsealed_run_and_points_at_recover(tmp_path, capsys)
     code, _, err = run_cli(capsys, "salvage", RUN, "--root", str(tmp_path))
     assert code == 2
     assert len(err.strip().splitlines()) == 1
+
+
+def test_salvage_lists_only_findings_that_remain_after_the_repair(tmp_path, capsys):
+    """A truncated index.idx makes verify also report a torn tail and manifest mismatches;
+    they are follow-ons that the rebuilt index clears, so salvage must not list them as left."""
+    run_dir = sealed_run(tmp_path)
+    index = run_dir / "index.idx"
+    index.write_bytes(index.read_bytes()[: 64 + 150 * 96])
+    assert any("torn tail" in f.message for f in verify(run_dir).findings)
+    code, out, _ = run_cli(capsys, "salvage", RUN, "--root", str(tmp_path))
+    assert code == 0
+    assert "salvaged" in out
+    assert "salvage leaves them" not in out
+    assert verify(run_dir).is_clean
+    code, out, _ = run_cli(capsys, "salvage", RUN, "--root", str(tmp_path), "--json")
+    assert json.loads(out)["remaining_findings"] == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,8 @@ from mmaplog.cli.common import (
     Parser,
     Terminated,
     UsageError,
+    instance_arg,
+    int_in_range,
     out,
     parse_args,
     print_json,
@@ -48,10 +51,22 @@ from mmaplog.cli.text import (
     short_uuid,
     silence_stdout,
 )
-from mmaplog.errors import CorruptionError, IndexCorruptError, MmapLogError
+from mmaplog.errors import (
+    CorruptionError,
+    IndexCorruptError,
+    InvalidIdError,
+    InvalidIndexKindError,
+    LogBusyError,
+    LogClosedError,
+    MmapLogError,
+    ProofError,
+    RunNotFoundError,
+    SigningKeyError,
+)
 from mmaplog.integrity.findings import Finding, FindingKind, VerifyReport, group_findings
 from mmaplog.integrity.recovery import recover_predecessors, recover_run
 from mmaplog.integrity.retention import (
+    DELETING_PREFIX,
     RetentionKind,
     RetentionMode,
     apply_retention,
@@ -59,6 +74,7 @@ from mmaplog.integrity.retention import (
     plan_retention,
 )
 from mmaplog.integrity.verify import verify
+from mmaplog.query.errors import MissingExtraError, SelectionError, SqlError
 from mmaplog.query.files import make_dirs
 from mmaplog.runs.reader import Reader
 from mmaplog.runs.store import RunInfo
@@ -72,6 +88,10 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+# `demo --entries`: the demo writes about 700 bytes per entry, so this is ~7 GB on disk.
+DEMO_MAX_ENTRIES = 10_000_000
+
+
 def _root_parent() -> Parser:
     parent = Parser(add_help=False)
     parent.add_argument(
@@ -80,7 +100,9 @@ def _root_parent() -> Parser:
         default=None,
         help="store root (default: $MMAPLOG_ROOT or ./mmaplog-data)",
     )
-    parent.add_argument("--instance", default=None, help="only runs of this instance id")
+    parent.add_argument(
+        "--instance", type=instance_arg, default=None, help="only runs of this instance id"
+    )
     return parent
 
 
@@ -122,13 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--entries",
-        type=_positive_int,
+        type=int_in_range(1, DEMO_MAX_ENTRIES),
         default=10_000,
         metavar="N",
-        help="about how many entries to capture (default 10000)",
+        help=f"about how many entries to capture (default 10000, at most {DEMO_MAX_ENTRIES:,})",
     )
-    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
-    p.add_argument("--instance", default="demo", metavar="I", help="instance id (default demo)")
+    p.add_argument(
+        "--seed",
+        type=int_in_range(0, 2**63 - 1),
+        default=42,
+        metavar="S",
+        help="random seed, 0 to 2**63-1 (default 42)",
+    )
+    p.add_argument(
+        "--instance",
+        type=instance_arg,
+        default="demo",
+        metavar="I",
+        help="instance id (default demo)",
+    )
     p.add_argument(
         "--signing-key",
         type=Path,
@@ -455,16 +489,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     info = store_of(args).resolve(args.run, args.instance)
     entries = _entries_to_verify(info)
@@ -635,7 +659,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.run is not None:
         reports = [recover_run(store.resolve(args.run, args.instance).run_dir)]
     elif args.all:
-        instances = [args.instance] if args.instance else store.instances()
+        instances = [args.instance] if args.instance is not None else store.instances()
         reports = [r for inst in instances for r in recover_predecessors(store, inst)]
     else:
         raise UsageError("give a RUN to recover, or --all")
@@ -680,7 +704,21 @@ def cmd_gc(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     else:
         mode = RetentionMode(RetentionKind.SNAPSHOT_ANCHORED)
-    plan = plan_retention(store_of(args), mode, instance_id=args.instance)
+    store = store_of(args)
+    plan = plan_retention(store, mode, instance_id=args.instance)
+    _warn_deleting_links(store.root, args.instance)
+    links = [info for info in plan.reclaim if info.run_dir.is_symlink()]
+    if links:
+        # Deleting renames the run directory and removes the tree: through a symbolic link
+        # that would delete data outside the store, or fail half-way and hide the run.
+        first = links[0]
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        print(
+            f"{PROG}: error: gc refuses run {first.instance_id}/{first.run_id}{more}: its "
+            f"directory is a symbolic link (to {os.readlink(first.run_dir)}); nothing was deleted",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
     sizes = {info.run_dir: info.size_bytes() for info in plan.reclaim}
     deleted = [] if args.dry_run else apply_retention(plan)
     gone = list(sizes) if args.dry_run else deleted
@@ -711,6 +749,25 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{format_bytes(freed)}, kept {len(plan.kept)} ({mode})"
     )
     return EXIT_OK
+
+
+def _warn_deleting_links(root: Path, instance: str | None) -> None:
+    """Say so of a ``.deleting-*`` symbolic link (left by a gc that renamed a symlinked run
+    before gc refused them): retention's sweep cannot remove it, and gc never follows it."""
+    instance_dirs = [root / instance] if instance is not None else list(root.iterdir())
+    for inst in instance_dirs:
+        try:
+            leftovers = sorted(inst.glob(f"{DELETING_PREFIX}*"))
+        except OSError:
+            continue
+        for link in (p for p in leftovers if p.is_symlink()):
+            run_id = link.name.removeprefix(DELETING_PREFIX)
+            print(
+                f"{PROG}: warning: {link} is a symbolic link left by an earlier gc; gc leaves "
+                f"it and its target ({os.readlink(link)}): rename it to {run_id} to restore "
+                "the run, or remove the link",
+                file=sys.stderr,
+            )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -760,6 +817,25 @@ def _commands(parser: argparse.ArgumentParser) -> list[str]:
 
 
 # --- entry point -------------------------------------------------------------------------------
+# The library errors that mean bad usage or nothing to open (exit 2, docs/CLI.md): a bad,
+# unknown or ambiguous run id or root, a run locked by a live writer or in the wrong state for
+# the command, bad SQL or filters, a missing extra, an unusable key or proof request. Every other
+# MmapLogError is an operation that failed (exit 1): a halted capture, a broken writer, a full
+# disk.
+USAGE_ERRORS: tuple[type[MmapLogError], ...] = (
+    RunNotFoundError,
+    InvalidIdError,
+    InvalidIndexKindError,
+    LogBusyError,
+    LogClosedError,
+    SqlError,
+    SelectionError,
+    MissingExtraError,
+    SigningKeyError,
+    ProofError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -779,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except MmapLogError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAIL
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

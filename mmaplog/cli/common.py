@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
 
-from mmaplog.errors import CorruptionError
+from mmaplog.errors import CorruptionError, InvalidIdError
 from mmaplog.runs.store import RunInfo, Store, default_root
+from mmaplog.storage.manifest import validate_instance_id
 
 __all__ = [
     "EXIT_FAIL",
@@ -25,6 +26,8 @@ __all__ = [
     "Parser",
     "Terminated",
     "UsageError",
+    "instance_arg",
+    "int_in_range",
     "out",
     "parse_args",
     "print_json",
@@ -81,6 +84,32 @@ def raise_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def instance_arg(text: str) -> str:
+    """The argparse type of every ``--instance``: a valid instance id, never '' (which the
+    catalog would otherwise read as "no filter": every instance)."""
+    try:
+        return validate_instance_id(text)
+    except InvalidIdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer with ``low <= value <= high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {low:,} to {high:,}, got {text}"
+            )
+        return value
+
+    return parse
+
+
 def store_of(args: argparse.Namespace, *, must_exist: bool = True) -> Store:
     """The store ``--root`` names; a root that is missing or not a directory is a usage error
     (exit 2) unless ``must_exist`` is false (``demo`` creates it)."""
@@ -88,10 +117,10 @@ def store_of(args: argparse.Namespace, *, must_exist: bool = True) -> Store:
     return store.require_root() if must_exist else store
 
 
-def resolve(args: argparse.Namespace) -> RunInfo:
-    """The run ``RUN`` names, with a readable manifest: a damaged one is a ``CorruptionError``
-    (exit 1, like any other damage)."""
-    info = store_of(args).resolve(args.run, args.instance)
+def resolve(args: argparse.Namespace, spec: str | None = None) -> RunInfo:
+    """The one run ``spec`` (default: ``RUN``) names, with a readable manifest: a damaged one
+    is a ``CorruptionError`` (exit 1, like any other damage)."""
+    info = store_of(args).resolve(args.run if spec is None else spec, args.instance)
     if info.manifest is None:
         raise CorruptionError(f"run {info.run_id} cannot be read: {info.error}")
     return info

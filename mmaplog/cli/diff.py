@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from mmaplog.cli.common import EXIT_FAIL, EXIT_OK, Parser, UsageError, out, resolve_many
+from mmaplog.cli.common import EXIT_FAIL, EXIT_OK, Parser, UsageError, out, resolve
 from mmaplog.cli.text import align
 from mmaplog.errors import InvalidIndexKindError
 from mmaplog.query.diff import ALIGNMENTS, RunDiff, diff_runs
@@ -44,8 +44,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         raise UsageError("--by key needs --key-kind KIND (e.g. client_order_id)")
     if args.key_kind is not None and args.by != "key":
         raise UsageError("--key-kind goes with --by key")
-    a_info = resolve_many(args, [args.run_a])[0]
-    b_info = resolve_many(args, [args.run_b])[0]
+    # One run each, as the help says: never resolve_many, which reads 'all' as every run.
+    a_info = resolve(args, args.run_a)
+    b_info = resolve(args, args.run_b)
     with Reader(a_info.run_dir) as a, Reader(b_info.run_dir) as b:
         try:
             result = diff_runs(a, b, by=args.by, key_kind=args.key_kind, ignore=args.ignore)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from mmaplog.cli.common import EXIT_FAIL, EXIT_OK, out, print_json, store_of
 from mmaplog.cli.text import format_bytes
 from mmaplog.integrity.salvage import salvage_run
-from mmaplog.integrity.verify import Finding
+from mmaplog.integrity.verify import Finding, verify
 
 __all__ = ["add_salvage_parser", "cmd_salvage"]
 
@@ -27,12 +28,15 @@ def add_salvage_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_salvage(args: argparse.Namespace) -> int:
     info = store_of(args).resolve(args.run, args.instance)
     report = salvage_run(info.run_dir)
+    # What is still wrong: after a repair, verify again. The findings from before it
+    # (report.other_findings) may have been follow-ons of the damaged derived files.
+    remaining = verify(info.run_dir).findings if report.replaced else report.other_findings
     if args.json:
-        print_json(report.to_dict())
+        print_json(report.to_dict() | {"remaining_findings": [f.to_dict() for f in remaining]})
         return EXIT_OK if report.ok else EXIT_FAIL
     if report.already_clean:
         out(f"nothing to salvage run_id={report.run_id}: the derived files agree with the frames")
-        _other(report.other_findings)
+        _other(remaining, "{n} other finding(s) are not about derived files")
         return EXIT_OK
     out(f"found {len(report.damaged_before)} finding(s) in run {report.run_id}:")
     for finding in report.damaged_before[:5]:
@@ -46,7 +50,7 @@ def cmd_salvage(args: argparse.Namespace) -> int:
             f"{', '.join(report.replaced)}; they verify against the frames "
             f"({format_bytes(report.bytes_scanned)} scanned)"
         )
-        _other(report.other_findings)
+        _other(remaining, "verify still finds {n} finding(s) not about derived files")
         return EXIT_OK
     out(f"not salvaged run_id={report.run_id}: {rebuilt}; the original files are unchanged")
     for line in report.not_rebuilt:
@@ -56,8 +60,8 @@ def cmd_salvage(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
-def _other(findings: tuple[Finding, ...]) -> None:
+def _other(findings: Sequence[Finding], lead: str) -> None:
     if findings:
-        out(f"{len(findings)} other finding(s) are not about derived files; salvage leaves them:")
+        out(f"{lead.format(n=len(findings))}; salvage leaves them:")
         for finding in findings[:5]:
             out(f"  - {finding.message}")

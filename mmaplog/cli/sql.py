@@ -6,11 +6,21 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from mmaplog.cli.common import EXIT_OK, Parser, out, progress_bar, store_of
+from mmaplog.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    PROG,
+    Parser,
+    UsageError,
+    out,
+    progress_bar,
+    store_of,
+)
 from mmaplog.cli.text import align
 
 __all__ = ["add_sql_parser"]
@@ -44,8 +54,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
         from mmaplog.query.errors import MissingExtraError
 
         raise MissingExtraError("duckdb") from None
+    if not args.query.strip():
+        raise UsageError("no SQL statement to run: the query is empty")
     store = store_of(args)
-    runs = [info for info in store.runs(args.instance) if info.manifest is not None]
+    listed = store.runs(args.instance)
+    # Like `mmaplog runs`, sql works over a partly damaged store: a run whose manifest cannot
+    # be read is left out, said on stderr, and the exit status is 1.
+    unreadable = [info for info in listed if info.manifest is None]
+    runs = [info for info in listed if info.manifest is not None]
     cache = args.cache if args.cache is not None else store.root / CACHE_DIR
     total = sum(info.manifest.high_watermark for info in runs if info.manifest is not None)
     with progress_bar(total, "sql: exporting runs", "entries") as advance:
@@ -56,8 +72,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.json:
-        rows = [dict(zip(result.columns, map(_plain, row), strict=True)) for row in result.rows]
-        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        keys = unique_keys(result.columns)
+        rows = [dict(zip(keys, map(_json_value, row), strict=True)) for row in result.rows]
+        sys.stdout.write(json.dumps(rows, indent=2, default=str, allow_nan=False) + "\n")
     elif args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)
@@ -72,7 +89,41 @@ def cmd_sql(args: argparse.Namespace) -> int:
         for line in align(table, right=numeric):
             out(line)
         out(f"({len(result.rows):,} row{'' if len(result.rows) == 1 else 's'})")
-    return EXIT_OK
+    for info in unreadable:
+        print(
+            f"{PROG}: corrupt: run {info.instance_id}/{info.run_id} cannot be read, left out of "
+            f"the query: {info.error}",
+            file=sys.stderr,
+        )
+    return EXIT_FAIL if unreadable else EXIT_OK
+
+
+def unique_keys(columns: list[str]) -> list[str]:
+    """JSON object keys for ``columns``: a repeated name gets ``_2``, ``_3``, ... (``a``,
+    ``a_2``), skipping names already taken, so no value is lost."""
+    taken = set(columns)
+    seen: set[str] = set()
+    keys = []
+    for name in columns:
+        key = name
+        n = 1
+        while key in seen or (key != name and key in taken):
+            n += 1
+            key = f"{name}_{n}"
+        seen.add(key)
+        keys.append(key)
+    return keys
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-safe value: NaN and +-Infinity become null (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:

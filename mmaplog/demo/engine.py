@@ -48,6 +48,7 @@ from mmaplog.demo.components import (
 from mmaplog.demo.interrupt import deferred_sigint
 from mmaplog.demo.messages import DemoMessage, TimeEvent
 from mmaplog.demo.registry import DEMO_FEATURE_FLAG, demo_registry
+from mmaplog.errors import MmapLogError
 from mmaplog.runs.checkpointer import AUTO_CHECKPOINTS, CheckpointConfig
 from mmaplog.runs.session import RunIdentity, SessionConfig
 from mmaplog.runs.store import Store
@@ -58,6 +59,7 @@ from mmaplog.storage.manifest import RegisteredComponents, RunManifest, RunStatu
 __all__ = [
     "SUBSCRIPTIONS",
     "DemoEngine",
+    "DemoHaltedError",
     "DemoSummary",
     "MessageSink",
     "demo_components",
@@ -277,6 +279,25 @@ class DemoSummary:
         return self.entries / self.elapsed_s if self.elapsed_s > 0 else float("inf")
 
 
+class DemoHaltedError(MmapLogError):
+    """Capture halted mid-demo; the message says what became of the run."""
+
+
+def _recover_halted(run_dir: Path) -> str:
+    from mmaplog.integrity.recovery import recover_run
+
+    try:
+        recovered = recover_run(run_dir)
+    except (MmapLogError, OSError) as exc:
+        return f"the run was left for recovery ({exc}): mmaplog recover {run_dir.name}"
+    if recovered.error:
+        return f"the run was left for recovery ({recovered.error})"
+    return (
+        f"run {recovered.run_id} recovered and sealed {recovered.status.value} at "
+        f"high_watermark {recovered.recovered_high_watermark}"
+    )
+
+
 def run_demo(
     root: Path | str,
     *,
@@ -295,7 +316,8 @@ def run_demo(
     ``progress(done)`` receives the number of entries captured so far. Ctrl-C (in the main
     thread) stops the engine after the message cascade in progress and seals the run normally
     (``interrupted`` in the summary; a second Ctrl-C interrupts at once). On an error the run
-    is still closed (or, when capture halted, left for recovery).
+    is still closed; when capture halted (the writer cannot seal any more) the run is recovered
+    at once, sealed ``crashed_recovered``, and ``DemoHaltedError`` says so.
     ``signing_key`` signs the run's Merkle checkpoints (default: ``$MMAPLOG_SIGNING_KEY``).
     """
     if entries < 1:
@@ -321,14 +343,22 @@ def run_demo(
             else CheckpointConfig(signing_key=signing_key)
         ),
     )
-    with session:
-        engine = DemoEngine.for_run(session.bus, session.manifest)
-        started = time.perf_counter()
-        report = None if progress is None else (lambda done: progress(done + 1))
-        with deferred_sigint() as interrupt:
-            engine.run(max(0, entries - 2), report, stop=interrupt.is_set)
-        manifest = session.close(engine.clock.now + 1)
-        elapsed = time.perf_counter() - started
+    try:
+        with session:
+            engine = DemoEngine.for_run(session.bus, session.manifest)
+            started = time.perf_counter()
+            report = None if progress is None else (lambda done: progress(done + 1))
+            with deferred_sigint() as interrupt:
+                engine.run(max(0, entries - 2), report, stop=interrupt.is_set)
+            manifest = session.close(engine.clock.now + 1)
+            elapsed = time.perf_counter() - started
+    except MmapLogError as exc:
+        if not session.is_halted:
+            raise
+        # A halted writer cannot append RunEnded or seal: the session left the run RUNNING
+        # (as after a crash). Recover it now, as the next session would, so the demo does not
+        # leave a "running (crashed)" run behind.
+        raise DemoHaltedError(f"{exc}; {_recover_halted(session.run_dir)}") from exc
     if progress is not None:
         progress(manifest.high_watermark)
     counts = {"RunStarted": 1, **engine.counts, "RunEnded": 1}

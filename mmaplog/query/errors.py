@@ -1,10 +1,11 @@
-"""The typed errors of ``mmaplog.query``: each is one line for the CLI (exit 2)."""
+"""The typed errors of ``mmaplog.query``: each is one line for the CLI (exit 2, except
+``RunValueError``: the data cannot be queried, exit 1)."""
 
 from __future__ import annotations
 
 from mmaplog.errors import MmapLogError
 
-__all__ = ["MissingExtraError", "QueryError", "SelectionError", "SqlError"]
+__all__ = ["MissingExtraError", "QueryError", "RunValueError", "SelectionError", "SqlError"]
 
 
 class QueryError(MmapLogError):
@@ -17,6 +18,10 @@ class SelectionError(QueryError, ValueError):
 
 class SqlError(QueryError):
     """DuckDB refused the SQL (parse, binder or runtime error)."""
+
+
+class RunValueError(QueryError):
+    """A run's value (a manifest field) does not fit the column type it is queried as."""
 
 
 class MissingExtraError(QueryError, ImportError):

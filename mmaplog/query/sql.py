@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from mmaplog.query.dataset import export_runs, partition_dir, require_pyarrow
-from mmaplog.query.errors import MissingExtraError, SqlError
+from mmaplog.query.errors import MissingExtraError, RunValueError, SqlError
 from mmaplog.query.files import make_dirs, write_text
 from mmaplog.query.tables import ENVELOPE, PARTITIONS
 from mmaplog.runs.reader import Reader
@@ -110,6 +110,23 @@ def _identifier(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_fits(rows: list[dict[str, Any]], schema: Any) -> None:
+    """Every integer of ``rows`` fits its int64 column: pyarrow would raise a bare
+    ``OverflowError`` that names neither the run nor the field."""
+    ints = [f.name for f in schema if str(f.type) == "int64"]
+    for row in rows:
+        for name in ints:
+            value = row[name]
+            if value is not None and not _INT64[0] <= value <= _INT64[1]:
+                raise RunValueError(
+                    f"run {row['instance_id']}/{row['run_id']}: manifest field {name} = {value} "
+                    "does not fit a 64-bit integer column"
+                )
 
 
 class StoreDatabase:
@@ -203,6 +220,7 @@ class StoreDatabase:
                 ("path", pa.string()),
             ]
         )
+        _check_fits(rows, schema)
         self._runs_table = pa.Table.from_pylist(rows, schema=schema)
         self.con.register("runs_manifests", self._runs_table)
         self.con.execute("CREATE VIEW runs AS SELECT * FROM runs_manifests")
@@ -214,6 +232,8 @@ class StoreDatabase:
 
         try:
             cursor = self.con.execute(sql)
+            if cursor is None:  # blank, or only comments: DuckDB runs nothing
+                raise SqlError("no SQL statement to run: the query is empty or only comments")
             columns = [d[0] for d in cursor.description or []]
             rows = cursor.fetchall() if columns else []
         except duckdb.Error as exc:

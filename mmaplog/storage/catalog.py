@@ -110,7 +110,10 @@ class RunCatalog:
     def runs(self, instance_id: str | None = None) -> list[RunInfo]:
         """Every run, sorted by start time; folders that are not runs are skipped and runs
         whose manifest cannot be read are listed with the error instead of raising."""
-        instances = [validate_instance_id(instance_id)] if instance_id else self.instances()
+        # None is every instance; '' is an invalid id like any other, never "every instance".
+        instances = (
+            [validate_instance_id(instance_id)] if instance_id is not None else self.instances()
+        )
         found: list[RunInfo] = []
         for inst in instances:
             inst_dir = self.root / inst
