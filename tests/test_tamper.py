@@ -35,7 +35,7 @@ from mmaplog.storage.checkpoints import (
 from mmaplog.storage.entry import EntryDraft, Headers
 from mmaplog.storage.entry_hash import compute_entry_hash
 from mmaplog.storage.manifest import read_manifest, write_manifest
-from mmaplog.storage.merkle_files import FRONTIER_FILE, TREE_FILE
+from mmaplog.storage.merkle_files import FRONTIER_FILE, TREE_FILE, TREE_HEADER_SIZE
 from tests import merkle_verifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -512,11 +512,38 @@ def test_a_cut_merkle_tree_is_reported_and_prove_rebuilds_from_the_frames(
     assert main(["prove", "--root", str(store), run.name, "250", "--out", str(proof)]) == 0
     merkle_verifier.check(json.loads(proof.read_text()), load_trusted_key(keys[1]).public)
     assert main(["check-proof", str(proof), "--trust", str(keys[1])]) == 0
-    # nodes that disagree (not cut): the same
+    # salvage rebuilds it from the frames (a derived file)
+    r = cli("salvage", "--root", str(store), run.name)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert verify(run).is_clean
+    assert verify_trust(run, load_trusted_key(keys[1])).is_clean
+    # a node the proof of the final checkpoint reads, changed (not cut): the same. (The root of
+    # the first 256 leaves, completed by leaf 255, sits at slot 2 * 255 + 1 - 256.)
     data = bytearray(tree.read_bytes())
-    data[-40] ^= 0xFF
+    data[TREE_HEADER_SIZE + 32 * 255 + 5] ^= 0xFF
     tree.write_bytes(bytes(data))
     assert any(f.kind is FindingKind.MERKLE_TREE_DAMAGED for f in verify(run).findings)
+    assert cli("salvage", "--root", str(store), run.name).returncode == 0
+    assert verify(run).is_clean
+
+
+def test_salvage_never_rebuilds_a_tree_over_frames_that_differ_from_the_checkpoint(
+    tmp_path: Path, keys
+) -> None:
+    """An attacker's rewrite (every checksum recomputed) plus a damaged tree file: salvage
+    must not make the rewritten frames' tree look like the signed one. The rebuilt tree does
+    not prove the final checkpoint, so nothing is replaced and verify --trust still reports."""
+    store = tmp_path / "store"
+    run = capture(store, keys[0], tmp_path / "ext.jsonl")
+    rewrite_payload(run, 120, b"fill 00118 price=999")
+    os.truncate(run / TREE_FILE, 100)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "LOCK"}
+    r = cli("salvage", "--root", str(store), run.name)
+    assert r.returncode == 1, r.stdout + r.stderr
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "LOCK"}
+    assert after == before
+    trust = verify_trust(run, load_trusted_key(keys[1]))
+    assert FindingKind.TAMPERED in [f.kind for f in trust.findings]
 
 
 def test_keygen_never_overwrites_either_half_and_leaves_nothing_half_made(tmp_path: Path) -> None:

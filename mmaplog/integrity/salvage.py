@@ -9,10 +9,11 @@ deleted by hand) is salvaged instead:
    the damaged index: each frame's checksum, seq (contiguous from 1), symbol ids and canonical
    entry hash are checked, up to the manifest's high-watermark. The walk stops at the first
    frame that fails; the seqs after it are reported as not rebuilt.
-2. A fresh ``index.idx`` and ``keys.hix`` are written into a staging copy of the run
+2. A fresh ``index.idx`` and ``keys.hix`` (and, when the run has a final checkpoint, its Merkle
+   tree files ``merkle.tree`` and ``merkle.frontier``) are written into a staging copy of the run
    (``<run>/.salvage/<instance>/<run_id>/``: the segments hard-linked, the manifest and the
    symbol table copied) and the staging run is verified in full.
-3. Only when it verifies (no finding about index.idx or keys.hix, and none the original run
+3. Only when it verifies (no finding about a derived file, and none the original run
    did not have) are the rebuilt files renamed over the originals (each rename is
    atomic; the directory is fsynced). Otherwise the originals stay untouched, the staging copy
    is removed, and the report lists why.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmaplog.errors import LogClosedError, MmapLogError, RunNotFoundError
+from mmaplog.integrity.tree_keeper import TreeKeeper
 from mmaplog.integrity.verify import Finding, FindingKind, verify
 from mmaplog.storage.entry import Headers
 from mmaplog.storage.entry_hash import compute_entry_hash
@@ -43,6 +45,8 @@ from mmaplog.storage.layout import (
     segment_name,
 )
 from mmaplog.storage.manifest import RunManifest, fsync_dir, read_manifest
+from mmaplog.storage.merkle_files import FRONTIER_FILE, TREE_FILE
+from mmaplog.storage.mmap_backend import MmapBackend
 from mmaplog.storage.run_dir import INDEX, KEYS, MANIFEST, SEGMENTS, SYMBOLS, take_lock
 from mmaplog.storage.segments import FrameView, Segment, run_hash
 from mmaplog.storage.seqindex import INDEX_RECORD, SeqIndex
@@ -138,6 +142,10 @@ def _salvage_locked(run_dir: Path, manifest: RunManifest) -> SalvageReport:
         not_rebuilt: list[str] = []
         _stage_sources(run_dir, staged, not_rebuilt)
         rebuilt = _rebuild_from_frames(staged, manifest, not_rebuilt) if not not_rebuilt else 0
+        derived: tuple[str, ...] = (INDEX, KEYS)
+        if manifest.checkpoint is not None and not not_rebuilt:
+            _rebuild_tree(staged, manifest)
+            derived += (TREE_FILE, FRONTIER_FILE)
         report = verify(staged, entry_hashes=True)
         known = {f.message for f in before.findings}
         if not_rebuilt or any(_about_derived(f) or f.message not in known for f in report.findings):
@@ -147,22 +155,45 @@ def _salvage_locked(run_dir: Path, manifest: RunManifest) -> SalvageReport:
                 not_rebuilt=tuple(not_rebuilt),
                 staged_findings=report.findings,
             )
-        for name in (INDEX, KEYS):
+        for name in derived:
             os.replace(staged / name, run_dir / name)
         fsync_dir(run_dir)
-        return dataclasses.replace(base, frames_rebuilt=rebuilt, replaced=(INDEX, KEYS))
+        return dataclasses.replace(base, frames_rebuilt=rebuilt, replaced=derived)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 _DERIVED_KINDS = frozenset(
-    {FindingKind.INDEX_DRIFT, FindingKind.INDEX_MISSING_KEY, FindingKind.INDEX_DANGLING}
+    {
+        FindingKind.INDEX_DRIFT,
+        FindingKind.INDEX_MISSING_KEY,
+        FindingKind.INDEX_DANGLING,
+        FindingKind.MERKLE_TREE_DAMAGED,
+    }
 )
 
 
 def _about_derived(finding: Finding) -> bool:
-    """A finding salvage can fix: about index.idx or keys.hix, not the log or manifest."""
-    return finding.path in (INDEX, KEYS) or finding.kind in _DERIVED_KINDS
+    """A finding salvage can fix: about index.idx, keys.hix or the Merkle tree files, not the
+    log, the checkpoints or the manifest."""
+    return finding.path in (INDEX, KEYS, TREE_FILE, FRONTIER_FILE) or finding.kind in _DERIVED_KINDS
+
+
+def _rebuild_tree(staged: Path, manifest: RunManifest) -> None:
+    """``merkle.tree`` and ``merkle.frontier`` of the staging run from its frames (the staged
+    verify then checks that they prove the manifest's final checkpoint: rebuilding cannot make
+    frames that differ from the checkpointed ones look right)."""
+    backend = MmapBackend.open_existing(staged, writable=False)
+    try:
+        hwm = backend.high_watermark()
+        keeper = TreeKeeper(staged, manifest.run_id, available=hwm, new=True)
+        try:
+            keeper.catch_up(backend, hwm)
+            keeper.sync()
+        finally:
+            keeper.close()
+    finally:
+        backend.close()
 
 
 def _stage_sources(run_dir: Path, staged: Path, not_rebuilt: list[str]) -> None:
