@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
 
 from mmaplog.engine.capture import BusCaptureAdapter, CaptureError
+from mmaplog.errors import InvalidOptionError
 from mmaplog.storage.entry import Headers
 
 __all__ = ["AuditCommitError", "Handler", "MessageBus"]
@@ -59,9 +60,9 @@ class MessageBus:
         commit_timeout: float = 5.0,
     ) -> None:
         if audit not in ("enqueue", "commit"):
-            raise ValueError(f"audit must be 'enqueue' or 'commit', got {audit!r}")
+            raise InvalidOptionError(f"audit must be 'enqueue' or 'commit', got {audit!r}")
         if commit_timeout <= 0:
-            raise ValueError(f"commit_timeout must be > 0, got {commit_timeout}")
+            raise InvalidOptionError(f"commit_timeout must be > 0, got {commit_timeout}")
         self._capture = capture
         self._audit_commit = audit == "commit"
         self._audit = audit

@@ -16,10 +16,21 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from mmaplog.engine.bus import MessageBus
-from mmaplog.engine.capture import BusCaptureAdapter, EncoderRegistry, Unregistered
+from mmaplog.engine.capture import (
+    UNREGISTERED_MODES,
+    BusCaptureAdapter,
+    EncoderRegistry,
+    Unregistered,
+)
 from mmaplog.engine.halt import HaltReason, HaltSignal
 from mmaplog.engine.writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
-from mmaplog.errors import BackendError, MmapLogError, WriterBrokenError
+from mmaplog.errors import (
+    BackendError,
+    InvalidOptionError,
+    MmapLogError,
+    WriterBrokenError,
+    check_ts_ns,
+)
 from mmaplog.runs.checkpointer import AUTO_CHECKPOINTS, CheckpointConfig, Checkpointer
 from mmaplog.runs.schema_recorder import SchemaRecorder
 from mmaplog.storage.checkpoints import Checkpoint
@@ -228,6 +239,8 @@ def open_session(
 
     identity = identity or RunIdentity()
     config = config or SessionConfig()
+    # Every option is checked before anything (run directory, lock, writer thread) exists.
+    _check_options(config, unregistered, start_ts_init)
     clock = clock or MonotonicWallClock()
     components = components or RegisteredComponents()
     checkpoints = config.checkpoints.resolved() if config.checkpoints is not None else None
@@ -292,11 +305,16 @@ def open_session(
             backend.close()
         raise
     checkpointer = None
-    if checkpoints is not None:
-        checkpointer = Checkpointer(run_dir, manifest.run_id, checkpoints, signer).start()
-    registry.add_schema_listener(schemas)
-    adapter = BusCaptureAdapter(writer, registry, halt.callback(), unregistered=unregistered)
-    bus = MessageBus(adapter, audit=config.audit)
+    try:
+        if checkpoints is not None:
+            checkpointer = Checkpointer(run_dir, manifest.run_id, checkpoints, signer).start()
+        adapter = BusCaptureAdapter(writer, registry, halt.callback(), unregistered=unregistered)
+        bus = MessageBus(adapter, audit=config.audit)
+        registry.add_schema_listener(schemas)
+    except BaseException:
+        # A failure after the writer started must not leave a live writer and a locked run.
+        _abandon(writer, backend, checkpointer)
+        raise
     return RunSession(
         manifest=manifest,
         run_dir=run_dir,
@@ -309,6 +327,35 @@ def open_session(
         checkpointer=checkpointer,
         schemas=schemas,
     )
+
+
+def _check_options(config: SessionConfig, unregistered: object, start_ts_init: object) -> None:
+    """``InvalidOptionError`` for an option no session could run with."""
+    if config.audit not in ("enqueue", "commit"):
+        raise InvalidOptionError(f"audit must be 'enqueue' or 'commit', got {config.audit!r}")
+    if unregistered not in UNREGISTERED_MODES:
+        raise InvalidOptionError(
+            f"unregistered must be one of {', '.join(UNREGISTERED_MODES)}, got {unregistered!r}"
+        )
+    if start_ts_init is not None:
+        check_ts_ns("start_ts_init", start_ts_init)
+
+
+def _abandon(
+    writer: EventStoreWriter, backend: MmapBackend, checkpointer: Checkpointer | None
+) -> None:
+    """Stop what open_session started, keeping the error being raised."""
+    try:
+        if checkpointer is not None:
+            checkpointer.close()
+    except Exception:  # noqa: BLE001 - the original error is the one to raise
+        logger.exception("checkpointer did not stop cleanly")
+    try:
+        writer.abandon()
+    except MmapLogError:
+        pass
+    finally:
+        backend.close()
 
 
 def _checkpoint_recovered(
