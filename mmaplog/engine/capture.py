@@ -25,7 +25,7 @@ from mmaplog.engine.halt import (
     noop_halt,
 )
 from mmaplog.engine.writer import EventStoreWriter, HaltSignaled, SubmitError, WriterClosed
-from mmaplog.errors import InvalidOptionError, MmapLogError
+from mmaplog.errors import InvalidEntryError, InvalidOptionError, MmapLogError
 from mmaplog.storage.core import native
 from mmaplog.storage.entry import Headers, IndexKey
 from mmaplog.storage.schemas import TypeSchema, schema_of_struct
@@ -585,10 +585,15 @@ class BusCaptureAdapter:
             error.__context__ = got  # as raised from inside the except block of the pure path
             raise error from got
         payload_type, payload, headers, index_keys, identity = got
+        name = type(message).__qualname__
         if identity is None:
-            return self._submit_encoded(topic, payload_type, payload, ts_init, headers, index_keys)
+            return self._submit_encoded(
+                topic, payload_type, payload, ts_init, headers, index_keys, name
+            )
         try:
-            seq = self._submit_encoded(topic, payload_type, payload, ts_init, headers, index_keys)
+            seq = self._submit_encoded(
+                topic, payload_type, payload, ts_init, headers, index_keys, name
+            )
             self._remember(identity)
             return seq
         finally:
@@ -610,7 +615,13 @@ class BusCaptureAdapter:
         except Exception as exc:
             raise CaptureEncodeError(type(message).__qualname__, exc) from exc
         return self._submit_encoded(
-            topic, payload_type, encoded.payload, ts_init, headers, encoded.index_keys
+            topic,
+            payload_type,
+            encoded.payload,
+            ts_init,
+            headers,
+            encoded.index_keys,
+            type(message).__qualname__,
         )
 
     def _submit_encoded(
@@ -621,12 +632,15 @@ class BusCaptureAdapter:
         ts_init: int | None,
         headers: Headers,
         index_keys: tuple[IndexKey, ...],
+        message_type: str,
     ) -> int:
         try:
             seq = self._submit(topic, payload_type, payload, ts_init, headers, index_keys)
         except SubmitError as exc:
             self._halt_once(halt_reason_from_submit_error(exc))
             raise CaptureSubmitError(exc) from exc
+        except InvalidEntryError as exc:  # refused at submit: nothing captured, still live
+            raise CaptureEncodeError(message_type, exc) from exc
         if self._counter is not None:
             self._counter.increment()
         return seq

@@ -48,11 +48,18 @@ from mmaplog.engine.writer_state import (
     _Item,
     _Kind,
 )
-from mmaplog.errors import BackendError, LogClosedError, MmapLogError, WriterBrokenError
+from mmaplog.errors import (
+    MAX_TS_NS,
+    BackendError,
+    LogClosedError,
+    MmapLogError,
+    WriterBrokenError,
+)
 from mmaplog.storage.backend import EventStore
 from mmaplog.storage.core import native
 from mmaplog.storage.entry import AppendEntry, EntryDraft, Headers, IndexKey
 from mmaplog.storage.entry_hash import headers_tail
+from mmaplog.storage.index_keys import bad_key_error, check_fields
 from mmaplog.storage.manifest import SnapshotAnchor
 
 __all__ = [
@@ -80,6 +87,13 @@ _EMPTY_HEADERS: Final = Headers.empty()
 _EMPTY_TAIL: Final = headers_tail(_EMPTY_HEADERS)
 _NO_KEYS: tuple[IndexKey, ...] = ()
 _NAMES_CACHE_MAX: Final = 4096
+
+
+def check_ts_init(ts_init: object) -> None:
+    """``InvalidEntryError`` unless ``ts_init`` is an int in 0..2**63-1 (the native channel
+    raises the same error)."""
+    if ts_init.__class__ is not int or not 0 <= ts_init <= MAX_TS_NS:
+        raise bad_key_error("ts", ts_init)
 
 
 class EventStoreWriter:
@@ -278,6 +292,7 @@ class EventStoreWriter:
         """
         queue = self._native
         if queue is not None:
+            # The native channel checks the fields as check_fields does (same errors).
             # The native channel stamps seq and time and copies the entry in one call; it
             # answers 0 when full and -1 when not OPEN, and the slow path below says why.
             seq = queue.submit_fields(topic, payload_type, payload, ts_init, headers, index_keys)
@@ -287,6 +302,9 @@ class EventStoreWriter:
                 if self._state:
                     raise self._closed_error()
             return self._submit_stalled(topic, payload_type, payload, ts_init, headers, index_keys)
+        check_fields(topic, payload_type, index_keys)
+        if ts_init is not None:
+            check_ts_init(ts_init)
         if self._inline:
             return self._submit_inline(topic, payload_type, payload, ts_init, headers, index_keys)
         lock = self._lock

@@ -8,9 +8,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from mmaplog.errors import BackendError, CorruptionError
+from mmaplog.errors import BackendError, CorruptionError, InvalidEntryError
 from mmaplog.storage.entry import IndexKey, IndexKind
-from mmaplog.storage.layout import FLAG_CORRELATION, KEY_HEADER, MAX_KEY_BYTES
+from mmaplog.storage.layout import FLAG_CORRELATION, KEY_HEADER, MAX_KEY_BYTES, MAX_SYMBOL_BYTES
 from mmaplog.storage.segments import FrameView, Segment
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "KEY_HEADERS",
     "bad_key_error",
     "build_key_block",
+    "check_fields",
     "fast_uuid",
     "keys_of_frame",
     "posting_key",
@@ -69,7 +70,61 @@ def bad_key_error(why: str, key: object) -> BackendError:
         return BackendError(f"index key longer than {MAX_KEY_BYTES} bytes: {text[:40]!r}")
     if why == "uuid":
         return BackendError(f"correlation id key is not a UUID: {text[:40]!r}")
+    if why == "name":
+        return InvalidEntryError(
+            f"topic and payload_type must be str of at most {MAX_SYMBOL_BYTES} UTF-8 bytes, "
+            f"got {type(key).__name__} {repr(key)[:40]}"
+        )
+    if why == "key":
+        return InvalidEntryError(
+            f"index key must be a str of at most {MAX_KEY_BYTES} UTF-8 bytes, "
+            f"got {type(key).__name__} {repr(key)[:40]}"
+        )
+    if why == "ts":
+        return InvalidEntryError(f"ts_init must be an int in 0..2**63-1, got {key!r}"[:120])
+    if why == "valid-kind":
+        return InvalidEntryError(f"index kind must be one of {_KIND_RANGE}, got {key!r}")
     return BackendError(f"index kind must be 1..255, got {key!r}")
+
+
+_KIND_VALUES = frozenset(kind.value for kind in IndexKind)
+_KIND_RANGE = f"{min(_KIND_VALUES)}..{max(_KIND_VALUES)}"
+
+
+def _name_ok(name: object) -> bool:
+    if name.__class__ is not str:
+        return False
+    assert isinstance(name, str)
+    if len(name) * 4 <= MAX_SYMBOL_BYTES and name.isascii():
+        return True
+    try:
+        return len(name.encode()) <= MAX_SYMBOL_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
+def check_fields(topic: object, payload_type: object, index_keys: Sequence[IndexKey]) -> None:
+    """``InvalidEntryError`` (the native channel raises the same) for a topic, payload_type or
+    index key the writer could not frame: checked at submit, never deferred to the writer."""
+    if not _name_ok(topic):
+        raise bad_key_error("name", topic)
+    if not _name_ok(payload_type):
+        raise bad_key_error("name", payload_type)
+    for key in index_keys:
+        kind = key.kind
+        if kind.__class__ is not IndexKind and (
+            not isinstance(kind, int) or isinstance(kind, bool) or kind not in _KIND_VALUES
+        ):
+            raise bad_key_error("valid-kind", kind)
+        text = key.key
+        if text.__class__ is not str:
+            raise bad_key_error("key", text)
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raise bad_key_error("key", text) from None
+        if len(raw) > MAX_KEY_BYTES:
+            raise bad_key_error("key", text)
 
 
 def build_key_block(

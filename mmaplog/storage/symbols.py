@@ -13,7 +13,7 @@ from pathlib import Path
 
 import xxhash
 
-from mmaplog.errors import FormatError, IndexCorruptError
+from mmaplog.errors import FormatError, IndexCorruptError, InvalidEntryError
 from mmaplog.storage.fileio import FILE_MODE, open_ro, pwrite_all
 from mmaplog.storage.layout import (
     CHECKSUM,
@@ -116,9 +116,14 @@ class SymbolTable:
         sym_id = self._ids.get(name)
         if sym_id is not None:
             return sym_id
-        raw = name.encode()
+        try:
+            raw = name.encode()
+        except (AttributeError, UnicodeEncodeError):
+            raise InvalidEntryError(
+                f"topic or payload_type is not UTF-8 text: {type(name).__name__}"
+            ) from None
         if len(raw) > MAX_SYMBOL_BYTES:
-            raise ValueError(f"topic or payload_type longer than {MAX_SYMBOL_BYTES} bytes")
+            raise InvalidEntryError(f"topic or payload_type longer than {MAX_SYMBOL_BYTES} bytes")
         sym_id = len(self._names)
         body = SYMBOL_RECORD.pack(sym_id, len(raw)) + raw
         record = body + CHECKSUM.pack(xxhash.xxh3_64_intdigest(body))

@@ -28,6 +28,7 @@
 
 static PyObject *str_payload_type, *str_payload, *str_index_keys, *str_acquire, *str_release,
     *str_append, *str_popleft;
+static PyObject *invalid_entry; /* mmaplog.errors.InvalidEntryError, imported by the first Capture */
 
 /* A registration's fields (capture.py _Registration, a __slots__ class), read per capture
  * through a slot-offset cache (fields.h). Under the GIL. */
@@ -56,6 +57,13 @@ static int capture_init(mml_capture *self, PyObject *args, PyObject *kwds) {
                                      &mml_ChannelType, &channel, &empty_headers, &lock, &recent,
                                      &PySet_Type, &recent_set, &window))
         return -1;
+    if (invalid_entry == NULL) {
+        PyObject *errors = PyImport_ImportModule("mmaplog.errors");
+        if (errors == NULL) return -1;
+        invalid_entry = PyObject_GetAttrString(errors, "InvalidEntryError");
+        Py_DECREF(errors);
+        if (invalid_entry == NULL) return -1;
+    }
     if (window < 1) {
         PyErr_SetString(PyExc_ValueError, "window must be at least 1");
         return -1;
@@ -241,7 +249,13 @@ static PyObject *encode_submit(mml_capture *self, PyObject *reg, PyObject *messa
     }
     PyObject *fields[6] = {topic, payload_type, payload, ts_init, headers, index_keys};
     PyObject *seq = mml_channel_submit_fields(self->channel, fields, 6);
-    if (seq == NULL) goto done;
+    if (seq == NULL) {
+        /* an entry the channel refuses at the call (index_keys.check_fields): the pure path's
+         * CaptureEncodeError, the adapter still live */
+        if (invalid_entry != NULL && PyErr_ExceptionMatches(invalid_entry))
+            result = encode_failure();
+        goto done;
+    }
     long long n = PyLong_AsLongLong(seq); /* the seq, 0 (full) or -1 (not open) */
     if (n == -1 && PyErr_Occurred()) {
         Py_DECREF(seq);

@@ -243,10 +243,66 @@ static unsigned char *arena_reserve(mml_channel *ch, size_t need, size_t *cost) 
     return at;
 }
 
+/* Raise the Python side's error (index_keys.bad_key_error) for `obj` at once: -1. */
+static int raise_entry_error(mml_channel *ch, const char *why, PyObject *obj) {
+    PyObject *error = PyObject_CallFunction(ch->make_error, "sO", why, obj);
+    if (error == NULL) return -1;
+    PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+    Py_DECREF(error);
+    return -1;
+}
+
+/* A topic or payload_type the symbol table can take: str, UTF-8, at most 4096 bytes. */
+static int check_name(mml_channel *ch, PyObject *name) {
+    Py_ssize_t n;
+    if (PyUnicode_CheckExact(name)) {
+        if (PyUnicode_AsUTF8AndSize(name, &n) != NULL && n <= MML_MAX_SYMBOL_BYTES) return 0;
+        PyErr_Clear();
+    }
+    return raise_entry_error(ch, "name", name);
+}
+
+/* index_keys.check_fields' key checks, before anything is queued: a key that cannot be
+ * framed is refused at the call, never deferred to the writer (MML_SLOT_BAD). */
+static int check_keys(mml_channel *ch, PyObject *keys) {
+    PyObject *seq = PySequence_Fast(keys, "index_keys must be a sequence");
+    if (seq == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        PyObject *kind_obj = FIELD(key, items[i], 0);
+        PyObject *text_obj = kind_obj != NULL ? FIELD(key, items[i], 1) : NULL;
+        if (text_obj == NULL) {
+            Py_XDECREF(kind_obj);
+            rc = -1;
+            break;
+        }
+        long kind = PyLong_Check(kind_obj) && !PyBool_Check(kind_obj) ? PyLong_AsLong(kind_obj)
+                                                                       : 0;
+        if (kind == -1 && PyErr_Occurred()) PyErr_Clear();
+        Py_ssize_t len;
+        if (kind < 1 || kind > (long)MML_KIND_CORRELATION) {
+            rc = raise_entry_error(ch, "valid-kind", kind_obj);
+        } else if (!PyUnicode_CheckExact(text_obj) ||
+                   PyUnicode_AsUTF8AndSize(text_obj, &len) == NULL ||
+                   (size_t)len > MML_MAX_KEY_BYTES) {
+            PyErr_Clear();
+            rc = raise_entry_error(ch, "key", text_obj);
+        }
+        Py_DECREF(kind_obj);
+        Py_DECREF(text_obj);
+    }
+    Py_DECREF(seq);
+    return rc;
+}
+
 /* Queue one entry under `seq`: 1 queued, 0 no room (nothing taken), -1 a Python error. */
 static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyObject *topic,
                         PyObject *ptype, PyObject *payload_obj, uint64_t ts_init,
                         PyObject *headers, PyObject *keys, PyObject *digest) {
+    if (check_name(ch, topic) < 0 || check_name(ch, ptype) < 0 || check_keys(ch, keys) < 0)
+        return -1;
     uint64_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_acquire);
     if (head - taken >= ch->capacity) return 0; /* channel_capacity entries wait */
@@ -608,8 +664,12 @@ PyObject *mml_channel_submit_fields(mml_channel *ch, PyObject *const *args, Py_s
     if (args[3] == Py_None) {
         ts_init = now;
     } else {
-        ts_init = PyLong_AsUnsignedLongLong(args[3]);
-        if (PyErr_Occurred()) return NULL;
+        ts_init = PyLong_CheckExact(args[3]) ? PyLong_AsUnsignedLongLong(args[3]) : UINT64_MAX;
+        if (PyErr_Occurred()) PyErr_Clear();
+        if (ts_init > (uint64_t)INT64_MAX) {
+            raise_entry_error(ch, "ts", args[3]);
+            return NULL;
+        }
     }
     int rc =
         submit_entry(ch, seq, now, args[0], args[1], args[2], ts_init, args[4], args[5], NULL);

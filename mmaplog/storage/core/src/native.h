@@ -38,6 +38,7 @@
 #define MML_FLAG_CORRELATION 1u
 #define MML_FLAG_CAUSATION 2u
 #define MML_MAX_KEY_BYTES 1024u
+#define MML_MAX_SYMBOL_BYTES 4096u /* layout.MAX_SYMBOL_BYTES */
 #define MML_KIND_CORRELATION 5u
 
 /* --- the pair table: (topic, payload_type) -> symbol ids and their hashed form ----------- */
