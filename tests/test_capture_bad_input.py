@@ -9,11 +9,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from mmaplog import EncoderRegistry, IndexKey, IndexKind, Store
+from mmaplog import AppendEntry, EncoderRegistry, IndexKey, IndexKind, MmapBackend, Store, verify
 from mmaplog.engine.capture import CaptureEncodeError, EncodedPayload
 from mmaplog.errors import InvalidEntryError
 from mmaplog.storage.entry import EntryDraft, Headers
 from mmaplog.storage.manifest import RunStatus
+from tests.conftest import make_entry, make_manifest
 
 
 class SubmitOrder(msgspec.Struct, frozen=True):
@@ -75,6 +76,7 @@ def test_a_bad_message_is_refused_at_the_call_and_the_session_goes_on(
     with store.open_reader("latest") as reader:
         topics = [reader.entry(s).topic for s in range(1, reader.high_watermark + 1)]
     assert topics[1:3] == ["exec", "exec"]
+    assert verify(session.run_dir).is_clean
 
 
 @pytest.mark.parametrize(
@@ -106,3 +108,20 @@ def test_the_writer_refuses_what_it_could_not_frame(
     assert final.status is RunStatus.ENDED
     with store.open_reader("latest") as reader:
         assert reader.entry(2).payload == b"ok"
+    assert verify(session.run_dir).is_clean
+
+
+@pytest.mark.parametrize("field", ["topic", "payload_type", "key"])
+def test_append_batch_refuses_a_field_of_the_wrong_type_and_writes_nothing(
+    tmp_path: Path, field: str
+) -> None:
+    backend = MmapBackend(tmp_path, "trader-001", segment_size=256 * 1024)
+    backend.open_run(make_manifest())
+    good = make_entry(1)
+    bad = msgspec.structs.replace(good, **{field: 5}) if field != "key" else good
+    keys = (IndexKey(IndexKind.TRADE_ID, 5),) if field == "key" else ()  # type: ignore[arg-type]
+    with pytest.raises(InvalidEntryError):
+        backend.append_batch([AppendEntry(bad, keys)])  # type: ignore[arg-type]
+    assert backend.high_watermark() == 0
+    assert backend.append_batch([AppendEntry(good, ())]) == 1
+    backend.close()

@@ -92,9 +92,8 @@ _KIND_RANGE = f"{min(_KIND_VALUES)}..{max(_KIND_VALUES)}"
 
 
 def _name_ok(name: object) -> bool:
-    if name.__class__ is not str:
+    if not isinstance(name, str):  # str subclasses (a StrEnum topic) are str
         return False
-    assert isinstance(name, str)
     if len(name) * 4 <= MAX_SYMBOL_BYTES and name.isascii():
         return True
     try:
@@ -117,7 +116,7 @@ def check_fields(topic: object, payload_type: object, index_keys: Sequence[Index
         ):
             raise bad_key_error("valid-kind", kind)
         text = key.key
-        if text.__class__ is not str:
+        if not isinstance(text, str):
             raise bad_key_error("key", text)
         try:
             raw = text.encode()

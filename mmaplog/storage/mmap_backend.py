@@ -51,7 +51,13 @@ from mmaplog.storage.entry import (
 from mmaplog.storage.fileio import classify_os_error
 from mmaplog.storage.frames import Framer, Row
 from mmaplog.storage.hash_index import HashIndex
-from mmaplog.storage.index_keys import CORRELATION_KIND, fast_uuid, keys_of_frame, posting_key
+from mmaplog.storage.index_keys import (
+    CORRELATION_KIND,
+    check_fields,
+    fast_uuid,
+    keys_of_frame,
+    posting_key,
+)
 from mmaplog.storage.layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE
 from mmaplog.storage.manifest import (
     RunManifest,
@@ -392,6 +398,8 @@ class MmapBackend:
         if native is not None:
             return self._append_batch_native(batch)  # checks the order as it copies
         check_batch(batch, self._hwm)
+        for item in batch:  # before any frame is written: a bad field leaves nothing behind
+            check_fields(item.entry.topic, item.entry.payload_type, item.index_keys)
         rows = [
             (
                 e.seq,
@@ -488,9 +496,13 @@ class MmapBackend:
                 queued = chan.submit_entries(items, 0, hwm + 1)
                 if queued < len(items) and items[queued].entry.seq != hwm + 1 + queued:
                     raise OutOfOrderError(hwm, items[queued].entry.seq)
-            except ValueError as exc:  # the C copy refused an entry hash: which one
+            except (ValueError, TypeError, AttributeError) as exc:
+                # The C copy refused an entry (a hash, a field of the wrong type): which one.
+                # Nothing was committed: the whole batch is copied before any of it.
                 self._batch_channel = None
                 check_batch(items, hwm)  # raises the typed error with its seq
+                for item in items:
+                    check_fields(item.entry.topic, item.entry.payload_type, item.index_keys)
                 raise InvalidEntryError(str(exc)) from exc  # pragma: no cover - a C-only refusal
             except BaseException:
                 self._batch_channel = None  # what it holds must not ride along with a later batch

@@ -255,7 +255,7 @@ static int raise_entry_error(mml_channel *ch, const char *why, PyObject *obj) {
 /* A topic or payload_type the symbol table can take: str, UTF-8, at most 4096 bytes. */
 static int check_name(mml_channel *ch, PyObject *name) {
     Py_ssize_t n;
-    if (PyUnicode_CheckExact(name)) {
+    if (PyUnicode_Check(name)) {
         if (PyUnicode_AsUTF8AndSize(name, &n) != NULL && n <= MML_MAX_SYMBOL_BYTES) return 0;
         PyErr_Clear();
     }
@@ -284,7 +284,7 @@ static int check_keys(mml_channel *ch, PyObject *keys) {
         Py_ssize_t len;
         if (kind < 1 || kind > (long)MML_KIND_CORRELATION) {
             rc = raise_entry_error(ch, "valid-kind", kind_obj);
-        } else if (!PyUnicode_CheckExact(text_obj) ||
+        } else if (!PyUnicode_Check(text_obj) ||
                    PyUnicode_AsUTF8AndSize(text_obj, &len) == NULL ||
                    (size_t)len > MML_MAX_KEY_BYTES) {
             PyErr_Clear();
