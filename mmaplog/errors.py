@@ -19,6 +19,7 @@ Every error raised by ``mmaplog`` derives from one root::
     ├── RunNotFoundError (also LookupError)     no run matches an id or prefix
     ├── InvalidIdError (also ValueError)        a run or instance id that could name a path
     ├── InvalidIndexKindError (also ValueError) an index kind that is not one of IndexKind
+    ├── InvalidArgumentError (also ValueError)  a read argument of the wrong type or out of range
     ├── WriterBrokenError                       the writer thread failed (cause chained)
     ├── SigningKeyError                         a signing or trusted key is missing or unusable
     └── ProofError                              a Merkle proof or checkpoint is malformed,
@@ -43,6 +44,7 @@ __all__ = [
     "HashMismatchError",
     "IndexCorruptError",
     "InvalidIdError",
+    "InvalidArgumentError",
     "InvalidIndexKindError",
     "LogBusyError",
     "LogClosedError",
@@ -184,6 +186,11 @@ class InvalidIndexKindError(MmapLogError, ValueError):
         self.kind = kind
         self.valid = valid
         super().__init__(f"unknown index kind {kind!r}; expected one of {', '.join(valid)}")
+
+
+class InvalidArgumentError(MmapLogError, ValueError):
+    """A read argument of the wrong type or out of range (a seq below 1, a scan direction that
+    is not a ``ScanDirection``, a key that is not a string): refused, never answered wrongly."""
 
 
 class WriterBrokenError(MmapLogError):
