@@ -133,6 +133,8 @@ def test_a_key_longer_than_any_stored_key_matches_nothing(reader, kind):
     assert reader.lookup_all(kind, "x" * 5000) == []
     assert reader.lookup_all(kind, "é" * (MAX_KEY_BYTES // 2 + 1)) == []
     assert reader.lookup(kind, "x" * (MAX_KEY_BYTES + 1)) is None
+    # The same below the Reader (the hash index used to raise a bare ValueError).
+    assert reader.backend.lookup_all(IndexKind.of(kind), "x" * 5000) == []
 
 
 def test_filter_takes_any_integer_time_bound(reader):

@@ -15,7 +15,6 @@ import numpy.typing as npt
 from mmaplog.errors import InvalidArgumentError
 from mmaplog.storage.batch import EntryBatch
 from mmaplog.storage.entry import Entry, IndexKey, IndexKind, ScanDirection
-from mmaplog.storage.layout import MAX_KEY_BYTES
 from mmaplog.storage.manifest import RunManifest, SnapshotAnchor, read_manifest
 from mmaplog.storage.mmap_backend import MANIFEST, MmapBackend
 
@@ -238,11 +237,6 @@ class Reader:
             kind = IndexKind.of(kind)
         if type(key) is not str:
             key = _key_arg(key)
-        if (
-            len(key) * 4 > MAX_KEY_BYTES
-            and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
-        ):
-            return []  # the writer refuses such a key: no entry carries it
         return self._backend.lookup_all(kind, key)
 
     def iter_index_keys(self, kind: IndexKind | str) -> list[tuple[str, int]]:
