@@ -19,7 +19,8 @@ Every error raised by ``mmaplog`` derives from one root::
     ├── RunNotFoundError (also LookupError)     no run matches an id or prefix
     ├── InvalidIdError (also ValueError)        a run or instance id that could name a path
     ├── InvalidIndexKindError (also ValueError) an index kind that is not one of IndexKind
-    ├── InvalidOptionError (also ValueError)    an option or argument outside its domain
+    ├── InvalidArgumentError (also ValueError)  an argument or option of the wrong type or out of
+    │                                           range (a seq below 1, a start time past 2**63-1)
     ├── WriterBrokenError                       the writer thread failed (cause chained)
     ├── SigningKeyError                         a signing or trusted key is missing or unusable
     └── ProofError                              a Merkle proof or checkpoint is malformed,
@@ -44,8 +45,8 @@ __all__ = [
     "HashMismatchError",
     "IndexCorruptError",
     "InvalidIdError",
+    "InvalidArgumentError",
     "InvalidIndexKindError",
-    "InvalidOptionError",
     "LogBusyError",
     "LogClosedError",
     "MmapLogError",
@@ -188,23 +189,24 @@ class InvalidIndexKindError(MmapLogError, ValueError):
         super().__init__(f"unknown index kind {kind!r}; expected one of {', '.join(valid)}")
 
 
-class InvalidOptionError(MmapLogError, ValueError):
-    """An option or argument outside its domain (an audit mode, a start time); raised before
-    anything is created."""
-
-
 MAX_TS_NS = 2**63 - 1
 """The largest ts_init accepted: the format stores u64, but the analytics read int64."""
 
 
 def check_ts_ns(name: str, value: object) -> int:
-    """``value`` when it is an int in 0..2**63-1, else ``InvalidOptionError``."""
+    """``value`` when it is an int in 0..2**63-1, else ``InvalidArgumentError``."""
     if value.__class__ is not int and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise InvalidOptionError(f"{name} must be an int, got {type(value).__name__}")
+        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}")
     assert isinstance(value, int)
     if not 0 <= value <= MAX_TS_NS:
-        raise InvalidOptionError(f"{name} must be in 0..2**63-1, got {value}")
+        raise InvalidArgumentError(f"{name} must be in 0..2**63-1, got {value}")
     return value
+
+
+class InvalidArgumentError(MmapLogError, ValueError):
+    """An argument or option of the wrong type or out of its domain (a seq below 1, a scan
+    direction that is not a ``ScanDirection``, an audit mode, a start time past 2**63-1):
+    refused before anything is created or answered, never answered wrongly."""
 
 
 class WriterBrokenError(MmapLogError):

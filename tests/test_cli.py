@@ -451,6 +451,22 @@ def test_an_empty_instance_id_is_a_usage_error_not_every_instance(root, capsys, 
     assert sorted(p for p in root.rglob("*")) == before
 
 
+def test_gc_says_an_instance_without_a_restore_point_keeps_everything(tmp_path, capsys):
+    # Used to print "among the newest 0 sealed runs" for a lone quarantined run.
+    from mmaplog.storage.mmap_backend import MmapBackend
+    from tests.conftest import append_item, make_manifest
+
+    backend = MmapBackend(tmp_path, "trader-001", segment_size=64 * 1024)
+    backend.open_run(make_manifest(RUN_A).replace(instance_id="trader-001"))
+    backend.append_batch([append_item(s) for s in range(1, 4)])
+    backend.seal(RunStatus.QUARANTINED)
+    backend.close()
+    code, out, _ = run_cli(capsys, "gc", "--keep-last", "0", "--dry-run", "--root", str(tmp_path))
+    assert code == 0
+    assert f"kept  trader-001/{RUN_A}  no known-good restore point in this instance" in out
+    assert "newest 0" not in out
+
+
 def test_gc_refuses_a_symlinked_run_dir_and_changes_nothing(root, tmp_path_factory, capsys):
     import os
 

@@ -110,6 +110,24 @@ def test_without_a_known_good_restore_point_nothing_is_reclaimed(tmp_path):
     assert plan.restore_points == ()
 
 
+@pytest.mark.parametrize(
+    "mode", [RetentionMode.KEEP_LAST(0), RetentionMode.OLDER_THAN(0), RetentionMode.KEEP_LAST(1)]
+)
+def test_runs_kept_for_want_of_a_restore_point_say_so(tmp_path, mode):
+    # The reason used to be computed after the plan emptied what the mode chose, so a lone
+    # quarantined run was "kept among the newest 0 sealed runs".
+    sealed(tmp_path, 1, RunStatus.QUARANTINED)
+    sealed(tmp_path, 2, RunStatus.QUARANTINED)
+    plan = plan_retention(Store(tmp_path), mode, now_ns=START + 10**6 * SECOND)
+    assert plan.reclaim == ()
+    reasons = [plan.reason(info) for info in plan.kept]
+    if mode.keep_last == 1:
+        assert reasons[0].startswith("no known-good restore point in this instance")
+        assert reasons[1] == "among the newest 1 sealed runs"
+    else:
+        assert all(r.startswith("no known-good restore point in this instance") for r in reasons)
+
+
 def test_a_run_whose_manifest_disagrees_with_its_index_is_not_a_restore_point(tmp_path):
     sealed(tmp_path, 1)
     latest = sealed(tmp_path, 2)
@@ -236,4 +254,51 @@ def test_plans_serialise_for_the_cli(tmp_path):
         "reclaim": [f"{INSTANCE}/{rid(1)}"],
         "restore_points": [f"{INSTANCE}/{rid(2)}"],
         "reasons": {f"{INSTANCE}/{rid(2)}": "newest known-good restore point"},
+        "refused": [],
     }
+
+
+def _symlinked(root, n, elsewhere):
+    """Move run ``n`` out of the store and link its directory back in."""
+    run_dir = root / INSTANCE / rid(n)
+    target = elsewhere / rid(n)
+    run_dir.rename(target)
+    run_dir.symlink_to(target)
+    return run_dir, target
+
+
+def test_a_symlinked_run_is_kept_with_its_reason_and_never_deleted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    sealed(root, 1)
+    sealed(root, 2)
+    sealed(root, 3)
+    link, target = _symlinked(root, 1, elsewhere)
+    plan = plan_retention(Store(root), RetentionMode.KEEP_LAST(0))
+    assert ids(plan.reclaim) == [rid(2)]
+    assert ids(plan.refused) == [rid(1)]
+    assert rid(1) in ids(plan.kept)
+    assert plan.reason(plan.refused[0]) == (
+        f"its directory is a symbolic link (to {target}): retention never deletes through a link"
+    )
+    assert plan.to_dict()["refused"] == [f"{INSTANCE}/{rid(1)}"]
+    assert apply_retention(plan) == [root / INSTANCE / rid(2)]
+    assert link.is_symlink()
+    assert (target / "manifest.json").exists()
+    assert not list((root / INSTANCE).glob(".deleting-*"))
+
+
+def test_apply_skips_a_run_dir_that_became_a_symlink_after_planning(tmp_path_factory):
+    # Used to rename the link to .deleting-<run> and then fail in rmtree: half-way, the run
+    # hidden from every listing.
+    root = tmp_path_factory.mktemp("store")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    sealed(root, 1)
+    sealed(root, 2)
+    plan = plan_retention(Store(root), RetentionMode.KEEP_LAST(0))
+    assert ids(plan.reclaim) == [rid(1)]
+    link, target = _symlinked(root, 1, elsewhere)
+    assert apply_retention(plan) == []
+    assert link.is_symlink()
+    assert (target / "manifest.json").exists()
+    assert not list((root / INSTANCE).glob(".deleting-*"))

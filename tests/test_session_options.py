@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mmaplog import Store
-from mmaplog.errors import InvalidOptionError
+from mmaplog.errors import InvalidArgumentError
 from mmaplog.runs import session as session_mod
 from mmaplog.runs.session import SessionConfig
 from mmaplog.storage.manifest import RunStatus
@@ -43,7 +43,7 @@ def test_a_bad_option_creates_nothing_and_raises_a_typed_error(
     with store.open_session("x") as first:
         first.close()
     before, writers = _run_dirs(tmp_path), _writers()
-    with pytest.raises(InvalidOptionError):
+    with pytest.raises(InvalidArgumentError):
         store.open_session("x", **options)
     assert _run_dirs(tmp_path) == before
     assert _writers() == writers

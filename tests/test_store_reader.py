@@ -7,6 +7,7 @@ import xxhash
 from mmaplog import (
     Headers,
     IndexKind,
+    InvalidArgumentError,
     InvalidIdError,
     RunNotFoundError,
     RunStatus,
@@ -93,7 +94,8 @@ def test_reader_scans_forward_reverse_and_in_chunks(tmp_path):
         assert [e.seq for e in reader.scan(4, 7)] == [4, 5, 6, 7]
         assert [e.seq for e in reader.scan(3, 99, ScanDirection.REVERSE)] == list(range(13, 2, -1))
         assert list(reader.scan(5, 4)) == []
-        assert list(reader.scan(0, 0)) == []
+        with pytest.raises(InvalidArgumentError, match="seqs start at 1"):
+            reader.scan(0, 0)  # refused, not a silently empty scan
         assert [e.seq for e in reader.scan(chunk=0)] == list(range(1, 14))
 
 

@@ -54,6 +54,7 @@ from mmaplog.cli.text import (
 from mmaplog.errors import (
     CorruptionError,
     IndexCorruptError,
+    InvalidArgumentError,
     InvalidIdError,
     InvalidIndexKindError,
     LogBusyError,
@@ -707,10 +708,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     store = store_of(args)
     plan = plan_retention(store, mode, instance_id=args.instance)
     _warn_deleting_links(store.root, args.instance)
-    links = [info for info in plan.reclaim if info.run_dir.is_symlink()]
+    links = plan.refused
     if links:
-        # Deleting renames the run directory and removes the tree: through a symbolic link
-        # that would delete data outside the store, or fail half-way and hide the run.
+        # The plan keeps a run to delete whose directory is a symbolic link (deleting through
+        # it would delete data outside the store, or fail half-way and hide the run): say so
+        # and delete nothing, rather than the rest of the plan.
         first = links[0]
         more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
         print(
@@ -824,6 +826,7 @@ def _commands(parser: argparse.ArgumentParser) -> list[str]:
 # disk.
 USAGE_ERRORS: tuple[type[MmapLogError], ...] = (
     RunNotFoundError,
+    InvalidArgumentError,
     InvalidIdError,
     InvalidIndexKindError,
     LogBusyError,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
 
 from mmaplog.engine.capture import BusCaptureAdapter, CaptureError
-from mmaplog.errors import InvalidOptionError
+from mmaplog.errors import InvalidArgumentError
 from mmaplog.storage.entry import Headers
 
 __all__ = ["AuditCommitError", "Handler", "MessageBus"]
@@ -60,9 +60,9 @@ class MessageBus:
         commit_timeout: float = 5.0,
     ) -> None:
         if audit not in ("enqueue", "commit"):
-            raise InvalidOptionError(f"audit must be 'enqueue' or 'commit', got {audit!r}")
+            raise InvalidArgumentError(f"audit must be 'enqueue' or 'commit', got {audit!r}")
         if commit_timeout <= 0:
-            raise InvalidOptionError(f"commit_timeout must be > 0, got {commit_timeout}")
+            raise InvalidArgumentError(f"commit_timeout must be > 0, got {commit_timeout}")
         self._capture = capture
         self._audit_commit = audit == "commit"
         self._audit = audit

@@ -25,7 +25,7 @@ from mmaplog.engine.halt import (
     noop_halt,
 )
 from mmaplog.engine.writer import EventStoreWriter, HaltSignaled, SubmitError, WriterClosed
-from mmaplog.errors import InvalidEntryError, InvalidOptionError, MmapLogError
+from mmaplog.errors import InvalidArgumentError, InvalidEntryError, MmapLogError
 from mmaplog.storage.core import native
 from mmaplog.storage.entry import Headers, IndexKey
 from mmaplog.storage.schemas import TypeSchema, schema_of_struct
@@ -415,7 +415,7 @@ class BusCaptureAdapter:
         unregistered: Unregistered = "ignore",
     ) -> None:
         if unregistered not in UNREGISTERED_MODES:
-            raise InvalidOptionError(
+            raise InvalidArgumentError(
                 f"unregistered must be one of {', '.join(UNREGISTERED_MODES)}, got {unregistered!r}"
             )
         self._unregistered = unregistered

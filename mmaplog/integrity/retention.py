@@ -19,6 +19,9 @@ reference, §9.2 of the notes):
   point). ``OLDER_THAN(seconds)`` reclaims sealed runs that ended (``end_ts_init``, else their
   start) more than that long before ``now_ns``. ``SNAPSHOT_ANCHORED`` reclaims every sealed
   run that started before the newest restore point with a valid anchor.
+- A run whose directory is a symbolic link is never deleted (deleting would go through the
+  link, or fail half-way and hide the run): a run the mode would reclaim is kept and listed in
+  ``RetentionPlan.refused``, and ``apply_retention`` checks again and skips it.
 
 Deleting renames the run directory to ``<instance>/.deleting-<run_id>`` first (one atomic
 rename, so a crash mid-delete never leaves a half run listed), fsyncs the instance directory,
@@ -30,6 +33,7 @@ run keep working on their mappings until they close (POSIX unlink semantics).
 from __future__ import annotations
 
 import enum
+import os
 import re
 import shutil
 import time
@@ -119,6 +123,8 @@ class RetentionPlan:
     restore_points: tuple[RunInfo, ...]  # the newest known-good restore point per instance
     # Why each kept run is kept, by "instance/run_id" (e.g. "newest restore point").
     reasons: dict[str, str] = field(default_factory=dict)
+    # Kept runs the mode would have reclaimed, but whose directory is a symbolic link.
+    refused: tuple[RunInfo, ...] = ()
 
     def reason(self, info: RunInfo) -> str:
         return self.reasons.get(f"{info.instance_id}/{info.run_id}", "")
@@ -133,6 +139,7 @@ class RetentionPlan:
             "reclaim": ids(self.reclaim),
             "restore_points": ids(self.restore_points),
             "reasons": dict(self.reasons),
+            "refused": ids(self.refused),
         }
 
 
@@ -148,27 +155,42 @@ def plan_retention(
     kept: list[RunInfo] = []
     reclaim: list[RunInfo] = []
     points: list[RunInfo] = []
+    refused: list[RunInfo] = []
     reasons: dict[str, str] = {}
     by_instance: dict[str, list[RunInfo]] = {}
     for info in store.runs(instance_id):
         by_instance.setdefault(info.instance_id, []).append(info)
     for runs in by_instance.values():
         sealed = [r for r in runs if r.manifest is not None and r.manifest.is_sealed()]
-        gone = _reclaimable(sealed, mode, now)
+        # What the mode alone would reclaim; kept whole when there is no restore point (the
+        # reason given for each run says so).
+        chosen = _reclaimable(sealed, mode, now)
         point = _newest_restore_point(sealed, anchored=mode.kind is RetentionKind.SNAPSHOT_ANCHORED)
-        if point is None:
-            gone = []
-        else:
+        if point is not None:
             points.append(point)
-        gone_ids = {r.run_id for r in gone if r is not point}
+        chosen_ids = {r.run_id for r in chosen}
         for info in runs:
-            if info.run_id in gone_ids:
-                reclaim.append(info)
+            key = f"{info.instance_id}/{info.run_id}"
+            wanted = info.run_id in chosen_ids and info is not point
+            if wanted and point is not None:
+                if not info.run_dir.is_symlink():
+                    reclaim.append(info)
+                    continue
+                refused.append(info)
+                kept.append(info)
+                reasons[key] = _symlink_reason(info.run_dir)
                 continue
             kept.append(info)
-            why = _why_kept(info, point, mode, chosen=any(r is info for r in gone))
-            reasons[f"{info.instance_id}/{info.run_id}"] = why
-    return RetentionPlan(mode, tuple(kept), tuple(reclaim), tuple(points), reasons)
+            reasons[key] = _why_kept(info, point, mode, chosen=wanted)
+    return RetentionPlan(mode, tuple(kept), tuple(reclaim), tuple(points), reasons, tuple(refused))
+
+
+def _symlink_reason(run_dir: Path) -> str:
+    try:
+        target = f" (to {os.readlink(run_dir)})"
+    except OSError:
+        target = ""
+    return f"its directory is a symbolic link{target}: retention never deletes through a link"
 
 
 def _why_kept(info: RunInfo, point: RunInfo | None, mode: RetentionMode, *, chosen: bool) -> str:
@@ -255,8 +277,8 @@ def _durable_high_watermark(run_dir: Path) -> int | None:
 def apply_retention(plan: RetentionPlan) -> list[Path]:
     """Delete the runs the plan reclaims; returns the run directories deleted.
 
-    Each run is checked again first: one that is no longer sealed, whose LOCK is held, or
-    that has gone is skipped.
+    Each run is checked again first: one that is no longer sealed, whose LOCK is held, whose
+    directory is a symbolic link, or that has gone is skipped.
     """
     deleted: list[Path] = []
     swept: set[Path] = set()
@@ -279,6 +301,8 @@ def apply_retention(plan: RetentionPlan) -> list[Path]:
 
 
 def _still_reclaimable(run_dir: Path) -> bool:
+    if run_dir.is_symlink():
+        return False  # renaming the link and removing its target is not ours to do
     try:
         manifest = read_manifest(run_dir / MANIFEST)
     except (MmapLogError, OSError):

@@ -26,7 +26,7 @@ from mmaplog.engine.halt import HaltReason, HaltSignal
 from mmaplog.engine.writer import Clock, EventStoreWriter, MonotonicWallClock, WriterConfig
 from mmaplog.errors import (
     BackendError,
-    InvalidOptionError,
+    InvalidArgumentError,
     MmapLogError,
     WriterBrokenError,
     check_ts_ns,
@@ -330,11 +330,11 @@ def open_session(
 
 
 def _check_options(config: SessionConfig, unregistered: object, start_ts_init: object) -> None:
-    """``InvalidOptionError`` for an option no session could run with."""
+    """``InvalidArgumentError`` for an option no session could run with."""
     if config.audit not in ("enqueue", "commit"):
-        raise InvalidOptionError(f"audit must be 'enqueue' or 'commit', got {config.audit!r}")
+        raise InvalidArgumentError(f"audit must be 'enqueue' or 'commit', got {config.audit!r}")
     if unregistered not in UNREGISTERED_MODES:
-        raise InvalidOptionError(
+        raise InvalidArgumentError(
             f"unregistered must be one of {', '.join(UNREGISTERED_MODES)}, got {unregistered!r}"
         )
     if start_ts_init is not None:

@@ -202,6 +202,10 @@ def read_manifest(path: Path) -> RunManifest:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FormatError("missing manifest", path=path) from None
+    except (NotADirectoryError, IsADirectoryError):
+        # Not a run directory (a regular file was named as one), or a directory where the
+        # manifest should be: the same kind of error as a missing manifest.
+        raise FormatError("not a run directory: no manifest file", path=path) from None
     return decode_manifest(data, path)
 
 

@@ -58,7 +58,7 @@ from mmaplog.storage.index_keys import (
     keys_of_frame,
     posting_key,
 )
-from mmaplog.storage.layout import DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE
+from mmaplog.storage.layout import DEFAULT_SEGMENT_SIZE, MAX_KEY_BYTES, MIN_SEGMENT_SIZE
 from mmaplog.storage.manifest import (
     RunManifest,
     RunStatus,
@@ -637,8 +637,15 @@ class MmapBackend:
         return seqs[0] if seqs else None
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
+        """Every committed seq carrying (kind, key), ascending. A key longer than any key can
+        be stored (the writer refuses it) matches nothing, as a non-UUID correlation id does."""
         if not isinstance(kind, IndexKind):  # a name (the check is cheaper than the call)
             kind = IndexKind.of(kind)
+        if (
+            len(key) * 4 > MAX_KEY_BYTES
+            and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+        ):
+            return []
         if not self._writable:
             fast = point_reads.lookup_all(self._keys, self._index, kind, key)
             if fast is not None:
