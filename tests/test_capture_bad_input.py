@@ -3,6 +3,7 @@ refused at the call with a typed error; nothing is captured for it and the sessi
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def test_a_bad_message_is_refused_at_the_call_and_the_session_goes_on(
         ("t", "T", (IndexKey(IndexKind.TRADE_ID, 7),), None),  # type: ignore[arg-type]
         ("t", "T", (IndexKey(IndexKind.TRADE_ID, "\ud800"),), None),
         ("t", "T", (IndexKey(9, "k"),), None),  # type: ignore[arg-type]
+        ("t", "T", (IndexKey(IndexKind.CORRELATION_ID, "not-a-uuid"),), None),
         ("t", "T", (), 2**63),
         ("t", "T", (), -1),
     ],
@@ -125,3 +127,26 @@ def test_append_batch_refuses_a_field_of_the_wrong_type_and_writes_nothing(
     assert backend.high_watermark() == 0
     assert backend.append_batch([AppendEntry(good, ())]) == 1
     backend.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        Headers("not-a-uuid", None),  # type: ignore[arg-type]
+        Headers(None, 5),  # type: ignore[arg-type]
+        Headers(str(uuid.UUID(int=7)), None),  # type: ignore[arg-type]  # a str, not a UUID
+    ],
+)
+def test_a_header_id_that_is_no_uuid_is_refused_at_the_call(
+    tmp_path: Path, headers: Headers
+) -> None:
+    """Queued, it failed the writer (and on the pure core close() then waited 30 s)."""
+    store = Store(tmp_path)
+    session = store.open_session("x")
+    writer = session.writer
+    with pytest.raises(InvalidEntryError, match="uuid.UUID or None"):
+        writer.submit_fields("t", "T", b"p", None, headers)
+    assert writer.submit_fields("t", "T", b"ok", None, Headers(uuid.UUID(int=7), None)) == 2
+    final = session.close()
+    assert final.status is RunStatus.ENDED
+    assert verify(session.run_dir).is_clean

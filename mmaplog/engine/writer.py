@@ -59,7 +59,7 @@ from mmaplog.storage.backend import EventStore
 from mmaplog.storage.core import native
 from mmaplog.storage.entry import AppendEntry, EntryDraft, Headers, IndexKey
 from mmaplog.storage.entry_hash import headers_tail
-from mmaplog.storage.index_keys import bad_key_error, check_fields
+from mmaplog.storage.index_keys import bad_key_error, check_fields, check_headers
 from mmaplog.storage.manifest import SnapshotAnchor
 
 __all__ = [
@@ -303,6 +303,7 @@ class EventStoreWriter:
                     raise self._closed_error()
             return self._submit_stalled(topic, payload_type, payload, ts_init, headers, index_keys)
         check_fields(topic, payload_type, index_keys)
+        check_headers(headers)
         if ts_init is not None:
             check_ts_init(ts_init)
         if self._inline:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 
 from mmaplog.errors import BackendError, CorruptionError, InvalidEntryError
-from mmaplog.storage.entry import IndexKey, IndexKind
+from mmaplog.storage.entry import Headers, IndexKey, IndexKind
 from mmaplog.storage.layout import FLAG_CORRELATION, KEY_HEADER, MAX_KEY_BYTES, MAX_SYMBOL_BYTES
 from mmaplog.storage.segments import FrameView, Segment
 
@@ -82,6 +82,13 @@ def bad_key_error(why: str, key: object) -> BackendError:
         )
     if why == "ts":
         return InvalidEntryError(f"ts_init must be an int in 0..2**63-1, got {key!r}"[:120])
+    if why == "header":
+        return InvalidEntryError(
+            f"correlation_id and causation_id must be uuid.UUID or None, got "
+            f"{type(key).__name__} {repr(key)[:40]}"
+        )
+    if why == "correlation":
+        return InvalidEntryError(f"a correlation id key must be a UUID, got {text[:40]!r}")
     if why == "valid-kind":
         return InvalidEntryError(f"index kind must be one of {_KIND_RANGE}, got {key!r}")
     return BackendError(f"index kind must be 1..255, got {key!r}")
@@ -124,6 +131,19 @@ def check_fields(topic: object, payload_type: object, index_keys: Sequence[Index
             raise bad_key_error("key", text) from None
         if len(raw) > MAX_KEY_BYTES:
             raise bad_key_error("key", text)
+        if kind == CORRELATION_KIND:
+            try:
+                uuid.UUID(text)
+            except ValueError:
+                raise bad_key_error("correlation", text) from None
+
+
+def check_headers(headers: Headers) -> None:
+    """``InvalidEntryError`` (the native channel raises the same) for a header id that is not
+    a ``uuid.UUID``: refused at submit, where queued it would fail the writer."""
+    for value in (headers.correlation_id, headers.causation_id):
+        if value is not None and not isinstance(value, uuid.UUID):
+            raise bad_key_error("header", value)
 
 
 def build_key_block(

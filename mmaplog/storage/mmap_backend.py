@@ -54,6 +54,7 @@ from mmaplog.storage.hash_index import HashIndex
 from mmaplog.storage.index_keys import (
     CORRELATION_KIND,
     check_fields,
+    check_headers,
     fast_uuid,
     keys_of_frame,
     posting_key,
@@ -400,6 +401,7 @@ class MmapBackend:
         check_batch(batch, self._hwm)
         for item in batch:  # before any frame is written: a bad field leaves nothing behind
             check_fields(item.entry.topic, item.entry.payload_type, item.index_keys)
+            check_headers(item.entry.headers)
         rows = [
             (
                 e.seq,

@@ -289,6 +289,15 @@ static int check_keys(mml_channel *ch, PyObject *keys) {
                    (size_t)len > MML_MAX_KEY_BYTES) {
             PyErr_Clear();
             rc = raise_entry_error(ch, "key", text_obj);
+        } else if (kind == (long)MML_KIND_CORRELATION) {
+            /* posting_key raises for a correlation id that is no UUID (the writer would fail) */
+            PyObject *stored =
+                PyObject_CallFunctionObjArgs(ch->posting_key, kind_obj, text_obj, NULL);
+            if (stored == NULL || !PyBytes_Check(stored) || PyBytes_GET_SIZE(stored) != 16) {
+                PyErr_Clear();
+                rc = raise_entry_error(ch, "correlation", text_obj);
+            }
+            Py_XDECREF(stored);
         }
         Py_DECREF(kind_obj);
         Py_DECREF(text_obj);
@@ -337,18 +346,25 @@ static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyOb
         PyBuffer_Release(&payload);
         return -1;
     }
-    int bad = 0; /* the entry is queued, but fails the writer when it reaches it */
+    /* A header id that is no UUID is refused here, at the call: queued, it would fail the
+     * writer and with it the session. */
+    PyObject *bad_id = NULL;
     if (corr != Py_None) {
         slot.flags |= MML_FLAG_CORRELATION;
-        if (uuid_bytes(corr, slot.corr) < 0) bad = 1;
+        if (uuid_bytes(corr, slot.corr) < 0) bad_id = corr;
     }
-    if (!bad && caus != Py_None) {
+    if (bad_id == NULL && caus != Py_None) {
         slot.flags |= MML_FLAG_CAUSATION;
-        if (uuid_bytes(caus, slot.caus) < 0) bad = 1;
+        if (uuid_bytes(caus, slot.caus) < 0) bad_id = caus;
+    }
+    if (bad_id != NULL) {
+        PyErr_Clear();
+        raise_entry_error(ch, "header", bad_id);
     }
     Py_DECREF(corr);
     Py_DECREF(caus);
-    if (bad && remember_current(ch, seq) < 0) goto fail;
+    if (bad_id != NULL) goto fail;
+    int bad = 0; /* the entry is queued, but fails the writer when it reaches it */
 
     /* index keys -> key block and posting list sizes */
     key_view few[MAX_KEYS];
