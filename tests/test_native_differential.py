@@ -171,7 +171,9 @@ def test_many_keys_grow_the_hash_index_identically(tmp_path, monkeypatch):
         assert reader.lookup_all(IndexKind.TRADE_ID, "T-5") == list(range(6, 6001, 97))
 
 
-def test_a_bad_key_fails_the_native_writer_with_the_pure_paths_error(tmp_path, monkeypatch):
+def test_a_bad_key_is_refused_at_the_call_by_both_cores_with_one_message(tmp_path, monkeypatch):
+    """A correlation-id key that is no UUID used to be queued and fail the writer (and the
+    session with it); both cores now refuse it at submit, in the same words, and go on."""
     bad = ("t", "P", b"x", 1000, Headers(), (IndexKey(IndexKind.CORRELATION_ID, "not-a-uuid"),))
     messages = []
     for name, flag in (("pure", False), ("native", True)):
@@ -180,14 +182,15 @@ def test_a_bad_key_fails_the_native_writer_with_the_pure_paths_error(tmp_path, m
         backend.open_run(RunManifest(run_id=RUN_ID, instance_id="diff", start_ts_init=1000))
         writer = EventStoreWriter.spawn(backend, TestClock(5), noop_halt, WriterConfig())
         writer.submit_fields("t", "P", b"ok", 1000)
-        writer.submit_fields(*bad)
-        with pytest.raises(WriterBrokenError, match="not a UUID") as raised:
-            writer.flush(10)
+        with pytest.raises(InvalidEntryError) as raised:
+            writer.submit_fields(*bad)
         messages.append(str(raised.value))
-        writer.abandon()
+        assert writer.submit_fields("t", "P", b"after", 1001) == 2
+        writer.flush(10)
+        writer.close()
         backend.close()
     assert messages[0] == messages[1]
-    assert "correlation id key is not a UUID: 'not-a-uuid'" in messages[1]
+    assert "a correlation id key must be a UUID, got 'not-a-uuid'" in messages[1]
 
 
 def test_postings_of_a_batch_cut_before_its_commit_are_rolled_back_by_recovery(
