@@ -211,15 +211,6 @@ static int remember_current(mml_channel *ch, uint64_t seq) {
     return rc;
 }
 
-/* A BackendError built by the Python side for an index key the pure path rejects. */
-static int remember_key_error(mml_channel *ch, uint64_t seq, const char *why, PyObject *key) {
-    PyObject *error = PyObject_CallFunction(ch->make_error, "sO", why, key);
-    if (error == NULL) return -1;
-    int rc = remember_error(ch, seq, error);
-    Py_DECREF(error);
-    return rc;
-}
-
 /* Reserve `need` contiguous arena bytes; NULL when the arena is full (backpressure). */
 static unsigned char *arena_reserve(mml_channel *ch, size_t need, size_t *cost) {
     size_t used = atomic_load_explicit(&ch->arena_used, memory_order_acquire);
@@ -262,67 +253,93 @@ static int check_name(mml_channel *ch, PyObject *name) {
     return raise_entry_error(ch, "name", name);
 }
 
-/* index_keys.check_fields' key checks, before anything is queued: a key that cannot be
- * framed is refused at the call, never deferred to the writer (MML_SLOT_BAD). */
-static int check_keys(mml_channel *ch, PyObject *keys) {
-    PyObject *seq = PySequence_Fast(keys, "index_keys must be a sequence");
-    if (seq == NULL) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    int rc = 0;
-    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+/* Queue one entry under `seq`: 1 queued, 0 no room (nothing taken), -1 a Python error. */
+static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyObject *topic,
+                        PyObject *ptype, PyObject *payload_obj, uint64_t ts_init,
+                        PyObject *headers, PyObject *keys, PyObject *digest) {
+    if (check_name(ch, topic) < 0 || check_name(ch, ptype) < 0) return -1;
+
+    /* index keys: each checked as index_keys.check_fields checks it, refused here at the call
+     * (queued, it would fail the writer and the session with it), and measured for the key
+     * block and the posting list */
+    key_view few[MAX_KEYS];
+    key_view *views = few;
+    PyObject *key_objs = PySequence_Fast(keys, "index_keys must be a sequence");
+    if (key_objs == NULL) return -1;
+    Py_ssize_t nkeys = PySequence_Fast_GET_SIZE(key_objs);
+    if (nkeys > MAX_KEYS) { /* rare: more keys than the stack array holds */
+        views = PyMem_Malloc((size_t)nkeys * sizeof(key_view));
+        if (views == NULL) {
+            Py_DECREF(key_objs);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    size_t keys_len = 0, postings_len = 0;
+    PyObject **items = PySequence_Fast_ITEMS(key_objs);
+    for (Py_ssize_t i = 0; i < nkeys; i++) {
         PyObject *kind_obj = FIELD(key, items[i], 0);
         PyObject *text_obj = kind_obj != NULL ? FIELD(key, items[i], 1) : NULL;
         if (text_obj == NULL) {
             Py_XDECREF(kind_obj);
-            rc = -1;
-            break;
+            DROP_KEYS();
+            return -1;
         }
         long kind = PyLong_Check(kind_obj) && !PyBool_Check(kind_obj) ? PyLong_AsLong(kind_obj)
                                                                        : 0;
         if (kind == -1 && PyErr_Occurred()) PyErr_Clear();
-        Py_ssize_t len;
+        key_view *v = &views[i];
+        v->kind = (unsigned)kind;
+        v->posted_is_uuid = 0;
+        int rc = 0;
         if (kind < 1 || kind > (long)MML_KIND_CORRELATION) {
             rc = raise_entry_error(ch, "valid-kind", kind_obj);
         } else if (!PyUnicode_Check(text_obj) ||
-                   PyUnicode_AsUTF8AndSize(text_obj, &len) == NULL ||
-                   (size_t)len > MML_MAX_KEY_BYTES) {
+                   (v->text = PyUnicode_AsUTF8AndSize(text_obj, &v->text_len)) == NULL ||
+                   (size_t)v->text_len > MML_MAX_KEY_BYTES) {
             PyErr_Clear();
             rc = raise_entry_error(ch, "key", text_obj);
         } else if (kind == (long)MML_KIND_CORRELATION) {
-            /* posting_key raises for a correlation id that is no UUID (the writer would fail) */
+            /* stored as its 16 raw UUID bytes; posting_key raises for one that is no UUID */
             PyObject *stored =
                 PyObject_CallFunctionObjArgs(ch->posting_key, kind_obj, text_obj, NULL);
-            if (stored == NULL || !PyBytes_Check(stored) || PyBytes_GET_SIZE(stored) != 16) {
+            if (stored != NULL && PyBytes_Check(stored) && PyBytes_GET_SIZE(stored) == 16) {
+                memcpy(v->posted, PyBytes_AS_STRING(stored), 16);
+                v->posted_is_uuid = 1;
+            } else {
                 PyErr_Clear();
                 rc = raise_entry_error(ch, "correlation", text_obj);
             }
             Py_XDECREF(stored);
         }
         Py_DECREF(kind_obj);
-        Py_DECREF(text_obj);
+        Py_DECREF(text_obj); /* the UTF-8 buffer lives as long as the key object does */
+        if (rc < 0) {
+            DROP_KEYS();
+            return -1;
+        }
+        keys_len += 3 + (size_t)v->text_len;
+        postings_len += 3 + (v->posted_is_uuid ? 16 : (size_t)v->text_len);
     }
-    Py_DECREF(seq);
-    return rc;
-}
 
-/* Queue one entry under `seq`: 1 queued, 0 no room (nothing taken), -1 a Python error. */
-static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyObject *topic,
-                        PyObject *ptype, PyObject *payload_obj, uint64_t ts_init,
-                        PyObject *headers, PyObject *keys, PyObject *digest) {
-    if (check_name(ch, topic) < 0 || check_name(ch, ptype) < 0 || check_keys(ch, keys) < 0)
-        return -1;
     uint64_t head = atomic_load_explicit(&ch->head, memory_order_relaxed);
     uint64_t taken = atomic_load_explicit(&ch->taken, memory_order_acquire);
-    if (head - taken >= ch->capacity) return 0; /* channel_capacity entries wait */
+    if (head - taken >= ch->capacity) { /* channel_capacity entries wait */
+        DROP_KEYS();
+        return 0;
+    }
     Py_buffer payload;
-    if (PyObject_GetBuffer(payload_obj, &payload, PyBUF_SIMPLE) < 0) return -1;
+    if (PyObject_GetBuffer(payload_obj, &payload, PyBUF_SIMPLE) < 0) {
+        DROP_KEYS();
+        return -1;
+    }
     mml_slot slot;
     memset(&slot, 0, sizeof slot);
     slot.seq = seq;
     slot.ts_publish = ts_publish;
     slot.ts_init = ts_init;
     if ((uint64_t)payload.len > UINT32_MAX) {
+        DROP_KEYS();
         PyBuffer_Release(&payload);
         PyErr_SetString(PyExc_OverflowError, "payload larger than 4 GiB");
         return -1;
@@ -330,6 +347,7 @@ static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyOb
     slot.payload_len = (uint32_t)payload.len;
     if (digest != NULL && digest != Py_None) {
         if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 16) {
+            DROP_KEYS();
             PyBuffer_Release(&payload);
             PyErr_SetString(PyExc_ValueError, "entry_hash must be 16 bytes");
             return -1;
@@ -343,6 +361,7 @@ static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyOb
     PyObject *caus = corr != NULL ? FIELD(headers, headers, 1) : NULL;
     if (caus == NULL) {
         Py_XDECREF(corr);
+        DROP_KEYS();
         PyBuffer_Release(&payload);
         return -1;
     }
@@ -363,77 +382,13 @@ static int submit_entry(mml_channel *ch, uint64_t seq, uint64_t ts_publish, PyOb
     }
     Py_DECREF(corr);
     Py_DECREF(caus);
-    if (bad_id != NULL) goto fail;
-    int bad = 0; /* the entry is queued, but fails the writer when it reaches it */
-
-    /* index keys -> key block and posting list sizes */
-    key_view few[MAX_KEYS];
-    key_view *views = few;
-    PyObject *key_objs = PySequence_Fast(keys, "index_keys must be a sequence");
-    if (key_objs == NULL) goto fail;
-    Py_ssize_t nkeys = PySequence_Fast_GET_SIZE(key_objs);
-    if (nkeys > MAX_KEYS) { /* rare: more keys than the stack array holds */
-        views = PyMem_Malloc((size_t)nkeys * sizeof(key_view));
-        if (views == NULL) {
-            DROP_KEYS();
-            PyErr_NoMemory();
-            goto fail;
-        }
-    }
-    size_t keys_len = 0, postings_len = 0;
-    PyObject **items = PySequence_Fast_ITEMS(key_objs);
-    for (Py_ssize_t i = 0; i < nkeys && !bad; i++) {
-        PyObject *kind_obj = FIELD(key, items[i], 0);
-        PyObject *text_obj = kind_obj != NULL ? FIELD(key, items[i], 1) : NULL;
-        if (text_obj == NULL) {
-            Py_XDECREF(kind_obj);
-            DROP_KEYS();
-            goto fail;
-        }
-        long kind = PyLong_AsLong(kind_obj);
-        key_view *v = &views[i];
-        v->kind = (unsigned)kind;
-        v->posted_is_uuid = 0;
-        v->text = PyErr_Occurred() ? NULL : PyUnicode_AsUTF8AndSize(text_obj, &v->text_len);
-        if (v->text == NULL) {
-            bad = 1;
-            if (remember_current(ch, seq) < 0) bad = -1;
-        } else if ((size_t)v->text_len > MML_MAX_KEY_BYTES) {
-            /* The pure path's two messages: one key (not a correlation id) is framed by the
-             * fast path, which does not quote the key. */
-            int single = nkeys == 1 && kind != (long)MML_KIND_CORRELATION;
-            bad = 1;
-            if (remember_key_error(ch, seq, single ? "long-single" : "long", text_obj) < 0)
-                bad = -1;
-        } else if (kind == (long)MML_KIND_CORRELATION) {
-            PyObject *stored = PyObject_CallFunctionObjArgs(ch->posting_key, kind_obj,
-                                                            text_obj, NULL);
-            if (stored == NULL || !PyBytes_Check(stored) || PyBytes_GET_SIZE(stored) != 16) {
-                Py_XDECREF(stored);
-                PyErr_Clear();
-                bad = 1;
-                if (remember_key_error(ch, seq, "uuid", text_obj) < 0) bad = -1;
-            } else {
-                memcpy(v->posted, PyBytes_AS_STRING(stored), 16);
-                v->posted_is_uuid = 1;
-                Py_DECREF(stored);
-            }
-        } else if (kind < 1 || kind > 255) {
-            bad = 1;
-            if (remember_key_error(ch, seq, "kind", kind_obj) < 0) bad = -1;
-        }
-        Py_DECREF(kind_obj);
-        Py_DECREF(text_obj); /* the UTF-8 buffer lives as long as the key object does */
-        if (!bad) {
-            keys_len += 3 + (size_t)v->text_len;
-            postings_len += 3 + (v->posted_is_uuid ? 16 : (size_t)v->text_len);
-        }
-    }
-    if (bad < 0) {
+    if (bad_id != NULL) {
         DROP_KEYS();
         goto fail;
     }
-    if (!bad && (slot.flags & MML_FLAG_CORRELATION)) postings_len += 3 + 16;
+    int bad = 0; /* the entry is queued, but fails the writer when it reaches it */
+
+    if (slot.flags & MML_FLAG_CORRELATION) postings_len += 3 + 16;
     if (keys_len > UINT16_MAX) { /* the frame stores keys_len as u16 */
         bad = 1;
         PyErr_SetString(PyExc_OverflowError, "index-key block larger than 65535 bytes");
