@@ -109,19 +109,19 @@ static void leaf_hash(const leaf_fields *e, unsigned char *out) {
 
 /* The leaves of n entries: records (n * 96 bytes), payload i at pay[i] (pay_len[i] bytes),
  * the framed names by symbol id (ids checked by the caller). Runs without the GIL. */
-static void hash_leaves(const unsigned char *recs, size_t n, const span *names, const span *pay,
-                        unsigned char *out) {
+static void hash_leaves(const unsigned char *recs, size_t n, const mml_name_ref *names,
+                        const span *pay, unsigned char *out) {
     for (size_t i = 0; i < n; i++) {
         const unsigned char *r = recs + i * MML_INDEX_RECORD_SIZE;
-        const span *topic = &names[rd_le32(r + REC_TOPIC)];
-        const span *ptype = &names[rd_le32(r + REC_PTYPE)];
+        const mml_name_ref *topic = &names[rd_le32(r + REC_TOPIC)];
+        const mml_name_ref *ptype = &names[rd_le32(r + REC_PTYPE)];
         const leaf_fields e = {
             .seq = rd_le64(r + REC_SEQ),
             .ts_init = rd_le64(r + REC_TS_INIT),
             .ts_publish = rd_le64(r + REC_TS_PUBLISH),
-            .topic = topic->p,
+            .topic = topic->bytes,
             .topic_len = topic->len,
-            .ptype = ptype->p,
+            .ptype = ptype->bytes,
             .ptype_len = ptype->len,
             .payload = pay[i].p,
             .payload_len = pay[i].len,
@@ -136,14 +136,12 @@ static void hash_leaves(const unsigned char *recs, size_t n, const span *names, 
 /* The records buffer and the framed names, checked: whole records, every symbol id named. */
 typedef struct {
     Py_buffer rec;
-    PyObject *names; /* PySequence_Fast */
-    span *name_spans;
+    mml_names names;
     Py_ssize_t n;
 } leaf_input;
 
 static void leaf_input_release(leaf_input *in) {
-    PyMem_Free(in->name_spans);
-    Py_XDECREF(in->names);
+    mml_names_release(&in->names);
     if (in->rec.obj != NULL) PyBuffer_Release(&in->rec);
 }
 
@@ -155,23 +153,8 @@ static int leaf_input_get(leaf_input *in, PyObject *records_obj, PyObject *frame
         return -1;
     }
     in->n = in->rec.len / MML_INDEX_RECORD_SIZE;
-    in->names = PySequence_Fast(framed_obj, "framed must be a sequence of bytes");
-    if (in->names == NULL) return -1;
-    Py_ssize_t n_names = PySequence_Fast_GET_SIZE(in->names);
-    in->name_spans = PyMem_Calloc((size_t)n_names + 1, sizeof *in->name_spans);
-    if (in->name_spans == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n_names; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(in->names, i);
-        if (!PyBytes_Check(item)) {
-            PyErr_SetString(PyExc_TypeError, "framed names must be bytes");
-            return -1;
-        }
-        in->name_spans[i].p = (const unsigned char *)PyBytes_AS_STRING(item);
-        in->name_spans[i].len = (size_t)PyBytes_GET_SIZE(item);
-    }
+    if (mml_names_get(&in->names, framed_obj) < 0) return -1;
+    Py_ssize_t n_names = in->names.n;
     const unsigned char *recs = in->rec.buf;
     for (Py_ssize_t i = 0; i < in->n; i++) {
         const unsigned char *r = recs + (size_t)i * MML_INDEX_RECORD_SIZE;
@@ -189,7 +172,7 @@ static PyObject *leaves_of(leaf_input *in, const span *pay) {
     if (result == NULL) return NULL;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
     Py_BEGIN_ALLOW_THREADS
-    hash_leaves(in->rec.buf, (size_t)in->n, in->name_spans, pay, out);
+    hash_leaves(in->rec.buf, (size_t)in->n, in->names.refs, pay, out);
     Py_END_ALLOW_THREADS
     return result;
 }
@@ -522,7 +505,7 @@ static PyObject *py_merkle_extend(PyObject *Py_UNUSED(module), PyObject *args) {
     memcpy(stack, hb.buf, (size_t)hb.len);
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
-    hash_leaves(in.rec.buf, n, in.name_spans, pin.pay, leaves);
+    hash_leaves(in.rec.buf, n, in.names.refs, pin.pay, leaves);
     size_t nfar = fold_leaves(stack, &depth, size, leaves, n, dense, far);
     err = write_at(fd, dense, (2 * n - 1) * MML_SHA256_SIZE,
                    TREE_HEADER_SIZE + (uint64_t)MML_SHA256_SIZE * 2 * size);

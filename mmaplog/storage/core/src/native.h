@@ -168,6 +168,20 @@ typedef struct {
     size_t len;
 } mml_name_ref;
 
+/* The framed name of every symbol id (index 0 unused), from a Python sequence of bytes (None:
+ * no names): a tuple of its own, so the bytes stay alive while the GIL is released whatever
+ * happens to the caller's list, and spans into it. mml_names_get: -1 with an exception (a
+ * TypeError "names must be bytes" for an item that is not); mml_names_release is safe after
+ * a failed get. */
+typedef struct {
+    PyObject *tuple;
+    mml_name_ref *refs;
+    Py_ssize_t n;
+} mml_names;
+
+int mml_names_get(mml_names *names, PyObject *seq);
+void mml_names_release(mml_names *names);
+
 typedef struct {
     const unsigned char *index;
     size_t index_len;
@@ -182,8 +196,7 @@ typedef struct {
     Py_buffer *segbufs;
     mml_seg_map *seg_store;
     Py_ssize_t got_segs;
-    mml_name_ref *name_store;
-    PyObject *name_objs;
+    mml_names name_set;
 } mml_frames;
 
 #define MML_FRAME_OK 0

@@ -301,14 +301,43 @@ int mml_check_frame(const mml_frames *fr, uint64_t seq, int entry_hash, Py_ssize
     return RC_OK;
 }
 
+int mml_names_get(mml_names *names, PyObject *seq) {
+    memset(names, 0, sizeof *names);
+    if (seq == Py_None) return 0;
+    names->tuple = PySequence_Tuple(seq);
+    if (names->tuple == NULL) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(names->tuple);
+    names->refs = PyMem_Calloc((size_t)n + 1, sizeof(mml_name_ref));
+    if (names->refs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *name = PyTuple_GET_ITEM(names->tuple, k);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be bytes");
+            return -1;
+        }
+        names->refs[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
+        names->refs[k].len = (size_t)PyBytes_GET_SIZE(name);
+    }
+    names->n = n;
+    return 0;
+}
+
+void mml_names_release(mml_names *names) {
+    PyMem_Free(names->refs);
+    Py_XDECREF(names->tuple);
+    memset(names, 0, sizeof *names);
+}
+
 void mml_frames_release(mml_frames *fr) {
     for (Py_ssize_t k = 0; k < fr->got_segs; k++)
         if (fr->seg_store[k].buf != NULL) PyBuffer_Release(&fr->segbufs[k]);
     if (fr->have_index) PyBuffer_Release(&fr->index_buf);
     PyMem_Free(fr->segbufs);
     PyMem_Free(fr->seg_store);
-    PyMem_Free(fr->name_store);
-    Py_XDECREF(fr->name_objs);
+    mml_names_release(&fr->name_set);
     memset(fr, 0, sizeof *fr);
 }
 
@@ -319,29 +348,16 @@ int mml_frames_get(mml_frames *fr, PyObject *index_obj, int checksummed, PyObjec
         PyErr_SetString(PyExc_TypeError, "segments must be a list");
         return -1;
     }
-    /* A tuple of its own: the name bytes stay alive while the GIL is released, whatever
-     * happens to the caller's list meanwhile. */
-    fr->name_objs = PySequence_Tuple(names_obj);
-    if (fr->name_objs == NULL) return -1;
-    Py_ssize_t nsegs = PyList_GET_SIZE(segs_obj), nnames = PyTuple_GET_SIZE(fr->name_objs);
+    if (mml_names_get(&fr->name_set, names_obj) < 0) return -1;
+    Py_ssize_t nsegs = PyList_GET_SIZE(segs_obj);
     fr->segbufs = PyMem_Calloc((size_t)nsegs + 1, sizeof(Py_buffer));
     fr->seg_store = PyMem_Calloc((size_t)nsegs + 1, sizeof(mml_seg_map));
-    fr->name_store = PyMem_Calloc((size_t)nnames + 1, sizeof(mml_name_ref));
-    if (fr->segbufs == NULL || fr->seg_store == NULL || fr->name_store == NULL) {
+    if (fr->segbufs == NULL || fr->seg_store == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     if (get_buffer(index_obj, &fr->index_buf) < 0) return -1;
     fr->have_index = 1;
-    for (Py_ssize_t k = 0; k < nnames; k++) {
-        PyObject *name = PyTuple_GET_ITEM(fr->name_objs, k);
-        if (!PyBytes_Check(name)) {
-            PyErr_SetString(PyExc_TypeError, "names must be bytes");
-            return -1;
-        }
-        fr->name_store[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
-        fr->name_store[k].len = (size_t)PyBytes_GET_SIZE(name);
-    }
     for (Py_ssize_t k = 0; k < nsegs; k++) {
         PyObject *item = PyList_GET_ITEM(segs_obj, k);
         unsigned long long number;
@@ -368,8 +384,8 @@ int mml_frames_get(mml_frames *fr, PyObject *index_obj, int checksummed, PyObjec
     fr->checksummed = checksummed;
     fr->segs = fr->seg_store;
     fr->nsegs = nsegs;
-    fr->names = fr->name_store;
-    fr->nnames = nnames;
+    fr->names = fr->name_set.refs;
+    fr->nnames = fr->name_set.n;
     return 0;
 }
 

@@ -319,13 +319,8 @@ static int frame_key_hashes(const unsigned char *seg, size_t size, uint64_t off,
 
 /* --- checksums, fields and entry hashes (_fast second pass, _accept, check_entry_hashes) ------ */
 
-typedef struct {
-    const unsigned char *bytes;
-    size_t len;
-} name_ref;
-
 /* The canonical entry hash of the frame at f (bounds checked by the caller). */
-static void entry_hash(const unsigned char *f, const name_ref *topic, const name_ref *ptype,
+static void entry_hash(const unsigned char *f, const mml_name_ref *topic, const mml_name_ref *ptype,
                        uint32_t plen, unsigned char out[16]) {
     unsigned char head[MML_STREAM_HEAD], lenbe[8], tail[MML_STREAM_TAIL_MAX];
     mml_stream_head(head, ld64(f + 8), ld64(f + 16), ld64(f + 24));
@@ -391,23 +386,14 @@ static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "rows out of range of the arrays");
         return NULL;
     }
-    Py_ssize_t nnames = names_obj == Py_None ? 0 : PyList_GET_SIZE(names_obj);
-    name_ref *names = PyMem_Calloc((size_t)nnames + 1, sizeof(name_ref));
-    if (names == NULL) {
+    mml_names name_set;
+    if (mml_names_get(&name_set, names_obj) < 0) {
+        mml_names_release(&name_set);
         release(&b);
-        return PyErr_NoMemory();
+        return NULL;
     }
-    for (Py_ssize_t k = 0; k < nnames; k++) {
-        PyObject *name = PyList_GET_ITEM(names_obj, k);
-        if (!PyBytes_Check(name)) {
-            PyMem_Free(names);
-            release(&b);
-            PyErr_SetString(PyExc_TypeError, "names must be bytes");
-            return NULL;
-        }
-        names[k].bytes = (const unsigned char *)PyBytes_AS_STRING(name);
-        names[k].len = (size_t)PyBytes_GET_SIZE(name);
-    }
+    const mml_name_ref *names = name_set.refs;
+    Py_ssize_t nnames = name_set.n;
     pair_set ps = {0};
     uint64_t total = 0, mismatches = 0, key_sum = 0, key_count = 0;
     uint64_t ts_count = 0, ts_lo = UINT64_MAX, ts_hi = 0;
@@ -482,7 +468,7 @@ static PyObject *py_check_frames(PyObject *Py_UNUSED(module), PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
-    PyMem_Free(names);
+    mml_names_release(&name_set);
     release(&b);
     PyObject *out = NULL, *pairs = NULL;
     if (bounds) {
