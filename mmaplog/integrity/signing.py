@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mmaplog.errors import SigningKeyError
 from mmaplog.storage.checkpoints import Checkpoint
+from mmaplog.storage.fileio import FILE_MODE
 
 __all__ = [
     "SIGNING_KEY_ENV",
@@ -161,7 +162,7 @@ def generate_key_pair(out: Path | str) -> tuple[Path, Path, str]:
     )
     _create_exclusive(private_path, pem, 0o600)
     try:
-        _create_exclusive(public_path, pub, 0o644)
+        _create_exclusive(public_path, pub, FILE_MODE)
     except BaseException:
         private_path.unlink(missing_ok=True)  # a private key without its public half helps no one
         raise

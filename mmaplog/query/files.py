@@ -9,9 +9,10 @@ import os
 import stat
 from pathlib import Path
 
+from mmaplog.storage.fileio import FILE_MODE
+
 __all__ = ["DIR_MODE", "FILE_MODE", "make_dirs", "mask_writable", "open_new", "write_text"]
 
-FILE_MODE = 0o644
 DIR_MODE = 0o755
 _GROUP_OTHER_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
