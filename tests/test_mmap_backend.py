@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from mmaplog import ChecksumMismatchError, CorruptionError, LogBusyError, RunStatus
+from mmaplog import ChecksumMismatchError, CorruptionError, IndexKind, LogBusyError, RunStatus
 from mmaplog.storage.mmap_backend import MmapBackend
 from tests.backend_conformance import BackendConformance
 from tests.conftest import append_item, make_manifest
@@ -55,6 +56,48 @@ def test_open_run_creates_the_run_directory_layout(tmp_path):
     for path in run_dir.rglob("*"):
         assert not path.stat().st_mode & 0o002, f"{path} is world-writable"
     backend.close()
+
+
+def test_a_run_is_whole_when_it_appears_under_its_name(tmp_path, monkeypatch):
+    """The run directory is renamed into place with every file in it, so a reader that lists
+    the run while it is being born can open it (keys.hix was once created after the rename),
+    and keys.hix still grows in place under the final name."""
+    seen: list[list[str]] = []
+    rename = os.rename
+
+    def watching(src, dst, *args, **kwargs):
+        if Path(src).name.startswith(".tmp-"):
+            seen.append(sorted(p.name for p in Path(src).iterdir()))
+        return rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", watching)
+    backend = MmapBackend(tmp_path, "trader-001", segment_size=SEG)
+    backend.open_run(make_manifest())
+    monkeypatch.undo()
+    assert seen == [["LOCK", "index.idx", "keys.hix", "manifest.json", "segments", "symbols.sym"]]
+    run_dir = tmp_path / "trader-001" / "1700000000000000000-00000001"
+    renamed_to: list[Path] = []
+
+    replace = os.replace
+
+    def watching_keys(src, dst, *args, **kwargs):
+        renamed_to.append(Path(dst))
+        return replace(src, dst, *args, **kwargs)
+
+    # Enough keys to rebuild the slot table: a new file renamed over the final path.
+    monkeypatch.setattr(os, "replace", watching_keys)
+    items = [append_item(i, (IndexKind.CLIENT_ORDER_ID, f"O-{i}")) for i in range(1, 20_001)]
+    backend.append_batch(items)
+    backend.sync()
+    backend.close()
+    monkeypatch.undo()
+    assert run_dir / "keys.hix" in renamed_to
+    assert not list(tmp_path.joinpath("trader-001").glob(".tmp-*"))
+    reader = MmapBackend.open_existing(run_dir, writable=False)
+    try:
+        assert reader.lookup_all(IndexKind.CLIENT_ORDER_ID, "O-19999") == [19999]
+    finally:
+        reader.close()
 
 
 def test_entries_roll_over_into_new_segments_and_stay_readable(tmp_path):

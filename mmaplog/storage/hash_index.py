@@ -234,6 +234,11 @@ class HashIndex:
     def path(self) -> Path:
         return self._path
 
+    def rebind(self, path: Path) -> None:
+        """The file was renamed with its directory: the fd stays valid, and a table rebuild
+        (which renames a new file over this path) must use the new name."""
+        self._path = path
+
     @property
     def writable(self) -> bool:
         return self._writable

@@ -296,13 +296,14 @@ class MmapBackend:
             self._segments = self._segment_set(tmp)
             self._segments.create_first()
             self._checks = ReadChecks(self._index, self._segments, self._symbols, self._framer)
+            # Every file exists before the rename: a reader that lists the run while it is
+            # being born finds it whole (keys.hix used to follow the rename, and a reader
+            # opening the run in between was told "missing hash index").
+            self._keys = HashIndex.create(tmp / KEYS, initial_slots=_INITIAL_KEY_SLOTS)
             write_manifest(tmp / MANIFEST, manifest)
             os.rename(tmp, run_dir)
             fsync_dir(parent)
             self._rebind_paths(run_dir)
-            # Created after the rename because it keeps its path (it replaces itself to grow).
-            # A crash before this line leaves a run without keys.hix, which recovery rebuilds.
-            self._keys = HashIndex.create(run_dir / KEYS, initial_slots=_INITIAL_KEY_SLOTS)
         except OSError as exc:
             self.close()
             raise classify_os_error(exc, f"create run {run_dir}") from exc
@@ -318,6 +319,8 @@ class MmapBackend:
         self._require_segments().rebind(run_dir / SEGMENTS)
         self._require_index().path = run_dir / INDEX
         self._require_symbols().path = run_dir / SYMBOLS
+        if self._keys is not None:
+            self._keys.rebind(run_dir / KEYS)
 
     # --- accessors --------------------------------------------------------------------------
     def _run(self) -> RunManifest:
