@@ -107,7 +107,12 @@ def files_of(run_dir: Path) -> dict[str, bytes]:
 @settings(
     max_examples=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    # Big payloads and long key lists are the point: do not fail on how much data they take.
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
 )
 @given(
     items=st.lists(drafts(), min_size=1, max_size=120),
