@@ -9,6 +9,8 @@ a typed ``ReplayIntegrityError`` — raised, or with ``continue_on_error`` recor
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 from collections.abc import Callable, Iterator
 
@@ -71,8 +73,12 @@ class EntrySource:
         self.options = options
         self._on_idle = on_idle
         self.first_seq = first_seq
-        self.next_seq: int | None = first_seq
-        self.verified = 0
+        # ``verified`` and ``next_seq`` count the entries handed out. Within a checked chunk
+        # they are read off the chunk's list iterator, so handing out an entry costs no Python
+        # work of its own. One tuple, replaced whole, so another thread's ``state()`` reads a
+        # consistent pair: (verified before the open chunk, next seq, open chunk or None),
+        # an open chunk being (its first seq, its length, the iterator handing it out).
+        self._progress: tuple[int, int | None, _Open | None] = (0, first_seq, None)
         self.skipped_by_filter = 0
         self.skipped_by_error = 0
         self.stopped_following: str | None = None
@@ -80,6 +86,35 @@ class EntrySource:
         self._stop = stop
         self._key_seqs: SeqArray | None = None
         self._key_hwm = -1
+
+    @property
+    def verified(self) -> int:
+        """Entries checked and handed out so far (or passed over by a filter's mask)."""
+        base, _, chunk = self._progress
+        return base + _handed(chunk)
+
+    @verified.setter
+    def verified(self, value: int) -> None:
+        _, next_seq, chunk = self._progress
+        self._progress = (value - _handed(chunk), next_seq, chunk)
+
+    @property
+    def next_seq(self) -> int | None:
+        """The seq of the next entry to hand out; None once the source is exhausted."""
+        _, next_seq, chunk = self._progress
+        return next_seq if chunk is None else chunk[0] + _handed(chunk)
+
+    @next_seq.setter
+    def next_seq(self, value: int | None) -> None:
+        base, _, chunk = self._progress
+        self._progress = (base + _handed(chunk), value, None)
+
+    def _close(self) -> None:
+        """Fold the open chunk's progress into the counters."""
+        base, next_seq, chunk = self._progress
+        if chunk is not None:
+            handed = _handed(chunk)
+            self._progress = (base + handed, chunk[0] + handed, None)
 
     # -- the iterator ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Entry]:
@@ -170,22 +205,39 @@ class EntrySource:
         """Entries ``start..=end`` through ``Reader.scan``; a storage error is reported for
         its seq and the scan resumes after it."""
         cursor = start
-        # The backend's range iterator directly: one generator fewer per entry than
-        # Reader.scan, which would only split the (at most CHUNK) range into the same call.
-        scan = self.reader.backend.iter_range
+        # The backend's checked chunks directly: no generator per entry, as Reader.scan would
+        # add. Payloads are copied: a bytes object of a typical message is cheaper to make than
+        # a memoryview slice of the segment (0.42 against 0.55-0.63 us per demo entry),
+        # decodes as fast, and a handler that keeps an entry does not pin the run's mappings.
+        chunks = functools.partial(self.reader.backend.iter_chunks, copy=True)
+        scan = functools.partial(self.reader.backend.iter_range, copy=True)
         while cursor <= end:
             try:
                 if mask is None:
-                    for entry in scan(cursor, end, copy=False):
-                        if entry.seq != cursor:
+                    for entries in chunks(cursor, end):
+                        length = len(entries)
+                        if not length:
+                            continue
+                        if entries[0].seq != cursor or entries[-1].seq != cursor + length - 1:
+                            # Not the seqs asked for (never from a checked chunk): hand out
+                            # the ones that are, the first other one is reported missing.
+                            for entry in entries:
+                                if entry.seq != cursor:
+                                    break
+                                cursor += 1
+                                self.verified += 1
+                                self.next_seq = cursor
+                                yield entry
                             break
-                        cursor += 1
-                        self.verified += 1
-                        self.next_seq = cursor
-                        yield entry
+                        it = iter(entries)
+                        base, _, _ = self._progress
+                        self._progress = (base, cursor, (cursor, length, it))
+                        yield from it
+                        self._close()
+                        cursor += length
                 else:
                     base, wanted = mask
-                    for entry in scan(cursor, end, copy=False):
+                    for entry in scan(cursor, end):
                         if entry.seq != cursor:
                             break
                         cursor += 1
@@ -250,6 +302,16 @@ class EntrySource:
             self._key_seqs = np.unique(np.asarray(found, dtype=np.uint64))
             self._key_hwm = self.reader.high_watermark
         return self._key_seqs
+
+
+_Open = tuple[int, int, Iterator[Entry]]
+
+
+def _handed(chunk: _Open | None) -> int:
+    """How many entries of an open chunk its iterator has handed out."""
+    if chunk is None:
+        return 0
+    return chunk[1] - operator.length_hint(chunk[2])
 
 
 def _runs(lo: int, hi: int, holes: list[int]) -> list[tuple[int, int]]:

@@ -608,19 +608,16 @@ class MmapBackend:
         """Entries ``from_seq..=to_seq`` (clipped to the high-watermark), each record and frame
         checked; the first damaged one raises, after every entry before it (in the scan's
         direction) was yielded."""
+        if direction is ScanDirection.FORWARD:
+            for entries in self.iter_chunks(from_seq, to_seq, copy=copy):
+                yield from entries
+            return
         hwm = self.high_watermark()
         hi = min(to_seq, hwm)
         if from_seq < 1 or from_seq > hi:
             return
         self._guard_truncation()
         checks = self._require_checks()
-        if direction is ScanDirection.FORWARD:
-            for lo in range(from_seq, hi + 1, READ_CHUNK):
-                chunk = checks.chunk(lo, min(lo + READ_CHUNK - 1, hi), hwm)
-                yield from chunk_entries(chunk, checks.names(), copy)
-                if chunk.error is not None:
-                    raise chunk.error
-            return
         for top in range(hi, from_seq - 1, -READ_CHUNK):
             lo = max(top - READ_CHUNK + 1, from_seq)
             chunk = checks.chunk(lo, top, hwm)
@@ -630,6 +627,25 @@ class MmapBackend:
             # Damage inside: the reference, downwards, meets the highest damaged seq first.
             for seq in range(top, lo - 1, -1):
                 yield checks.entry(seq, hwm, copy=copy)
+
+    def iter_chunks(
+        self, from_seq: int, to_seq: int, *, copy: bool = True
+    ) -> Iterator[list[Entry]]:
+        """``iter_range`` forward, a list per checked chunk: the entries of seqs ``lo``,
+        ``lo + 1``, ... in order, with no gap. The first damaged seq raises, after a list of
+        every entry before it (for a consumer that walks many entries without Python work
+        per entry)."""
+        hwm = self.high_watermark()
+        hi = min(to_seq, hwm)
+        if from_seq < 1 or from_seq > hi:
+            return
+        self._guard_truncation()
+        checks = self._require_checks()
+        for lo in range(from_seq, hi + 1, READ_CHUNK):
+            chunk = checks.chunk(lo, min(lo + READ_CHUNK - 1, hi), hwm)
+            yield chunk_entries(chunk, checks.names(), copy)
+            if chunk.error is not None:
+                raise chunk.error
 
     def scan_range(
         self, from_seq: int, to_seq: int, direction: ScanDirection = ScanDirection.FORWARD
