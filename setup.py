@@ -30,6 +30,7 @@ SOURCES = [
     "hix_grow.c",
     "lookup.c",
     "verify.c",
+    "dispatch.c",
 ]
 extra = shlex.split(os.environ.get("MMAPLOG_NATIVE_CFLAGS", ""))
 

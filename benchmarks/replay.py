@@ -191,7 +191,7 @@ def breakdown(run_dir: Path, sample: int) -> dict[str, float]:
     with Reader(run_dir) as reader:
         hi = min(sample, reader.high_watermark)
         started = time.perf_counter()
-        for _ in reader.scan(1, hi, chunk=65_536):
+        for _ in reader.scan(1, hi, chunk=65_536, copy=True):  # as the engine reads
             pass
         scan_s = time.perf_counter() - started
         entries = list(reader.scan(1, hi, chunk=65_536, copy=True))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mmaplog import CorruptionError, Entry, Reader, RunStatus
+from mmaplog.storage.core import native
 from replay._source import EntrySource, classify_corruption
 from replay.decoders import (
     DecodeFn,
@@ -45,6 +46,9 @@ __all__ = ["Predicate", "ReplayEngine"]
 Predicate = Callable[[Entry], bool]
 _PROGRESS_EVERY = 4096
 _TYPED, _GENERIC, _NONE = 0, 1, 2
+# What the native dispatch loop stopped on (dispatch.c).
+_NATIVE_LIMIT, _NATIVE_END, _NATIVE_SLOW, _NATIVE_DECODE = 0, 1, 2, 3
+_NATIVE_HANDLER, _NATIVE_SOURCE, _NATIVE_STOP, _NATIVE_SIGNAL = 4, 5, 6, 7
 
 
 class ReplayEngine:
@@ -69,6 +73,7 @@ class ReplayEngine:
         self._names = [handler_name(h) for h in self.handlers]
         self._stop_event = threading.Event()
         self._stopping = False
+        self._stop_flag = bytearray(1)  # _stopping as the native loop reads it
         self._stopped_by: str | None = None
         self._interrupted = False
         # payload_type -> (decode function or None, _TYPED/_GENERIC/_NONE, [entries seen])
@@ -108,6 +113,7 @@ class ReplayEngine:
         if self._stopped_by is None:
             self._stopped_by = reason
         self._stopping = True
+        self._stop_flag[0] = 1
         self._stop_event.set()
 
     @property
@@ -152,6 +158,7 @@ class ReplayEngine:
         """
         self._start()
         self._stopping = False  # a step is a new command: an earlier stop() is spent
+        self._stop_flag[0] = 0
         self._stop_event.clear()
         self._stopped_by = None
         begin = time.perf_counter()
@@ -180,6 +187,7 @@ class ReplayEngine:
         self._start()
         self._pace_origin = None
         self._stopping = False
+        self._stop_flag[0] = 0
         self._stop_event.clear()
         self._stopped_by = None
         begin = time.perf_counter()
@@ -490,6 +498,9 @@ class ReplayEngine:
         handlers = list(zip(self.handlers, self._names, strict=True))
         single, single_name = handlers[0] if len(handlers) == 1 else (None, "")
         pace = self._pace if not self.options.pace.is_max else None
+        if native is not None and single is not None and pace is None:
+            self._dispatch_native(native.dispatch_entries, single, single_name)
+            return
         progress = self.progress
         cache = self._decoders
         lookup = self._decoder
@@ -567,6 +578,97 @@ class ReplayEngine:
             self._decoded += decoded
             self._generic += generic
             self._raw_count += raw
+
+    def _dispatch_native(self, dispatch: Callable[..., Any], handler: Any, name: str) -> None:
+        """``_dispatch_loop`` for one handler, unpaced: the native core's loop decodes, counts
+        and dispatches each entry it can; what it cannot (a type met for the first time or
+        without a decoder, a decoder or the handler raising, the source raising) comes back
+        here with its entry, and ``_dispatch_one`` or the handler's error path does for it
+        what the Python loop does."""
+        it, cache, stop, progress = self._iter, self._decoders, self._stop_flag, self.progress
+        since_progress = 0
+        while True:
+            status, done, decoded, generic, entry, exc, first, last = dispatch(
+                it, _PROGRESS_EVERY, cache, handler, stop
+            )
+            if done:
+                if self._first_seq is None:
+                    self._first_seq = first.seq
+                self._last_seq = last.seq
+                self._dispatched += done
+                self._decoded += decoded
+                self._generic += generic
+                since_progress += done
+            if status == _NATIVE_HANDLER:
+                self._single_handler_raised(name, entry.seq, exc)
+            elif status == _NATIVE_SLOW:
+                self._dispatch_one(entry, handler, name, None)
+                since_progress += 1
+            elif status == _NATIVE_DECODE:
+                if not isinstance(exc, Exception):
+                    raise exc  # KeyboardInterrupt and the like, raised while decoding
+                self._dispatch_one(entry, handler, name, exc)
+                since_progress += 1
+            elif status in (_NATIVE_SOURCE, _NATIVE_SIGNAL):
+                raise exc
+            elif status in (_NATIVE_END, _NATIVE_STOP):
+                return
+            if self._stopping:
+                return
+            if since_progress >= _PROGRESS_EVERY:
+                since_progress = 0
+                if progress is not None:
+                    progress(self._dispatched)
+
+    def _dispatch_one(
+        self, entry: Entry, handler: Any, name: str, decode_error: Exception | None
+    ) -> None:
+        """One entry as the Python loop dispatches it (``decode_error``: decoding it raised
+        that already)."""
+        payload_type = entry.payload_type
+        fn, kind, cell = self._decoder(payload_type)
+        reason = None
+        message: object = None
+        if decode_error is not None:
+            reason = decode_failure_reason(payload_type, decode_error)
+        elif fn is None:
+            reason = no_decoder_reason(payload_type)
+        else:
+            try:
+                message = fn(entry.payload)
+            except Exception as exc:  # noqa: BLE001 - delivered raw with the reason
+                reason = decode_failure_reason(payload_type, exc)
+        if reason is not None:
+            message = RawEntry(entry, reason)
+        # Counted in one stretch without a call, as in _dispatch_loop.
+        raw_by_type = self._raw_by_type
+        cell[0] += 1
+        if reason is not None:
+            self._raw_count += 1
+            raw_by_type[payload_type] = (
+                raw_by_type[payload_type] + 1 if payload_type in raw_by_type else 1
+            )
+        elif kind == _TYPED:
+            self._decoded += 1
+        else:
+            self._generic += 1
+        self._last_seq = entry.seq
+        if self._first_seq is None:
+            self._first_seq = entry.seq
+        self._dispatched += 1
+        try:
+            handler(entry, message)
+        except Exception as exc:  # noqa: BLE001 - StopReplay, BrokenPipeError or recorded
+            self._single_handler_raised(name, entry.seq, exc)
+
+    def _single_handler_raised(self, name: str, seq: int, exc: BaseException) -> None:
+        """The Python loop's ``except`` clauses around its one handler, for ``exc``."""
+        if isinstance(exc, StopReplay):
+            self.stop(f"{name} stopped the replay: {exc}".rstrip(": "))
+        elif isinstance(exc, BrokenPipeError) or not isinstance(exc, Exception):
+            raise exc
+        else:
+            self._handler_failed(name, seq, exc, raise_error=True)
 
     def _verify_loop(self) -> None:
         opts = self.options

@@ -16,6 +16,7 @@ extern PyMethodDef mml_hix_grow_methods[]; /* hix_grow.c: keys.hix's table place
 extern PyMethodDef mml_merkle_methods[]; /* merkle.c: SHA-256 leaves and nodes */
 extern PyMethodDef mml_lookup_methods[]; /* lookup.c: a reader's lookup_all and seek_ts */
 extern PyMethodDef mml_verify_methods[]; /* verify.c: the loops of `mmaplog verify` */
+extern PyMethodDef mml_dispatch_methods[]; /* dispatch.c: the replay engine's loop */
 
 /* The bytes of a buffer, hashed with the GIL released when they are many. */
 #define RELEASE_GIL_ABOVE 4096
@@ -113,6 +114,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddFunctions(m, mml_merkle_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_lookup_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, mml_verify_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, mml_dispatch_methods) < 0) goto fail;
     /* the code a checked pass returns for a record naming a symbol id it was not given */
     if (PyModule_AddIntConstant(m, "FRAME_SYMBOL", MML_FRAME_SYMBOL) < 0) goto fail;
     Py_INCREF(&mml_ChannelType);
