@@ -624,7 +624,8 @@ class ReplayEngine:
         self, entry: Entry, handler: Any, name: str, decode_error: Exception | None
     ) -> None:
         """One entry as the Python loop dispatches it (``decode_error``: decoding it raised
-        that already)."""
+        that already). The Python loop keeps its own copy of these steps inline: a call per
+        entry would cost the pure core's replay more than the lines it saves."""
         payload_type = entry.payload_type
         fn, kind, cell = self._decoder(payload_type)
         reason = None

@@ -612,12 +612,10 @@ class MmapBackend:
             for entries in self.iter_chunks(from_seq, to_seq, copy=copy):
                 yield from entries
             return
-        hwm = self.high_watermark()
-        hi = min(to_seq, hwm)
-        if from_seq < 1 or from_seq > hi:
+        bounds = self._checked_bounds(from_seq, to_seq)
+        if bounds is None:
             return
-        self._guard_truncation()
-        checks = self._require_checks()
+        hi, hwm, checks = bounds
         for top in range(hi, from_seq - 1, -READ_CHUNK):
             lo = max(top - READ_CHUNK + 1, from_seq)
             chunk = checks.chunk(lo, top, hwm)
@@ -628,6 +626,16 @@ class MmapBackend:
             for seq in range(top, lo - 1, -1):
                 yield checks.entry(seq, hwm, copy=copy)
 
+    def _checked_bounds(self, from_seq: int, to_seq: int) -> tuple[int, int, ReadChecks] | None:
+        """For a checked read of ``from_seq..=to_seq``: its last seq within the high-watermark,
+        the high-watermark and the checks; None when the range holds no committed seq."""
+        hwm = self.high_watermark()
+        hi = min(to_seq, hwm)
+        if from_seq < 1 or from_seq > hi:
+            return None
+        self._guard_truncation()
+        return hi, hwm, self._require_checks()
+
     def iter_chunks(
         self, from_seq: int, to_seq: int, *, copy: bool = True
     ) -> Iterator[list[Entry]]:
@@ -635,12 +643,10 @@ class MmapBackend:
         ``lo + 1``, ... in order, with no gap. The first damaged seq raises, after a list of
         every entry before it (for a consumer that walks many entries without Python work
         per entry)."""
-        hwm = self.high_watermark()
-        hi = min(to_seq, hwm)
-        if from_seq < 1 or from_seq > hi:
+        bounds = self._checked_bounds(from_seq, to_seq)
+        if bounds is None:
             return
-        self._guard_truncation()
-        checks = self._require_checks()
+        hi, hwm, checks = bounds
         for lo in range(from_seq, hi + 1, READ_CHUNK):
             chunk = checks.chunk(lo, min(lo + READ_CHUNK - 1, hi), hwm)
             yield chunk_entries(chunk, checks.names(), copy)
