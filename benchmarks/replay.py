@@ -11,9 +11,9 @@ untimed), then times, each over every entry of the run:
 * the same rows read back from SQLite (WAL, the peers' schema): scan, scan + decode,
   scan + decode + bus — SQLite checks no hashes, so its rows do strictly less work;
 
-then breaks one entry's cost down (reader, decode, bus, engine overhead) and measures a
-prototype of a batched verify path (frame checksums and canonical hashes over index arrays,
-outside the Reader) to size the engine-side improvement the targets need.
+the same decode + bus on the pure core (a child process, ``MMAPLOG_PURE=1``, one run),
+then breaks one entry's cost down (reader, decode, bus, engine overhead) and times the
+batched verified read path (``Reader.scan_batches``) on its own.
 
 ``mmaplog verify`` (every check) is timed on both cores side by side, each in a child process
 (``MMAPLOG_PURE=1`` for the pure one), in entries/s and GB/s of frames checked (target ≥ 1 GB/s
@@ -28,7 +28,6 @@ import gc
 import json
 import os
 import sqlite3
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,13 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import xxhash
-
 from benchmarks._workload import Result, format_table
 from mmaplog import MessageBus
 from mmaplog.demo import run_demo
 from mmaplog.runs.reader import Reader
-from mmaplog.storage.entry_hash import ENTRY_HASH_DOMAIN
 from replay import BusHandler, CountHandler, ReplayEngine, ReplayOptions, default_decoders
 
 TARGETS = {"verify entries/s": 1_000_000, "decode+dispatch entries/s": 500_000}
@@ -147,6 +143,7 @@ def sqlite_rows(db: sqlite3.Connection, repeat: int) -> list[Result]:
         fn = cache.get(payload_type)
         if fn is None:
             fn = cache[payload_type] = decoders.lookup(payload_type)
+        assert fn is not None, f"no decoder for {payload_type}"
         return fn(payload)
 
     def scan() -> int:
@@ -229,61 +226,6 @@ def breakdown(run_dir: Path, sample: int) -> dict[str, float]:
     return {k: round(v, 3) for k, v in us.items()}
 
 
-def batched_verify_prototype(run_dir: Path, *, entry_hashes: bool) -> tuple[float, int]:
-    """What a batched Reader path could do: walk the seq index as numpy columns and check each
-    frame's xxh3-64 checksum (and the canonical xxh3-128 entry hash) straight on the mapped
-    segments, without building an Entry per frame. Not used by replay (it reaches into the
-    storage engine's private layout); it sizes the improvement suggested for mmaplog."""
-    x64 = xxhash.xxh3_64_intdigest
-    x128 = xxhash.xxh3_128_digest
-    checksum_at = struct.Struct("<Q").unpack_from
-    header_at = struct.Struct("<8xQQQII I H2x16s16s16s").unpack_from
-    be3 = struct.Struct(">QQQ").pack
-    be1 = struct.Struct(">Q").pack
-    join = b"".join
-    with Reader(run_dir) as reader:
-        backend = reader.backend
-        index = reader.index()
-        started = time.perf_counter()
-        segs = index["segment"].tolist()
-        offs = index["offset"].tolist()
-        lens = index["length"].tolist()
-        views: dict[int, memoryview] = {}
-        names: dict[tuple[int, int], bytes] = {}
-        bad = 0
-        for seg, off, length in zip(segs, offs, lens, strict=True):
-            view = views.get(seg)
-            if view is None:
-                view = views[seg] = backend.segment_for_read(seg, 0).view(0)
-            end = off + length - 8
-            if checksum_at(view, end)[0] != x64(view[off:end]):
-                bad += 1
-                continue
-            if not entry_hashes:
-                continue
-            seq, ts, tp, topic, ptype, n, flags, corr, caus, digest = header_at(view, off)
-            framed = names.get((topic, ptype))
-            if framed is None:
-                framed = names[(topic, ptype)] = backend._framed_names(topic, ptype)[2]  # noqa: SLF001
-            tail = (
-                b"\x00\x00"
-                if not flags
-                else (b"\x01" + corr if flags & 1 else b"\x00")
-                + (b"\x01" + caus if flags & 2 else b"\x00")
-            )
-            start = off + 96
-            payload = view[start : start + n]
-            if (
-                x128(join((ENTRY_HASH_DOMAIN, be3(seq, ts, tp), framed, be1(n), payload, tail)))
-                != digest
-            ):
-                bad += 1
-        seconds = time.perf_counter() - started
-        views.clear()
-    assert bad == 0, f"{bad} frames failed the prototype check"
-    return seconds, len(segs)
-
-
 def mmaplog_verify(run_dir: Path, repeat: int = 1) -> list[Result]:
     """``mmaplog verify`` (every check, whole run) on the native and the pure core, side by
     side: the path ``replay --verify-only`` could delegate to for an unfiltered sealed run.
@@ -343,6 +285,37 @@ def verify_child(run_dir: Path, *, entry_hashes: bool, repeat: int) -> dict[str,
     }
 
 
+def pure_replay_rows(run_dir: Path) -> list[Result]:
+    """``replay: decode + bus`` on the pure core (the engine's Python loop, the reference
+    read path), in a child process with ``MMAPLOG_PURE=1``; one run (it is slow)."""
+    env = dict(os.environ, MMAPLOG_PURE="1")
+    argv = [sys.executable, "-m", "benchmarks.replay", "--replay-child", str(run_dir)]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"replay on the pure core failed: {proc.stderr[-2000:]}", file=sys.stderr)
+        return []
+    out = json.loads(proc.stdout)
+    return [Result(f"{BASELINE} [{out['core']} core]", out["entries"], out["seconds"])]
+
+
+def replay_child(run_dir: Path) -> dict[str, Any]:
+    """This process's core replaying ``run_dir`` through a bus, as ``replay_rows`` times it."""
+    from mmaplog.storage.core import native
+
+    bus = MessageBus()
+    bus.subscribe("*", lambda message: None)
+    with Reader(run_dir) as reader:
+        started = time.perf_counter()
+        report = ReplayEngine(reader, default_decoders(), [BusHandler(bus)]).run()
+        seconds = time.perf_counter() - started
+    assert report.ok, report.errors[:3]
+    return {
+        "core": "pure" if native is None else "native",
+        "seconds": seconds,
+        "entries": report.dispatched,
+    }
+
+
 def batched_verify(run_dir: Path, *, entry_hashes: bool) -> tuple[float, int]:
     """The batched verified read path itself (what ``--verify-only`` runs), without the
     engine: every record and frame checked, no entry built."""
@@ -385,6 +358,8 @@ def run(n: int, repeat: int) -> dict[str, Any]:
         run_dir = summary.run_dir
         entries = summary.entries
         ours = replay_rows(run_dir, repeat)
+        print("replaying on the pure core ...", file=sys.stderr)
+        ours += pure_replay_rows(run_dir)
         print("loading the same entries into SQLite ...", file=sys.stderr)
         db = load_sqlite(run_dir, root / "peer.sqlite")
         try:
@@ -439,7 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, help="an existing run directory (with --verify-only)")
     ap.add_argument("--verify-child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-entry-hashes", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--replay-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.replay_child is not None:
+        print(json.dumps(replay_child(args.replay_child)))
+        return 0
     if args.verify_child is not None:
         child = verify_child(
             args.verify_child, entry_hashes=not args.no_entry_hashes, repeat=max(1, args.repeat)
