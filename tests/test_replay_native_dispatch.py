@@ -27,6 +27,7 @@ from replay import (
 from tests.test_replay_fixtures import (
     RUN_A,
     Ping,
+    Pong,
     break_index_record,
     build_run,
     flip_payload_byte,
@@ -229,3 +230,35 @@ def test_progress_is_reported_on_a_long_replay(tmp_path, monkeypatch):
     assert fast["progress"]
     assert fast["progress"] == sorted(fast["progress"])
     assert fast["progress"][-1] <= 9_000
+
+
+def test_a_handler_or_decoder_that_meddles_with_the_engine_cannot_crash_it(tmp_path, monkeypatch):
+    """The native loop holds what it uses across the Python calls it makes: a handler that
+    empties the engine's decoder cache behaves as on the Python loop, and a decoder that
+    breaks a type's counter ends the replay with an error, not a crash."""
+    run_dir = build_run(tmp_path, RUN_A, n=120)
+
+    def clear(engine: ReplayEngine, entry: Any, message: Any) -> None:
+        engine._decoders.clear()  # noqa: SLF001 - the meddling under test
+
+    both(run_dir, clear, monkeypatch)
+
+    engines: list[ReplayEngine] = []
+    base = ping_decoders()
+    calls = [0]
+
+    def breaks_its_counter(payload: Any) -> Any:
+        message = base.decode("Ping", payload)
+        calls[0] += 1
+        if calls[0] == 20:  # long after the first Ping, a decoded one: in the native loop
+            engines[0]._decoders["Ping"][2].clear()  # noqa: SLF001
+        return message
+
+    registry = DecoderRegistry()
+    registry.register_function("Ping", breaks_its_counter)
+    registry.register("Pong", Pong)
+    with Reader(run_dir) as reader:
+        engine = ReplayEngine(reader, registry, [lambda entry, message: None])
+        engines.append(engine)
+        with pytest.raises(RuntimeError, match="a decoder changed the replay's counters"):
+            engine.run()

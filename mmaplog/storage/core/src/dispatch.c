@@ -129,16 +129,20 @@ static PyObject *py_dispatch_entries(PyObject *Py_UNUSED(module), PyObject *args
             exc = take_exception();
             break;
         }
-        /* Counted in one stretch without a call into Python, as the Python loop does. */
-        PyObject *count = PyNumber_Add(PyList_GET_ITEM(cell, 0), one);
-        if (count == NULL) {
-            Py_DECREF(message);
-            Py_DECREF(found);
-            Py_CLEAR(entry);
-            break; /* MemoryError: raised below */
-        }
-        PyList_SetItem(cell, 0, count); /* steals count */
+        /* Counted in one stretch without a call into Python, as the Python loop does. The
+         * decoder ran Python code: the cell (held through `found`) is checked again first. */
+        PyObject *count = NULL;
+        if (PyList_CheckExact(cell) && PyList_GET_SIZE(cell) == 1)
+            count = PyNumber_Add(PyList_GET_ITEM(cell, 0), one);
+        else
+            PyErr_SetString(PyExc_RuntimeError, "a decoder changed the replay's counters");
+        int counted = count != NULL && PyList_SetItem(cell, 0, count) == 0; /* steals count */
         Py_DECREF(found);
+        if (!counted) {
+            Py_DECREF(message);
+            Py_CLEAR(entry);
+            break; /* raised below */
+        }
         if (kind == 0)
             decoded++;
         else
