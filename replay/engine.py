@@ -72,8 +72,9 @@ class ReplayEngine:
         self.progress = progress
         self._names = [handler_name(h) for h in self.handlers]
         self._stop_event = threading.Event()
-        self._stopping = False
-        self._stop_flag = bytearray(1)  # _stopping as the native loop reads it
+        # A stop was asked for: one byte, set and cleared here, read by the Python loops
+        # and by the native one (dispatch.c) alike.
+        self._stopping = bytearray(1)
         self._stopped_by: str | None = None
         self._interrupted = False
         # payload_type -> (decode function or None, _TYPED/_GENERIC/_NONE, [entries seen])
@@ -112,8 +113,7 @@ class ReplayEngine:
         """Ask a running replay to end after the current entry (thread-safe)."""
         if self._stopped_by is None:
             self._stopped_by = reason
-        self._stopping = True
-        self._stop_flag[0] = 1
+        self._stopping[0] = 1
         self._stop_event.set()
 
     @property
@@ -134,7 +134,7 @@ class ReplayEngine:
                 if self._pending is not None:
                     pending, self._pending = self._pending, None
                     self._dispatch_recorded(pending, raise_handler_errors=True)
-                if not self._stopping and not self._finished:
+                if not self._stopping[0] and not self._finished:
                     if self.options.verify_only:
                         self._verify_loop()
                     else:
@@ -157,8 +157,7 @@ class ReplayEngine:
         Handler exceptions are recorded in the returned outcomes (and the report), not raised.
         """
         self._start()
-        self._stopping = False  # a step is a new command: an earlier stop() is spent
-        self._stop_flag[0] = 0
+        self._stopping[0] = 0  # a step is a new command: an earlier stop() is spent
         self._stop_event.clear()
         self._stopped_by = None
         begin = time.perf_counter()
@@ -186,14 +185,13 @@ class ReplayEngine:
         """
         self._start()
         self._pace_origin = None
-        self._stopping = False
-        self._stop_flag[0] = 0
+        self._stopping[0] = 0
         self._stop_event.clear()
         self._stopped_by = None
         begin = time.perf_counter()
         steps = 0
         try:
-            while not self._stopping:
+            while not self._stopping[0]:
                 # An entry left pending by an earlier ``before`` pause is where we stand:
                 # dispatch it without testing it again, or the replay could never move on.
                 resumed = steps == 0 and self._pending is not None
@@ -417,27 +415,40 @@ class ReplayEngine:
             found = self._decoders[payload_type] = (fn, kind, [0])
         return found
 
-    def _decode(self, entry: Entry) -> tuple[object, str | None]:
-        """Count and decode one entry: the message, or a ``RawEntry`` and the reason."""
+    def _decode(
+        self, entry: Entry, decode_error: Exception | None = None
+    ) -> tuple[object, str | None]:
+        """Decode and count one entry: the message, or a ``RawEntry`` and the reason
+        (``decode_error``: decoding it already raised that, in the native loop)."""
         payload_type = entry.payload_type
         fn, kind, cell = self._decoder(payload_type)
-        cell[0] += 1
-        if fn is not None:
+        reason = None
+        message: object = None
+        if decode_error is not None:
+            reason = decode_failure_reason(payload_type, decode_error)
+        elif fn is None:
+            reason = no_decoder_reason(payload_type)
+        else:
             try:
                 message = fn(entry.payload)
             except Exception as exc:  # noqa: BLE001 - delivered raw with the reason
-                return self._raw(entry, decode_failure_reason(payload_type, exc))
-            if kind == _TYPED:
-                self._decoded += 1
-            else:
-                self._generic += 1
-            return message, None
-        return self._raw(entry, no_decoder_reason(payload_type))
-
-    def _raw(self, entry: Entry, reason: str) -> tuple[RawEntry, str]:
-        self._raw_count += 1
-        self._raw_by_type[entry.payload_type] = self._raw_by_type.get(entry.payload_type, 0) + 1
-        return RawEntry(entry, reason), reason
+                reason = decode_failure_reason(payload_type, exc)
+        if reason is not None:
+            message = RawEntry(entry, reason)
+        # Counted in one stretch without a call, as in _dispatch_loop (which keeps these
+        # steps inline: a call per entry would cost the pure core's replay more).
+        raw_by_type = self._raw_by_type
+        cell[0] += 1
+        if reason is not None:
+            self._raw_count += 1
+            raw_by_type[payload_type] = (
+                raw_by_type[payload_type] + 1 if payload_type in raw_by_type else 1
+            )
+        elif kind == _TYPED:
+            self._decoded += 1
+        else:
+            self._generic += 1
+        return message, reason
 
     def _pace(self, ts_init: int) -> None:
         pace = self.options.pace
@@ -561,7 +572,7 @@ class ReplayEngine:
                             raise
                         except Exception as exc:  # noqa: BLE001 - recorded, typed, per options
                             self._handler_failed(name, last, exc, raise_error=True)
-                if self._stopping:
+                if self._stopping[0]:
                     break
                 if not dispatched % _PROGRESS_EVERY:
                     self._first_seq, self._last_seq = first, last
@@ -585,7 +596,7 @@ class ReplayEngine:
         without a decoder, a decoder or the handler raising, the source raising) comes back
         here with its entry, and ``_dispatch_one`` or the handler's error path does for it
         what the Python loop does."""
-        it, cache, stop, progress = self._iter, self._decoders, self._stop_flag, self.progress
+        it, cache, stop, progress = self._iter, self._decoders, self._stopping, self.progress
         since_progress = 0
         while True:
             status, done, decoded, generic, entry, exc, first, last = dispatch(
@@ -613,7 +624,7 @@ class ReplayEngine:
                 raise exc
             elif status in (_NATIVE_END, _NATIVE_STOP):
                 return
-            if self._stopping:
+            if self._stopping[0]:
                 return
             if since_progress >= _PROGRESS_EVERY:
                 since_progress = 0
@@ -624,39 +635,9 @@ class ReplayEngine:
         self, entry: Entry, handler: Any, name: str, decode_error: Exception | None
     ) -> None:
         """One entry as the Python loop dispatches it (``decode_error``: decoding it raised
-        that already). The Python loop keeps its own copy of these steps inline: a call per
-        entry would cost the pure core's replay more than the lines it saves."""
-        payload_type = entry.payload_type
-        fn, kind, cell = self._decoder(payload_type)
-        reason = None
-        message: object = None
-        if decode_error is not None:
-            reason = decode_failure_reason(payload_type, decode_error)
-        elif fn is None:
-            reason = no_decoder_reason(payload_type)
-        else:
-            try:
-                message = fn(entry.payload)
-            except Exception as exc:  # noqa: BLE001 - delivered raw with the reason
-                reason = decode_failure_reason(payload_type, exc)
-        if reason is not None:
-            message = RawEntry(entry, reason)
-        # Counted in one stretch without a call, as in _dispatch_loop.
-        raw_by_type = self._raw_by_type
-        cell[0] += 1
-        if reason is not None:
-            self._raw_count += 1
-            raw_by_type[payload_type] = (
-                raw_by_type[payload_type] + 1 if payload_type in raw_by_type else 1
-            )
-        elif kind == _TYPED:
-            self._decoded += 1
-        else:
-            self._generic += 1
-        self._last_seq = entry.seq
-        if self._first_seq is None:
-            self._first_seq = entry.seq
-        self._dispatched += 1
+        that already)."""
+        message, _ = self._decode(entry, decode_error)
+        self._seen(entry.seq)
         try:
             handler(entry, message)
         except Exception as exc:  # noqa: BLE001 - StopReplay, BrokenPipeError or recorded
@@ -690,7 +671,7 @@ class ReplayEngine:
                 last = entry.seq
                 if first is None:
                     first = last
-                if self._stopping:
+                if self._stopping[0]:
                     break
                 if progress is not None and not count % _PROGRESS_EVERY:
                     self._first_seq, self._last_seq = first, last
@@ -708,7 +689,7 @@ class ReplayEngine:
         last = cursor + self.expected - 1 - source.verified
         first = self._first_seq
         progress = self.progress
-        while cursor <= last and not self._stopping:
+        while cursor <= last and not self._stopping[0]:
             try:
                 for batch in self.reader.scan_batches(cursor, last):
                     counts = np.bincount(batch.records["ptype"].astype(np.intp))
@@ -722,7 +703,7 @@ class ReplayEngine:
                     self._first_seq, self._last_seq = first, cursor - 1
                     if progress is not None:
                         progress(self._verified())
-                    if self._stopping:
+                    if self._stopping[0]:
                         break
                 else:
                     if cursor <= last:  # the run ended before the selection: seqs are missing
