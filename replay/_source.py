@@ -225,8 +225,7 @@ class EntrySource:
                                 if entry.seq != cursor:
                                     break
                                 cursor += 1
-                                self.verified += 1
-                                self.next_seq = cursor
+                                self._progress = (self._progress[0] + 1, cursor, None)
                                 yield entry
                             break
                         it = iter(entries)
@@ -241,8 +240,8 @@ class EntrySource:
                         if entry.seq != cursor:
                             break
                         cursor += 1
-                        self.verified += 1
-                        self.next_seq = cursor
+                        # One tuple per entry (no chunk is open here): not two property writes.
+                        self._progress = (self._progress[0] + 1, cursor, None)
                         if wanted[entry.seq - base]:
                             yield entry
                 if cursor <= end:
