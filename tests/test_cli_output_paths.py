@@ -104,6 +104,15 @@ def test_a_symlink_to_a_regular_file_stays_a_symlink_and_its_target_gets_the_con
     assert leftovers(real.parent) == []
 
 
+def named(path: Path, via_symlink: bool) -> Path:
+    """``path`` itself, or a symbolic link ``link`` beside it that points to it."""
+    if not via_symlink:
+        return path
+    link = path.parent / "link"
+    link.symlink_to(path)
+    return link
+
+
 @WRITERS
 def test_a_dangling_symlink_stays_a_symlink_and_its_target_is_created(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: Command
@@ -128,10 +137,7 @@ def test_a_fifo_is_written_into_and_stays_a_fifo(
 ) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo, 0o600)
-    target = fifo
-    if via_symlink:
-        target = tmp_path / "link"
-        target.symlink_to(fifo)
+    target = named(fifo, via_symlink)
     with fifo_reader(fifo) as chunks:
         code, err = run(capsys, command(root, target))
     assert code == 0, err
@@ -182,10 +188,7 @@ def test_a_directory_is_a_usage_error_before_any_work(
 ) -> None:
     directory = tmp_path / "dir"
     directory.mkdir()
-    target = directory
-    if via_symlink:
-        target = tmp_path / "link"
-        target.symlink_to(directory)
+    target = named(directory, via_symlink)
     code, err = run(capsys, command(root, target))
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err

@@ -70,21 +70,21 @@ def run_once(
     seen: list[tuple[int, object]] = []
     progress: list[int] = []
     raised: BaseException | None = None
+    engines: list[ReplayEngine] = []
+
+    def handler(entry: Any, message: Any) -> None:
+        seen.append((entry.seq, seen_form(message)))
+        scenario(engines[0], entry, message)
+
     with Reader(run_dir) as reader:
         engine = ReplayEngine(
             reader,
             decoders if decoders is not None else ping_decoders(),
-            [],
+            [handler],
             options,
             progress=progress.append,
         )
-
-        def handler(entry: Any, message: Any) -> None:
-            seen.append((entry.seq, seen_form(message)))
-            scenario(engine, entry, message)
-
-        engine.handlers.append(handler)
-        engine._names.append("handler")  # noqa: SLF001 - a handler added after construction
+        engines.append(engine)
         try:
             engine.run()
         except (ReplayError, KeyboardInterrupt) as exc:
